@@ -1,0 +1,285 @@
+//! Who may log in: argon2id password hashes and authorized_keys (DESIGN §6).
+//!
+//! Invariants: passwords and key material are never logged; an unknown user
+//! costs the same argon2 work as a known one (no user-existence timing
+//! oracle); russh adds the constant rejection delay (`auth_rejection_time`)
+//! and counts attempts (`max_auth_attempts`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use russh::keys::PublicKey;
+use russh::keys::ssh_key::AuthorizedKeys;
+use serde::Deserialize;
+
+use crate::config::UserConfig;
+use crate::protocol::{InvalidName, SessionName};
+
+/// Why a credential could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A line is not a public key in authorized_keys format.
+    #[error("not a public key in authorized_keys format: {0}")]
+    BadKey(String),
+    /// An authorized_keys file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A password hash could not be computed.
+    #[error("hashing failed: {0}")]
+    Hash(String),
+}
+
+/// An argon2 password hash in PHC string format
+/// (`$argon2id$v=19$m=19456,t=2,p=1$SALT$HASH`), checked when read.
+#[derive(Clone)]
+pub struct PasswordHash(String);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+impl PasswordHash {
+    /// Checks that `text` is an argon2 PHC string.
+    ///
+    /// # Errors
+    /// A message saying how to produce a valid one.
+    pub fn parse(text: &str) -> Result<PasswordHash, String> {
+        let parsed = argon2::password_hash::phc::PasswordHash::new(text)
+            .map_err(|_| "not an argon2 PHC string".to_owned())?;
+        if !parsed.algorithm.as_str().starts_with("argon2") {
+            return Err(format!("algorithm {} is not argon2", parsed.algorithm));
+        }
+        Ok(PasswordHash(text.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for PasswordHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        PasswordHash::parse(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{e} (generate one with `keepsh hash-password`)"
+            ))
+        })
+    }
+}
+
+/// Hashes `password` with argon2id, default parameters and a random salt.
+///
+/// # Errors
+/// [`AuthError::Hash`] if the OS gives no randomness.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Parses one authorized_keys line (options allowed, ignored).
+///
+/// # Errors
+/// [`AuthError::BadKey`] if the line holds no valid key.
+pub fn parse_authorized_key(line: &str) -> Result<PublicKey, AuthError> {
+    let bad = |e: &dyn std::fmt::Display| AuthError::BadKey(e.to_string());
+    let mut entries = AuthorizedKeys::new(line);
+    match entries.next() {
+        Some(Ok(entry)) => Ok(entry.public_key().clone()),
+        Some(Err(e)) => Err(bad(&e)),
+        None => Err(bad(&"empty line")),
+    }
+}
+
+/// Reads an authorized_keys file: one key per line, `#` comments and blank
+/// lines skipped.
+///
+/// # Errors
+/// [`AuthError::Read`] if the file cannot be read, [`AuthError::BadKey`]
+/// naming the first bad line.
+pub fn read_authorized_keys(path: &Path) -> Result<Vec<PublicKey>, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AuthError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mut keys = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = parse_authorized_key(line)
+            .map_err(|e| AuthError::BadKey(format!("line {}: {e}", number + 1)))?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// The SSH login name split into the user and, for clients that cannot send
+/// a command (`ssh alice+work@host`), the session to attach or create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The configured user name.
+    pub user: String,
+    /// The session named after `+`, if any.
+    pub target: Option<Result<SessionName, InvalidName>>,
+}
+
+impl Login {
+    /// Splits `alice+work` into `alice` and the session `work`.
+    pub fn parse(login: &str) -> Login {
+        match login.split_once('+') {
+            Some((user, target)) => Login {
+                user: user.to_owned(),
+                target: Some(target.parse()),
+            },
+            None => Login {
+                user: login.to_owned(),
+                target: None,
+            },
+        }
+    }
+}
+
+struct Credentials {
+    password_hash: Option<PasswordHash>,
+    keys: Vec<PublicKey>,
+    keys_file: Option<PathBuf>,
+}
+
+/// Checks credentials against the configured users.
+pub struct Authenticator {
+    users: HashMap<String, Credentials>,
+    /// Verified against for unknown users, so they cost the same time.
+    dummy_hash: PasswordHash,
+}
+
+impl Authenticator {
+    /// An authenticator for `users`.
+    ///
+    /// # Errors
+    /// [`AuthError::Hash`] if the timing-equaliser hash cannot be made.
+    pub fn new(users: &[UserConfig]) -> Result<Authenticator, AuthError> {
+        let users = users
+            .iter()
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    Credentials {
+                        password_hash: u.password_hash.clone(),
+                        keys: u.authorized_keys.clone(),
+                        keys_file: u.authorized_keys_file.clone(),
+                    },
+                )
+            })
+            .collect();
+        let dummy = hash_password("keepsh: no such user")?;
+        Ok(Authenticator {
+            users,
+            dummy_hash: PasswordHash(dummy),
+        })
+    }
+
+    /// Whether `user` exists and may log in with `password`. Runs argon2 on a
+    /// blocking thread (tens of milliseconds).
+    pub async fn check_password(&self, user: &str, password: &str) -> bool {
+        let (hash, known) = match self.users.get(user).and_then(|c| c.password_hash.clone()) {
+            Some(hash) => (hash, true),
+            None => (self.dummy_hash.clone(), false),
+        };
+        let password = password.to_owned();
+        let verified = tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .verify_password(password.as_bytes(), hash.0.as_str())
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        verified && known
+    }
+
+    /// Whether `user` may log in with `key`. An authorized_keys file is
+    /// re-read on each call, so added keys work without a restart.
+    pub fn check_key(&self, user: &str, key: &PublicKey) -> bool {
+        let Some(credentials) = self.users.get(user) else {
+            return false;
+        };
+        let matches = |k: &PublicKey| k.key_data() == key.key_data();
+        if credentials.keys.iter().any(matches) {
+            return true;
+        }
+        match &credentials.keys_file {
+            Some(path) => match read_authorized_keys(path) {
+                Ok(keys) => keys.iter().any(matches),
+                Err(error) => {
+                    tracing::warn!(%error, "authorized_keys_file unreadable");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpgIMZrZ4fZ6dKvdPGWBqfbnIcUj0ezoW6YJwu8CXhR me@host";
+
+    #[test]
+    fn login_names_split_at_plus() {
+        assert_eq!(Login::parse("alice").target, None);
+        let login = Login::parse("alice+work");
+        assert_eq!(login.user, "alice");
+        assert_eq!(login.target, Some(Ok("work".parse().expect("valid"))));
+        assert!(matches!(Login::parse("alice+a b").target, Some(Err(_))));
+    }
+
+    #[test]
+    fn authorized_key_lines_parse_with_or_without_options() {
+        parse_authorized_key(KEY).expect("plain line");
+        parse_authorized_key(&format!("no-pty {KEY}")).expect("with options");
+        assert!(parse_authorized_key("ssh-ed25519 AAAA").is_err());
+        assert!(parse_authorized_key("").is_err());
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_against_their_hash_only() {
+        let hash = hash_password("s3cret").expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        let user = UserConfig {
+            name: "alice".into(),
+            password_hash: Some(PasswordHash::parse(&hash).expect("valid")),
+            authorized_keys: vec![],
+            authorized_keys_file: None,
+        };
+        let auth = Authenticator::new(&[user]).expect("authenticator");
+        assert!(auth.check_password("alice", "s3cret").await);
+        assert!(!auth.check_password("alice", "wrong").await);
+        assert!(!auth.check_password("bob", "s3cret").await);
+    }
+
+    #[test]
+    fn keys_match_by_key_data_not_comment() {
+        let key = parse_authorized_key(KEY).expect("key");
+        let other_comment = parse_authorized_key(&KEY.replace("me@host", "other")).expect("key");
+        let user = UserConfig {
+            name: "alice".into(),
+            password_hash: None,
+            authorized_keys: vec![key],
+            authorized_keys_file: None,
+        };
+        let auth = Authenticator::new(&[user]).expect("authenticator");
+        assert!(auth.check_key("alice", &other_comment));
+        assert!(!auth.check_key("bob", &other_comment));
+    }
+}

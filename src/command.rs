@@ -1,0 +1,477 @@
+//! Exec request string → [`Command`]; results → what the user sees.
+//!
+//! This is the one place that turns an error into a stderr line
+//! (`keepsh: <what went wrong> (<what to do>)`) and an exit status: 2 for a
+//! usage error, 1 for an operational one (DESIGN §1).
+
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::protocol::{SessionInfo, SessionName, SessionState};
+use crate::registry::RegistryError;
+
+/// A parsed exec request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `new [-d] [NAME] [-- CMD ARGS...]`.
+    New {
+        /// The name, or the lowest free integer when `None`.
+        name: Option<SessionName>,
+        /// Print the id and exit instead of attaching.
+        detach: bool,
+        /// The program; empty means the user's shell.
+        command: Vec<String>,
+    },
+    /// `attach [--read-only] [--from OFFSET] [REF]`.
+    Attach {
+        /// Which session; `None` means the most recently detached one.
+        reference: Option<String>,
+        /// Attach without input and without deciding the size.
+        read_only: bool,
+        /// Replay from this absolute output offset (bytes).
+        from: Option<u64>,
+    },
+    /// `list [--json]`.
+    List {
+        /// Print a JSON array instead of a table.
+        json: bool,
+    },
+    /// `kill REF`.
+    Kill {
+        /// Which session.
+        reference: String,
+    },
+    /// `rename REF NEW`.
+    Rename {
+        /// Which session.
+        reference: String,
+        /// Its new name.
+        new: SessionName,
+    },
+    /// `help`.
+    Help,
+    /// `version`.
+    Version,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keepsh",
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_help_subcommand = true,
+    disable_version_flag = true
+)]
+struct ExecLine {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    New {
+        #[arg(short = 'd', long = "detach", requires = "name")]
+        detach: bool,
+        #[arg(value_parser = parse_name)]
+        name: Option<SessionName>,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    Attach {
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long, value_name = "OFFSET")]
+        from: Option<u64>,
+        #[arg(value_name = "REF")]
+        reference: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Kill {
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
+    Rename {
+        #[arg(value_name = "REF")]
+        reference: String,
+        #[arg(value_parser = parse_name)]
+        new: SessionName,
+    },
+    Help,
+    Version,
+}
+
+fn parse_name(s: &str) -> Result<SessionName, String> {
+    s.parse::<SessionName>()
+        .map_err(|_| SessionName::RULE.to_owned())
+}
+
+/// What a finished command gives the client: stdout, stderr, exit status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// Bytes for the channel's data stream.
+    pub stdout: String,
+    /// Bytes for the channel's extended data stream 1 (stderr).
+    pub stderr: String,
+    /// The `exit-status` (RFC 4254 §6.10).
+    pub status: u32,
+}
+
+impl Reply {
+    /// Success with `stdout`.
+    pub fn ok(stdout: impl Into<String>) -> Reply {
+        Reply {
+            stdout: stdout.into(),
+            ..Reply::default()
+        }
+    }
+}
+
+/// A failure as the user sees it: one stderr line and an exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// 1 (operational) or 2 (usage).
+    pub status: u32,
+    /// `keepsh: <what> (<fix>)`, no newline.
+    pub line: String,
+}
+
+impl Failure {
+    /// A usage error (exit status 2).
+    pub fn usage(what: impl std::fmt::Display, fix: &str) -> Failure {
+        Failure {
+            status: 2,
+            line: format!("keepsh: {what} ({fix})"),
+        }
+    }
+
+    /// An operational error (exit status 1).
+    pub fn operational(what: impl std::fmt::Display, fix: &str) -> Failure {
+        Failure {
+            status: 1,
+            line: format!("keepsh: {what} ({fix})"),
+        }
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(error: RegistryError) -> Failure {
+        Failure::operational(&error, error.hint())
+    }
+}
+
+impl From<Failure> for Reply {
+    fn from(failure: Failure) -> Reply {
+        Reply {
+            stdout: String::new(),
+            stderr: format!("{}\n", failure.line),
+            status: failure.status,
+        }
+    }
+}
+
+/// Parses an exec request's string (split like a POSIX shell would).
+///
+/// # Errors
+/// A usage [`Failure`] for unbalanced quotes, an unknown command or flag, a
+/// missing or extra argument, or an invalid name.
+pub fn parse(line: &str) -> Result<Command, Failure> {
+    let words = shell_words::split(line)
+        .map_err(|e| Failure::usage(format!("cannot parse command: {e}"), "check the quoting"))?;
+    let before_dashes = words.iter().take_while(|w| *w != "--");
+    if before_dashes.clone().any(|w| w == "--help" || w == "-h") {
+        return Ok(Command::Help);
+    }
+    let parsed = ExecLine::try_parse_from(&words).map_err(|e| {
+        let rendered = e.render().to_string();
+        let first = rendered
+            .lines()
+            .next()
+            .unwrap_or("invalid command")
+            .trim_start_matches("error: ")
+            .to_owned();
+        Failure::usage(first, "run 'help' for usage")
+    })?;
+    Ok(match parsed.command {
+        Sub::New {
+            detach,
+            name,
+            command,
+        } => Command::New {
+            name,
+            detach,
+            command,
+        },
+        Sub::Attach {
+            read_only,
+            from,
+            reference,
+        } => Command::Attach {
+            reference,
+            read_only,
+            from,
+        },
+        Sub::List { json } => Command::List { json },
+        Sub::Kill { reference } => Command::Kill { reference },
+        Sub::Rename { reference, new } => Command::Rename { reference, new },
+        Sub::Help => Command::Help,
+        Sub::Version => Command::Version,
+    })
+}
+
+/// The text of `help`.
+pub const HELP: &str = "\
+keepsh: SSH sessions that outlive the connection
+
+usage: ssh [-t] HOST COMMAND
+
+  (no command)                      new session running your shell, attached
+  new [NAME] [-- CMD ARGS...]       new session (optionally named / running CMD), attached
+  new -d NAME [-- CMD ARGS...]      new session, detached; prints its id
+  attach [--read-only] [--from OFFSET] [REF]
+                                    attach (default: the most recently detached session)
+  list [--json]                     your sessions
+  kill REF                          end a session's programs (SIGHUP, then SIGKILL)
+  rename REF NEW                    rename a session
+  help, version
+
+REF is a name, a full id or a unique id prefix (4+ hex digits).
+NAME is 1-64 characters of A-Z a-z 0-9 . _ -
+Use `ssh -t` for new and attach so that you get a terminal.
+Clients that cannot send a command: log in as USER+NAME to attach NAME (created if needed).
+";
+
+/// The text of `version`.
+pub fn version() -> String {
+    format!("keepsh {}\n", env!("CARGO_PKG_VERSION"))
+}
+
+/// One session as `list --json` prints it (DESIGN §1 fixes the keys).
+#[derive(Serialize)]
+struct ListEntry<'a> {
+    id: String,
+    name: &'a str,
+    state: SessionState,
+    clients: usize,
+    created: String,
+    last_activity: String,
+    cols: u16,
+    rows: u16,
+    command: String,
+    exit_code: Option<u32>,
+    output_offset: u64,
+}
+
+/// Renders `list` output: an aligned table, or a JSON array with `json`.
+pub fn render_list(sessions: &[SessionInfo], json: bool, now: SystemTime) -> String {
+    if json {
+        let entries: Vec<ListEntry<'_>> = sessions
+            .iter()
+            .map(|s| ListEntry {
+                id: s.id.to_string(),
+                name: s.name.as_str(),
+                state: s.state,
+                clients: s.clients,
+                created: humantime::format_rfc3339_seconds(s.created).to_string(),
+                last_activity: humantime::format_rfc3339_seconds(s.last_activity).to_string(),
+                cols: s.size.cols(),
+                rows: s.size.rows(),
+                command: shell_words::join(&s.command),
+                exit_code: s.exit.as_ref().map(|e| e.code),
+                output_offset: s.output_offset,
+            })
+            .collect();
+        let mut out = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".into());
+        out.push('\n');
+        return out;
+    }
+    if sessions.is_empty() {
+        return "no sessions (start one with: ssh -t HOST new NAME)\n".into();
+    }
+    let header = ["ID", "NAME", "STATE", "CLIENTS", "CREATED", "ACTIVITY", "SIZE", "COMMAND"];
+    let rows: Vec<[String; 8]> = sessions
+        .iter()
+        .map(|s| {
+            let state = match &s.exit {
+                Some(exit) if s.state == SessionState::Exited => match &exit.signal {
+                    Some(signal) => format!("exited({signal})"),
+                    None => format!("exited({})", exit.code),
+                },
+                _ => s.state.to_string(),
+            };
+            [
+                s.id.short(),
+                s.name.to_string(),
+                state,
+                s.clients.to_string(),
+                ago(now, s.created),
+                ago(now, s.last_activity),
+                format!("{}x{}", s.size.cols(), s.size.rows()),
+                shell_words::join(&s.command),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let last = cells.len() - 1;
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// "5m ago": the largest unit of the time since `then`.
+fn ago(now: SystemTime, then: SystemTime) -> String {
+    let secs = now.duration_since(then).map(|d| d.as_secs()).unwrap_or(0);
+    let (n, unit) = match secs {
+        0..60 => (secs, "s"),
+        60..3600 => (secs / 60, "m"),
+        3600..86400 => (secs / 3600, "h"),
+        _ => (secs / 86400, "d"),
+    };
+    format!("{n}{unit} ago")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ExitStatus, PtySize, SessionId};
+
+    fn check(line: &str) -> Result<Command, Failure> {
+        parse(line)
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(check("list"), Ok(Command::List { json: false }));
+        assert_eq!(check("list --json"), Ok(Command::List { json: true }));
+        assert_eq!(
+            check("new -d work -- sh -c 'echo hi'"),
+            Ok(Command::New {
+                name: Some("work".parse().expect("name")),
+                detach: true,
+                command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            })
+        );
+        assert_eq!(
+            check("new"),
+            Ok(Command::New {
+                name: None,
+                detach: false,
+                command: vec![]
+            })
+        );
+        assert_eq!(
+            check("attach --read-only --from 42 abcd"),
+            Ok(Command::Attach {
+                reference: Some("abcd".into()),
+                read_only: true,
+                from: Some(42),
+            })
+        );
+        assert_eq!(check("kill x"), Ok(Command::Kill { reference: "x".into() }));
+        assert_eq!(check("help"), Ok(Command::Help));
+        assert_eq!(check("new --help"), Ok(Command::Help));
+        assert_eq!(check("version"), Ok(Command::Version));
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_with_status_2() {
+        for line in [
+            "frobnicate",
+            "",
+            "new 'unbalanced",
+            "new -d",
+            "new 'bad name'",
+            "rename a 'b c'",
+            "kill",
+            "list --yaml",
+            "attach --from minus",
+            "attach a b",
+        ] {
+            let failure = check(line).expect_err(line);
+            assert_eq!(failure.status, 2, "{line}");
+            assert!(failure.line.starts_with("keepsh: "), "{line}: {}", failure.line);
+            assert!(!failure.line.contains('\n'), "{line}: {}", failure.line);
+            assert!(failure.line.ends_with(')'), "{line}: {}", failure.line);
+        }
+        let failure = check("new 'a b'").expect_err("invalid name");
+        assert!(failure.line.contains("A-Z a-z 0-9"), "{}", failure.line);
+    }
+
+    fn info(name: &str, state: SessionState, exit: Option<u32>) -> SessionInfo {
+        SessionInfo {
+            id: SessionId::random(),
+            name: name.parse().expect("name"),
+            owner: "alice".into(),
+            state,
+            clients: 0,
+            created: SystemTime::UNIX_EPOCH,
+            last_activity: SystemTime::UNIX_EPOCH,
+            detached_at: None,
+            size: PtySize::DEFAULT,
+            command: vec!["sh".into(), "-c".into(), "exit 3".into()],
+            exit: exit.map(|code| ExitStatus { code, signal: None }),
+            output_offset: 12,
+            buffer_start: 0,
+        }
+    }
+
+    #[test]
+    fn list_json_has_exactly_the_documented_keys() {
+        let out = render_list(&[info("w", SessionState::Exited, Some(3))], true, SystemTime::now());
+        let value: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let object = value[0].as_object().expect("object");
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "clients", "cols", "command", "created", "exit_code", "id", "last_activity",
+                "name", "output_offset", "rows", "state"
+            ]
+        );
+        assert_eq!(object["state"], "exited");
+        assert_eq!(object["exit_code"], 3);
+        assert_eq!(object["command"], "sh -c 'exit 3'");
+        assert_eq!(object["created"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn list_table_is_aligned() {
+        let out = render_list(
+            &[
+                info("short", SessionState::Orphaned, None),
+                info("a-much-longer-name", SessionState::Exited, Some(0)),
+            ],
+            false,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(120),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let col = lines[0].find("STATE").expect("header");
+        assert_eq!(&lines[1][col..col + 8], "orphaned");
+        assert_eq!(&lines[2][col..col + 9], "exited(0)");
+        assert!(lines[1].contains("2m ago"));
+    }
+}

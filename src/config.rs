@@ -1,0 +1,544 @@
+//! `server.toml` → a validated [`Config`] (DESIGN §5).
+//!
+//! Two stages, as ripgrep does: serde reads the raw TOML into `Raw*`
+//! structs (unknown keys are errors; every value type checks itself, so
+//! toml reports bad values with their position), then [`Config::load`]
+//! resolves paths against the file's directory and checks what spans
+//! several keys. Every error names the key, the line and the column.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::auth::{PasswordHash, parse_authorized_key};
+use russh::keys::PublicKey;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source} (check the path given to --config)")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A key or value is wrong.
+    #[error("{path}:{line}:{column}: {key}: {message} ({hint})")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted key, e.g. `server.keepalive_interval`, or `(file)`.
+        key: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        hint: String,
+    },
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[sessions]`.
+    pub sessions: SessionsConfig,
+    /// `[[users]]`: the SSH login names and their credentials. Empty means
+    /// first-run mode: the OS user running keepsh may log in with its own keys.
+    pub users: Vec<UserConfig>,
+}
+
+/// `[server]`: listeners, keys and connection limits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on (port 0 picks a free port).
+    pub listen: Vec<SocketAddr>,
+    /// Host key files (OpenSSH format), generated as Ed25519 (mode 0600) if missing.
+    pub host_keys: Vec<PathBuf>,
+    /// Private state directory (mode 0700).
+    pub state_dir: PathBuf,
+    /// Interval of SSH keepalives (`keepalive@openssh.com`); `None` = off.
+    pub keepalive_interval: Option<Duration>,
+    /// Unanswered keepalives before a connection is dropped as half-open.
+    pub keepalive_max: usize,
+    /// Time a connection has to authenticate; `None` = unlimited.
+    pub login_grace_time: Option<Duration>,
+    /// Failed authentication attempts before the connection is closed.
+    pub max_auth_attempts: usize,
+    /// Unauthenticated connections at once; more are closed on accept.
+    pub max_startups: usize,
+}
+
+/// `[sessions]`: what sessions run and how long they live.
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    /// The shell for shell requests; `None` = the OS user's login shell.
+    pub shell: Option<PathBuf>,
+    /// `TERM` when the client's `pty-req` gives none.
+    pub term: String,
+    /// Ring buffer per session, in bytes.
+    pub scrollback_bytes: usize,
+    /// Kill sessions orphaned this long; `None` = never.
+    pub orphan_timeout: Option<Duration>,
+    /// Keep exited sessions listed this long.
+    pub exited_retention: Duration,
+    /// Sessions per login name.
+    pub max_per_user: usize,
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    /// SSH login name.
+    pub name: String,
+    /// Argon2 PHC hash of the password, if password login is allowed.
+    pub password_hash: Option<PasswordHash>,
+    /// Keys given inline.
+    pub authorized_keys: Vec<PublicKey>,
+    /// An authorized_keys file, re-read on each login.
+    pub authorized_keys_file: Option<PathBuf>,
+}
+
+impl UserConfig {
+    /// Whether any credential is configured.
+    pub fn has_credential(&self) -> bool {
+        self.password_hash.is_some()
+            || !self.authorized_keys.is_empty()
+            || self.authorized_keys_file.is_some()
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    users: Vec<RawUser>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: Vec<Spanned<SocketAddr>>,
+    host_keys: Vec<String>,
+    state_dir: String,
+    keepalive_interval: ConfigDuration,
+    keepalive_max: Count,
+    login_grace_time: ConfigDuration,
+    max_auth_attempts: Count,
+    max_startups: Count,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: vec![Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 2222)))],
+            host_keys: vec!["keys/ssh_host_ed25519_key".into()],
+            state_dir: "state".into(),
+            keepalive_interval: ConfigDuration(Some(Duration::from_secs(15))),
+            keepalive_max: Count(4),
+            login_grace_time: ConfigDuration(Some(Duration::from_secs(30))),
+            max_auth_attempts: Count(6),
+            max_startups: Count(64),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSessions {
+    shell: Option<Spanned<String>>,
+    term: Spanned<String>,
+    scrollback_bytes: ConfigSize,
+    orphan_timeout: ConfigDuration,
+    exited_retention: ConfigDuration,
+    max_per_user: Count,
+}
+
+impl Default for RawSessions {
+    fn default() -> Self {
+        RawSessions {
+            shell: None,
+            term: Spanned::new(0..0, "xterm-256color".into()),
+            scrollback_bytes: ConfigSize(1024 * 1024),
+            orphan_timeout: ConfigDuration(None),
+            exited_retention: ConfigDuration(Some(Duration::from_secs(3600))),
+            max_per_user: Count(100),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Spanned<String>,
+    password_hash: Option<PasswordHash>,
+    #[serde(default)]
+    authorized_keys: Vec<Spanned<String>>,
+    authorized_keys_file: Option<Spanned<String>>,
+}
+
+/// `"30s"`, `"24h"`, `"1h 30m"` or `"never"`.
+#[derive(Clone, Copy)]
+struct ConfigDuration(Option<Duration>);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "never" {
+            return Ok(ConfigDuration(None));
+        }
+        humantime::parse_duration(&text)
+            .map(|d| ConfigDuration(Some(d)))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration \"{text}\" ({e}; write e.g. \"30s\", \"24h\" or \"never\")"
+                ))
+            })
+    }
+}
+
+/// `"1MiB"`, `"512KiB"`, `"64 kB"`, between 1 KiB and 1 GiB.
+#[derive(Clone, Copy)]
+struct ConfigSize(u64);
+
+impl<'de> Deserialize<'de> for ConfigSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let size: bytesize::ByteSize = text.parse().map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid size \"{text}\" ({e}; write e.g. \"1MiB\" or \"512KiB\")"
+            ))
+        })?;
+        if !(1024..=1 << 30).contains(&size.as_u64()) {
+            return Err(serde::de::Error::custom(format!(
+                "size \"{text}\" out of range (use 1KiB to 1GiB)"
+            )));
+        }
+        Ok(ConfigSize(size.as_u64()))
+    }
+}
+
+/// A positive count.
+#[derive(Clone, Copy)]
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if n < 1 || n > 1_000_000 {
+            return Err(serde::de::Error::custom(format!(
+                "{n} is out of range (use a whole number from 1 to 1000000)"
+            )));
+        }
+        Ok(Count(n as usize))
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`. Relative paths inside it are
+    /// resolved against its directory.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] if it cannot be read, [`ConfigError::Invalid`]
+    /// naming the key, line and column of the first problem.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Validates `text` as if read from `path`, resolving relative paths
+    /// against `base`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let invalid = |span: Option<Range<usize>>, message: String, hint: &str| {
+            let (line, column, key) = locate(text, span.unwrap_or(0..0));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                line,
+                column,
+                message,
+                hint: hint.to_owned(),
+            }
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            invalid(
+                e.span(),
+                e.message().trim().to_owned(),
+                "see the example server.toml in the repository",
+            )
+        })?;
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_owned() } else { base.join(p) }
+        };
+
+        let mut users: Vec<UserConfig> = Vec::new();
+        for raw_user in raw.users {
+            let name = raw_user.name.get_ref();
+            let span = raw_user.name.span();
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !valid_name {
+                return Err(invalid(
+                    Some(span),
+                    format!("invalid user name \"{name}\""),
+                    "use 1-64 characters of A-Z a-z 0-9 . _ - (no '+': it separates a session name at login)",
+                ));
+            }
+            if users.iter().any(|u| &u.name == name) {
+                return Err(invalid(
+                    Some(span),
+                    format!("user \"{name}\" is defined twice"),
+                    "merge the two [[users]] entries",
+                ));
+            }
+            let mut authorized_keys = Vec::new();
+            for line in &raw_user.authorized_keys {
+                let key = parse_authorized_key(line.get_ref()).map_err(|e| {
+                    invalid(
+                        Some(line.span()),
+                        e.to_string(),
+                        "paste one line of a .pub file, e.g. \"ssh-ed25519 AAAA... me@host\"",
+                    )
+                })?;
+                authorized_keys.push(key);
+            }
+            let authorized_keys_file = match &raw_user.authorized_keys_file {
+                Some(file) => {
+                    let resolved = resolve(file.get_ref());
+                    crate::auth::read_authorized_keys(&resolved).map_err(|e| {
+                        invalid(Some(file.span()), e.to_string(), "fix or remove the file")
+                    })?;
+                    Some(resolved)
+                }
+                None => None,
+            };
+            let user = UserConfig {
+                name: name.clone(),
+                password_hash: raw_user.password_hash,
+                authorized_keys,
+                authorized_keys_file,
+            };
+            if !user.has_credential() {
+                return Err(invalid(
+                    Some(span),
+                    format!("user \"{name}\" has no credential"),
+                    "add password_hash (from `keepsh hash-password`), authorized_keys or authorized_keys_file",
+                ));
+            }
+            users.push(user);
+        }
+
+        if raw.server.listen.is_empty() {
+            return Err(invalid(
+                None,
+                "server.listen is empty".into(),
+                "listen on at least one address, e.g. [\"127.0.0.1:2222\"]",
+            ));
+        }
+        if users.is_empty()
+            && let Some(open) = raw.server.listen.iter().find(|a| !a.get_ref().ip().is_loopback())
+        {
+            return Err(invalid(
+                Some(open.span()),
+                format!(
+                    "refusing to listen on {} with no [[users]] configured",
+                    open.get_ref()
+                ),
+                "add a [[users]] entry with a credential, or listen on 127.0.0.1 only",
+            ));
+        }
+        if raw.server.host_keys.is_empty() {
+            return Err(invalid(
+                None,
+                "server.host_keys is empty".into(),
+                "name at least one key file, e.g. [\"keys/ssh_host_ed25519_key\"]",
+            ));
+        }
+        let term = raw.sessions.term.get_ref();
+        if term.is_empty() || term.len() > 64 || !term.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                Some(raw.sessions.term.span()),
+                format!("invalid term \"{term}\""),
+                "use a terminfo name such as \"xterm-256color\"",
+            ));
+        }
+        let shell = match raw.sessions.shell {
+            Some(shell) if !Path::new(shell.get_ref()).is_absolute() => {
+                return Err(invalid(
+                    Some(shell.span()),
+                    format!("shell \"{}\" is not an absolute path", shell.get_ref()),
+                    "write the full path, e.g. \"/bin/bash\"",
+                ));
+            }
+            Some(shell) => Some(PathBuf::from(shell.into_inner())),
+            None => None,
+        };
+
+        Ok(Config {
+            server: ServerConfig {
+                listen: raw.server.listen.into_iter().map(Spanned::into_inner).collect(),
+                host_keys: raw.server.host_keys.iter().map(|p| resolve(p)).collect(),
+                state_dir: resolve(&raw.server.state_dir),
+                keepalive_interval: raw.server.keepalive_interval.0,
+                keepalive_max: raw.server.keepalive_max.0,
+                login_grace_time: raw.server.login_grace_time.0,
+                max_auth_attempts: raw.server.max_auth_attempts.0,
+                max_startups: raw.server.max_startups.0,
+            },
+            sessions: SessionsConfig {
+                shell,
+                term: term.clone(),
+                scrollback_bytes: raw.sessions.scrollback_bytes.0 as usize,
+                orphan_timeout: raw.sessions.orphan_timeout.0,
+                // "never" keeps exited sessions for ~a century.
+                exited_retention: raw
+                    .sessions
+                    .exited_retention
+                    .0
+                    .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
+                max_per_user: raw.sessions.max_per_user.0,
+            },
+            users,
+        })
+    }
+}
+
+/// 1-based line and column of `span.start` in `text`, and the dotted key
+/// written on that line (`table.key`), or `(file)` when there is none.
+fn locate(text: &str, span: Range<usize>) -> (usize, usize, String) {
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let current_line = text[line_start..].lines().next().unwrap_or("");
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let key = current_line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let key = match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k,
+        (Some(t), None) => t,
+        (None, None) => "(file)".into(),
+    };
+    (line, column, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("server.toml"), Path::new("/base")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let config = parse("").expect("defaults are valid");
+        assert_eq!(config.server.listen, vec!["127.0.0.1:2222".parse().expect("addr")]);
+        assert_eq!(
+            config.server.host_keys,
+            vec![PathBuf::from("/base/keys/ssh_host_ed25519_key")]
+        );
+        assert_eq!(config.server.keepalive_interval, Some(Duration::from_secs(15)));
+        assert_eq!(config.sessions.scrollback_bytes, 1 << 20);
+        assert_eq!(config.sessions.orphan_timeout, None);
+        assert_eq!(config.sessions.max_per_user, 100);
+        assert!(config.users.is_empty());
+    }
+
+    #[test]
+    fn the_repository_server_toml_is_valid() {
+        let text = include_str!("../server.toml");
+        parse(text).expect("server.toml at the root is valid");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_position_and_key() {
+        let err = parse("[server]\nlisten = [\"127.0.0.1:1\"]\nlisen = 3\n").unwrap_err();
+        assert!(err.starts_with("server.toml:3:1: server.lisen:"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_line_and_column() {
+        let err = parse("[sessions]\norphan_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.starts_with("server.toml:2:18: sessions.orphan_timeout:"), "{err}");
+        assert!(err.contains("invalid duration"), "{err}");
+        let err = parse("[sessions]\nscrollback_bytes = \"lots\"\n").unwrap_err();
+        assert!(err.contains("sessions.scrollback_bytes") && err.contains("invalid size"), "{err}");
+        let err = parse("[server]\nmax_startups = 0\n").unwrap_err();
+        assert!(err.contains("server.max_startups") && err.contains("out of range"), "{err}");
+        let err = parse("[server]\nlisten = [\"nowhere\"]\n").unwrap_err();
+        assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn never_and_sizes_parse() {
+        let config = parse(
+            "[sessions]\norphan_timeout = \"2h\"\nexited_retention = \"never\"\nscrollback_bytes = \"64KiB\"\n",
+        )
+        .expect("valid");
+        assert_eq!(config.sessions.orphan_timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(config.sessions.scrollback_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_a_configured_user() {
+        let err = parse("[server]\nlisten = [\"0.0.0.0:2222\"]\n").unwrap_err();
+        assert!(err.contains("refusing to listen on 0.0.0.0:2222"), "{err}");
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpgIMZrZ4fZ6dKvdPGWBqfbnIcUj0ezoW6YJwu8CXhR me";
+        let ok = format!(
+            "[server]\nlisten = [\"0.0.0.0:2222\"]\n[[users]]\nname = \"alice\"\nauthorized_keys = [\"{key}\"]\n"
+        );
+        parse(&ok).expect("a user with a key may listen anywhere");
+    }
+
+    #[test]
+    fn users_need_valid_names_and_credentials() {
+        let err = parse("[[users]]\nname = \"al ice\"\npassword_hash = \"x\"\n").unwrap_err();
+        assert!(err.contains("users"), "{err}");
+        let err = parse("[[users]]\nname = \"alice\"\n").unwrap_err();
+        assert!(err.contains("has no credential"), "{err}");
+        let err = parse("[[users]]\nname = \"alice\"\npassword_hash = \"plaintext\"\n").unwrap_err();
+        assert!(err.contains("users.password_hash") && err.contains("hash-password"), "{err}");
+        let err = parse("[[users]]\nname = \"alice\"\nauthorized_keys = [\"ssh-ed25519 garbage\"]\n")
+            .unwrap_err();
+        assert!(err.contains("users.authorized_keys"), "{err}");
+    }
+}

@@ -1,0 +1,21 @@
+//! keepsh: an SSH server whose shells outlive the connection.
+//!
+//! The tour, in the order a connection travels:
+//! the [`server`] accepts a connection and configures russh → the [`front`]
+//! turns SSH requests (`pty-req`, `shell`, `exec`, `window-change`, data)
+//! into [`command`]s → the [`registry`] finds or creates the user's
+//! [`session`] → the channel attaches through a session handle, speaking the
+//! messages of [`protocol`] → the session pumps PTY output into its ring
+//! buffer and out to every attached channel; a dropped connection only
+//! detaches. [`config`] reads `server.toml`, [`auth`] checks passwords and
+//! keys, [`keys`] manages key files.
+
+pub mod auth;
+pub mod command;
+pub mod config;
+pub mod front;
+pub mod keys;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod session;

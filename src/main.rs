@@ -1,0 +1,217 @@
+//! The `keepsh` binary: CLI, logging, configuration, serve. Nothing else.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use keepsh::auth::{Authenticator, hash_password};
+use keepsh::config::Config;
+use keepsh::front::Shared;
+use keepsh::registry::Registry;
+use keepsh::session::SessionSettings;
+use keepsh::{keys, server};
+
+/// Time between SIGHUP and SIGKILL when a session is killed.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Parser)]
+#[command(name = "keepsh", version, about = "An SSH server whose shells outlive the connection")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, default_value = "server.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print an argon2id hash of the password read from stdin, for `password_hash`.
+    HashPassword,
+    /// Validate a configuration file; exit 0 if valid, 1 if not.
+    CheckConfig {
+        /// The file (default: --config).
+        path: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Cmd::HashPassword) => hash_password_command(),
+        Some(Cmd::CheckConfig { path }) => check_config(path.as_deref().unwrap_or(&cli.config)),
+        None => serve(&cli.config),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keepsh: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password_command() -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("reading the password from stdin")?;
+    let password = password.strip_suffix('\n').unwrap_or(&password);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("empty password (pipe it in: echo 'secret' | keepsh hash-password)");
+    }
+    println!("{}", hash_password(password)?);
+    Ok(())
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!(
+        "{}: ok ({} user(s), listening on {})",
+        path.display(),
+        config.users.len(),
+        config
+            .server
+            .listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn serve(path: &Path) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEPSH_LOG")
+                .unwrap_or_else(|_| "info,russh=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = Config::load(path)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(serve_async(config))
+}
+
+async fn serve_async(mut config: Config) -> anyhow::Result<()> {
+    prepare_state_dir(&config.server.state_dir)?;
+
+    let mut host_keys = Vec::new();
+    for path in &config.server.host_keys {
+        let (key, generated) =
+            keys::load_or_generate(path).with_context(|| format!("host key {}", path.display()))?;
+        let verb = if generated { "generated" } else { "loaded" };
+        println!(
+            "host key {} ({verb}): {}",
+            path.display(),
+            keys::fingerprint(key.public_key())
+        );
+        host_keys.push(key);
+    }
+
+    let mut listeners = Vec::new();
+    for addr in &config.server.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (is another server using the port?)"))?;
+        println!("listening on {}", listener.local_addr()?);
+        listeners.push(listener);
+    }
+
+    if config.users.is_empty() {
+        let keys_dir = config.server.host_keys[0]
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let (user, client_key) = keys::first_run_user(&keys_dir)?;
+        let addr = listeners[0].local_addr()?;
+        match client_key {
+            Some(key) => println!(
+                "no [[users]] configured: log in as {} with the generated key:\n  ssh -i {} -p {} {}@{}",
+                user.name,
+                key.display(),
+                addr.port(),
+                user.name,
+                addr.ip()
+            ),
+            None => println!(
+                "no [[users]] configured: log in as {} with a key from ~/.ssh/authorized_keys:\n  ssh -p {} {}@{}",
+                user.name,
+                addr.port(),
+                user.name,
+                addr.ip()
+            ),
+        }
+        config.users.push(user);
+    }
+
+    let home = keys::home_dir().unwrap_or_else(|| PathBuf::from("/"));
+    let shared = Arc::new(Shared {
+        authenticator: Authenticator::new(&config.users)?,
+        registry: Registry::new(
+            SessionSettings {
+                scrollback_bytes: config.sessions.scrollback_bytes,
+                orphan_timeout: config.sessions.orphan_timeout,
+                exited_retention: config.sessions.exited_retention,
+                kill_grace: KILL_GRACE,
+            },
+            config.sessions.max_per_user,
+        ),
+        shell: config.sessions.shell.clone().unwrap_or_else(keys::login_shell),
+        default_term: config.sessions.term.clone(),
+        home,
+        os_user: keys::os_user_name(),
+    });
+    let russh_config = Arc::new(server::russh_config(&config.server, host_keys));
+    server::run(listeners, russh_config, config.server, shared, shutdown_signal()).await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// Creates the state directory with mode 0700, or checks an existing one is
+/// private (like tmux's socket directory check).
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating state directory {}", dir.display()))?;
+    }
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("state directory {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "state directory {} is accessible by others (mode {mode:o}) (run: chmod 700 {})",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,352 @@
+//! The messages between the SSH front and a session, and the validated values
+//! they carry.
+//!
+//! Invariant: nothing here names a russh type, and every message is a plain
+//! serializable value. Today the messages travel over in-process channels
+//! (see `session::SessionHandle`); the target transport is a Unix socket to
+//! one process per session, which must only change how these values are
+//! carried, not what they are.
+//!
+//! Naming: requests into a session are imperative (`Attach`, `Resize`,
+//! `Kill`), events out of it are past tense (`Attached`, `Output`, `Exited`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The largest number of columns or rows a PTY is given, in cells. Clients
+/// may send any `u32` in `pty-req` and `window-change` (RFC 4254 §6.2, §6.7);
+/// larger values are clamped to this so that no absurd size reaches the kernel.
+pub const MAX_PTY_DIMENSION: u16 = 4096;
+
+/// A PTY size in character cells, each dimension in `1..=MAX_PTY_DIMENSION`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySize {
+    cols: u16,
+    rows: u16,
+}
+
+impl PtySize {
+    /// The size used when a client asks for a PTY without giving one: 80×24.
+    pub const DEFAULT: PtySize = PtySize { cols: 80, rows: 24 };
+
+    /// Builds a size from the raw `u32` cells of a `pty-req` or
+    /// `window-change` request, clamping each dimension to
+    /// `1..=MAX_PTY_DIMENSION`. A zero dimension means "unknown" and is
+    /// replaced by the same dimension of `fallback` (RFC 4254 §6.2: "Zero
+    /// dimension parameters MUST be ignored").
+    pub fn from_request(cols: u32, rows: u32, fallback: PtySize) -> PtySize {
+        let clamp = |value: u32, fallback: u16| -> u16 {
+            if value == 0 {
+                fallback
+            } else {
+                value.min(u32::from(MAX_PTY_DIMENSION)) as u16
+            }
+        };
+        PtySize {
+            cols: clamp(cols, fallback.cols),
+            rows: clamp(rows, fallback.rows),
+        }
+    }
+
+    /// Width in cells.
+    pub fn cols(self) -> u16 {
+        self.cols
+    }
+
+    /// Height in cells.
+    pub fn rows(self) -> u16 {
+        self.rows
+    }
+}
+
+/// A session's id: a UUID v4, shown in its hyphenated lowercase form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    /// A new random (v4) id.
+    pub fn random() -> SessionId {
+        SessionId(Uuid::new_v4())
+    }
+
+    /// The first 8 hex digits, as `list` shows them.
+    pub fn short(&self) -> String {
+        self.0.simple().to_string()[..8].to_owned()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A session name: 1–64 characters of `[A-Za-z0-9._-]`, unique per user.
+/// Unnamed sessions are given the lowest free integer, as tmux does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionName(String);
+
+/// Why a string is not a valid [`SessionName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session name '{0}'")]
+pub struct InvalidName(pub String);
+
+impl SessionName {
+    /// The longest name, in bytes (all valid characters are ASCII).
+    pub const MAX_LEN: usize = 64;
+
+    /// What a valid name looks like, for error messages.
+    pub const RULE: &'static str = "use 1-64 characters of A-Z a-z 0-9 . _ -";
+
+    /// The name of the `n`th unnamed session.
+    pub fn numbered(n: u32) -> SessionName {
+        SessionName(n.to_string())
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SessionName {
+    type Err = InvalidName;
+
+    /// Parses a name.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when `s` is empty, longer than 64 bytes or holds a
+    /// character outside `[A-Za-z0-9._-]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if valid {
+            Ok(SessionName(s.to_owned()))
+        } else {
+            // Keep the echoed value printable and short: it goes into a one-line error.
+            let shown: String = s.chars().take(80).map(|c| if c.is_control() { '?' } else { c }).collect();
+            Err(InvalidName(shown))
+        }
+    }
+}
+
+impl TryFrom<String> for SessionName {
+    type Error = InvalidName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<SessionName> for String {
+    fn from(name: SessionName) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for SessionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Identifies one attachment (one channel bound to a session) within its
+/// session. Chosen by the front; unique per server process.
+pub type AttachmentId = u64;
+
+/// A request to a session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Bind a new attachment. The session answers on the attachment's event
+    /// stream with [`Event::Attached`] or [`Event::Refused`], then
+    /// [`Event::Output`] from the replay point on, without gap or duplicate.
+    Attach(AttachRequest),
+    /// The attachment's client changed its window (`window-change`, RFC 4254 §6.7).
+    Resize {
+        /// Which attachment.
+        attachment: AttachmentId,
+        /// The new size.
+        size: PtySize,
+    },
+    /// The attachment's channel closed or its connection dropped.
+    Detach {
+        /// Which attachment.
+        attachment: AttachmentId,
+    },
+    /// The session's name changed (the registry checked uniqueness).
+    Rename {
+        /// The new name.
+        name: SessionName,
+    },
+    /// End the session's program: SIGHUP to its process groups, then SIGKILL
+    /// after a grace period. The session ends once the program has exited.
+    Kill,
+}
+
+/// Keystrokes (or pasted bytes) from an attachment, for the session's PTY.
+/// Carried on their own bounded queue so that a program that does not read
+/// its input back-pressures the typing client only, never the session's
+/// control requests or output.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Input {
+    /// Which attachment typed.
+    pub attachment: AttachmentId,
+    /// The bytes, as the client sent them.
+    pub data: Bytes,
+}
+
+/// The parameters of [`Request::Attach`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttachRequest {
+    /// The attachment's id, chosen by the front.
+    pub attachment: AttachmentId,
+    /// The client's window, when it sent a `pty-req`. `None` for a plain
+    /// byte stream (no PTY on the client side); such an attachment never
+    /// decides the session's size.
+    pub size: Option<PtySize>,
+    /// A read-only attachment's input is refused and it never decides the size.
+    pub read_only: bool,
+    /// Where the replay starts, as an absolute output offset in bytes. `None`
+    /// replays everything the ring buffer still holds (starting at a line
+    /// boundary when the buffer has wrapped).
+    pub from: Option<u64>,
+}
+
+/// An event from a session to one attachment, in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Event {
+    /// The attachment is bound; output follows from `from` (bytes).
+    Attached {
+        /// The absolute offset, in bytes, of the first byte to follow.
+        from: u64,
+    },
+    /// The attachment was not bound; nothing follows.
+    Refused {
+        /// Why, as a one-line message naming the fix.
+        reason: String,
+    },
+    /// Output of the session's program.
+    Output {
+        /// Absolute offset of `data[0]` since the session began, in bytes.
+        offset: u64,
+        /// Raw bytes as read from the PTY.
+        data: Bytes,
+    },
+    /// Output from `from` to `to` (bytes) was lost to this attachment: it
+    /// fell so far behind that the ring buffer wrapped past it.
+    Skipped {
+        /// First lost offset.
+        from: u64,
+        /// First offset sent again.
+        to: u64,
+    },
+    /// The program exited; every byte of its output precedes this event.
+    Exited(ExitStatus),
+}
+
+/// How a session's program ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code; for a program killed by a signal, 1 (as portable-pty
+    /// reports it) with `signal` set.
+    pub code: u32,
+    /// The signal's description (e.g. "Hangup") when a signal ended it.
+    pub signal: Option<String>,
+}
+
+/// A session's lifecycle state (DESIGN §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// One or more clients are attached.
+    Attached,
+    /// The program runs and no client is attached.
+    Orphaned,
+    /// The program has exited; the session is kept for `exited_retention`.
+    Exited,
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SessionState::Attached => "attached",
+            SessionState::Orphaned => "orphaned",
+            SessionState::Exited => "exited",
+        })
+    }
+}
+
+/// A snapshot of a session, published by the session whenever it changes so
+/// that `list` never waits on a busy session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The session's id.
+    pub id: SessionId,
+    /// Its current name.
+    pub name: SessionName,
+    /// The SSH login name that owns it.
+    pub owner: String,
+    /// Lifecycle state.
+    pub state: SessionState,
+    /// Attached clients (channels).
+    pub clients: usize,
+    /// When it was created.
+    pub created: SystemTime,
+    /// Last output or input.
+    pub last_activity: SystemTime,
+    /// When the last client detached, if it ever had one and has none now.
+    pub detached_at: Option<SystemTime>,
+    /// Current PTY size.
+    pub size: PtySize,
+    /// The command line it runs, as given (the shell for a shell request).
+    pub command: Vec<String>,
+    /// Set once the program has exited.
+    pub exit: Option<ExitStatus>,
+    /// Bytes of output produced so far (the ring buffer's end offset).
+    pub output_offset: u64,
+    /// The oldest offset the ring buffer still holds, in bytes.
+    pub buffer_start: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_accept_the_documented_alphabet_only() {
+        assert!("work".parse::<SessionName>().is_ok());
+        assert!("a.b_c-D9".parse::<SessionName>().is_ok());
+        assert!("x".repeat(64).parse::<SessionName>().is_ok());
+        for bad in ["", "has space", "a/b", "é", "a+b", &"x".repeat(65)] {
+            assert!(bad.parse::<SessionName>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes_are_clamped_and_zero_means_keep() {
+        let fallback = PtySize::DEFAULT;
+        assert_eq!(PtySize::from_request(0, 0, fallback), fallback);
+        let huge = PtySize::from_request(65535, 65535, fallback);
+        assert_eq!((huge.cols(), huge.rows()), (MAX_PTY_DIMENSION, MAX_PTY_DIMENSION));
+        let odd = PtySize::from_request(120, 0, fallback);
+        assert_eq!((odd.cols(), odd.rows()), (120, 24));
+        let big = PtySize::from_request(u32::MAX, 1, fallback);
+        assert_eq!((big.cols(), big.rows()), (MAX_PTY_DIMENSION, 1));
+    }
+
+    #[test]
+    fn short_ids_are_eight_hex_digits_of_the_full_id() {
+        let id = SessionId::random();
+        assert_eq!(id.short().len(), 8);
+        assert!(id.to_string().replace('-', "").starts_with(&id.short()));
+    }
+}

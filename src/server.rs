@@ -1,0 +1,196 @@
+//! The accept loop and russh's server configuration.
+//!
+//! keepsh runs its own accept loop rather than russh's `run_on_socket`,
+//! which ends the whole server on any accept error (e.g. EMFILE, "Too many
+//! open files"): here such errors are logged and retried after a pause.
+//! Before the handshake, each connection takes one of `max_startups` slots
+//! (released on authentication) and gets `login_grace_time` to authenticate.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use russh::keys::{Algorithm, HashAlg, PrivateKey};
+use russh::server::Config as RusshConfig;
+use russh::{MethodKind, MethodSet, Preferred, cipher, compression, kex, mac};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::config::ServerConfig;
+use crate::front::{Connection, Shared};
+
+/// Pause after an accept error such as EMFILE, so a full fd table is not spun on.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The russh configuration: Ed25519 host keys, publickey and password only,
+/// no SHA-1 and no non-EtM MACs, no compression, keepalives instead of an
+/// inactivity timeout, TCP_NODELAY for keystroke latency.
+pub fn russh_config(server: &ServerConfig, host_keys: Vec<PrivateKey>) -> RusshConfig {
+    RusshConfig {
+        server_id: russh::SshId::Standard(Cow::Owned(format!(
+            "SSH-2.0-keepsh_{}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        auth_rejection_time: Duration::from_secs(1),
+        // OpenSSH probes with "none" first; answering it at once is not a leak.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: host_keys,
+        max_auth_attempts: server.max_auth_attempts,
+        // Idle attached users must not be cut off; half-open connections are
+        // found by keepalives instead.
+        inactivity_timeout: None,
+        keepalive_interval: server.keepalive_interval,
+        keepalive_max: server.keepalive_max,
+        nodelay: true,
+        // Handle messages queued per connection (russh's default is 10):
+        // room for several channels' output chunks in flight.
+        event_buffer_size: 64,
+        preferred: Preferred {
+            kex: Cow::Borrowed(&[
+                kex::MLKEM768X25519_SHA256,
+                kex::CURVE25519,
+                kex::CURVE25519_PRE_RFC_8731,
+                kex::EXTENSION_SUPPORT_AS_SERVER,
+                kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+            ]),
+            key: Cow::Borrowed(&[
+                Algorithm::Ed25519,
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]),
+            cipher: Cow::Borrowed(&[
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_256_GCM,
+                cipher::AES_256_CTR,
+            ]),
+            mac: Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
+            compression: Cow::Borrowed(&[compression::NONE]),
+            ..Preferred::default()
+        },
+        ..RusshConfig::default()
+    }
+}
+
+/// Serves SSH on `listeners` until `shutdown` resolves.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    config: Arc<RusshConfig>,
+    server: ServerConfig,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let startups = Arc::new(Semaphore::new(server.max_startups));
+    let grace = server.login_grace_time;
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        tasks.spawn(accept_loop(
+            listener,
+            Arc::clone(&config),
+            Arc::clone(&shared),
+            Arc::clone(&startups),
+            grace,
+        ));
+    }
+    shutdown.await;
+    tasks.abort_all();
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<RusshConfig>,
+    shared: Arc<Shared>,
+    startups: Arc<Semaphore>,
+    grace: Option<Duration>,
+) {
+    static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&startups).try_acquire_owned() else {
+            tracing::warn!(%peer, "max_startups reached; connection closed before the handshake");
+            continue;
+        };
+        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("connection", id, %peer);
+        let authenticated = Arc::new(AtomicBool::new(false));
+        let handler = Connection::new(
+            Arc::clone(&shared),
+            Some(peer),
+            Arc::clone(&authenticated),
+            permit,
+        );
+        tokio::spawn(
+            serve(stream, Arc::clone(&config), handler, authenticated, grace).instrument(span),
+        );
+    }
+}
+
+/// Runs one connection; closes it if it has not authenticated within `grace`.
+async fn serve(
+    stream: TcpStream,
+    config: Arc<RusshConfig>,
+    handler: Connection,
+    authenticated: Arc<AtomicBool>,
+    grace: Option<Duration>,
+) {
+    tracing::debug!("connection accepted");
+    let handshake = russh::server::run_stream(config, stream, handler);
+    let grace_timer = async {
+        match grace {
+            Some(grace) => tokio::time::sleep(grace).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(grace_timer);
+    // The banner exchange may itself hang on a silent client.
+    let running = tokio::select! {
+        running = handshake => match running {
+            Ok(running) => running,
+            Err(error) => {
+                tracing::debug!(%error, "handshake failed");
+                return;
+            }
+        },
+        () = &mut grace_timer => {
+            tracing::info!("login grace time exceeded before the banner; closed");
+            return;
+        }
+    };
+    let handle = running.handle();
+    tokio::pin!(running);
+    tokio::select! {
+        result = &mut running => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            return;
+        }
+        () = &mut grace_timer => {}
+    }
+    if !authenticated.load(Ordering::SeqCst) {
+        tracing::info!("login grace time exceeded; closed");
+        let _ = handle
+            .disconnect(
+                russh::Disconnect::ByApplication,
+                "login grace time exceeded".into(),
+                String::new(),
+            )
+            .await;
+    }
+    if let Err(error) = running.await {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}

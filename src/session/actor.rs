@@ -1,0 +1,541 @@
+//! The session task: the only code that touches a session's PTY, ring buffer
+//! and attachments.
+//!
+//! Invariants:
+//! - The PTY is always read. Output goes into the ring buffer first, then to
+//!   each attachment with `try_send`; the task never awaits a client.
+//! - Each attachment has a bounded queue and a cursor (`sent_upto`, an
+//!   absolute offset). When its queue is full the attachment waits for room
+//!   and is then caught up from the ring buffer, so a slow client costs at
+//!   most its queue and never stalls the PTY or the other clients. If the
+//!   ring wraps past its cursor it is told what it missed (`Skipped`).
+//! - Replay and live output come from the same cursor, so there is neither a
+//!   gap nor a duplicate at the seam.
+//! - `Exited` is sent to an attachment only after every byte of output.
+//! - The PTY size follows the writable, sized attachment that most recently
+//!   attached or typed (tmux's `window-size latest`).
+
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc::error::{SendError, TrySendError};
+use tokio::sync::mpsc::{self, OwnedPermit};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::pty::{Pty, PtyStreams};
+use super::ring::RingBuffer;
+use super::{Envelope, SessionSettings};
+use crate::protocol::{
+    AttachRequest, AttachmentId, Event, ExitStatus, Input, PtySize, Request, SessionInfo,
+    SessionState,
+};
+
+/// Largest output event sent when catching an attachment up from the ring.
+const CATCH_UP_CHUNK: usize = 32 * 1024;
+/// How far into a wrapped ring buffer a replay looks for a line start.
+const LINE_START_SEARCH: usize = 4096;
+/// After the program exits, how long to wait for the PTY's EOF (a background
+/// job may keep the PTY open for ever) before declaring the session exited.
+const EOF_GRACE: Duration = Duration::from_millis(500);
+
+type WaitForRoom =
+    Pin<Box<dyn Future<Output = (AttachmentId, Result<OwnedPermit<Event>, SendError<()>>)> + Send>>;
+
+struct Attached {
+    id: AttachmentId,
+    tx: mpsc::Sender<Event>,
+    size: Option<PtySize>,
+    read_only: bool,
+    /// Offset of the next output byte this attachment needs.
+    sent_upto: u64,
+    /// Logical clock of its last attach or input; the highest decides the size.
+    last_active: u64,
+    exit_sent: bool,
+    /// A wait-for-room future is pending for it in `Actor::waiting`.
+    waiting: bool,
+}
+
+/// What woke the session task.
+enum Wake {
+    Output(Option<Bytes>),
+    Request(Option<Envelope>),
+    Input(Input),
+    Room(AttachmentId, Result<OwnedPermit<Event>, SendError<()>>),
+    Exit(ExitStatus),
+    Deadline,
+}
+
+/// What one step of catching an attachment up produced.
+enum Step {
+    Event(Event, Advance),
+    Nothing,
+}
+
+enum Advance {
+    To(u64),
+    ExitSent,
+}
+
+pub(super) struct Actor {
+    info: SessionInfo,
+    publish: watch::Sender<SessionInfo>,
+    ring: RingBuffer,
+    pty: Pty,
+    settings: SessionSettings,
+    attachments: Vec<Attached>,
+    waiting: FuturesUnordered<WaitForRoom>,
+    pending_input: Option<Bytes>,
+    clock: u64,
+    /// The child has been reaped with this status; `info.exit` is set once
+    /// the output is drained too.
+    reaped: Option<ExitStatus>,
+    eof: bool,
+    killed: bool,
+    kill_deadline: Option<Instant>,
+    eof_deadline: Option<Instant>,
+    orphan_deadline: Option<Instant>,
+    retention_deadline: Option<Instant>,
+    done: bool,
+}
+
+impl Actor {
+    pub(super) fn new(
+        info: SessionInfo,
+        publish: watch::Sender<SessionInfo>,
+        pty: Pty,
+        settings: SessionSettings,
+    ) -> Actor {
+        let orphan_deadline = settings.orphan_timeout.map(|t| Instant::now() + t);
+        Actor {
+            info,
+            publish,
+            ring: RingBuffer::new(settings.scrollback_bytes),
+            pty,
+            settings,
+            attachments: Vec::new(),
+            waiting: FuturesUnordered::new(),
+            pending_input: None,
+            clock: 0,
+            reaped: None,
+            eof: false,
+            killed: false,
+            kill_deadline: None,
+            eof_deadline: None,
+            orphan_deadline,
+            retention_deadline: None,
+            done: false,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        streams: PtyStreams,
+        mut requests: mpsc::Receiver<Envelope>,
+        mut inputs: mpsc::Receiver<Input>,
+    ) {
+        tracing::info!(name = %self.info.name, "session started");
+        let PtyStreams {
+            mut output,
+            mut exit,
+        } = streams;
+        let input_tx = self.pty.input.clone();
+        let mut requests_open = true;
+        while !self.done {
+            let deadline = self.next_deadline();
+            // Select only picks what happened; the handling below may then
+            // borrow `self` freely.
+            let wake = tokio::select! {
+                chunk = output.recv(), if !self.eof => Wake::Output(chunk),
+                envelope = requests.recv(), if requests_open => Wake::Request(envelope),
+                Some(input) = inputs.recv(), if self.pending_input.is_none() => Wake::Input(input),
+                permit = input_tx.reserve(), if self.pending_input.is_some() => {
+                    if let (Ok(permit), Some(data)) = (permit, self.pending_input.take()) {
+                        permit.send(data);
+                    }
+                    continue;
+                }
+                Some((id, permit)) = self.waiting.next(), if !self.waiting.is_empty() => {
+                    Wake::Room(id, permit)
+                }
+                status = &mut exit, if self.reaped.is_none() => {
+                    Wake::Exit(status.unwrap_or(ExitStatus { code: 1, signal: None }))
+                }
+                () = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
+            };
+            match wake {
+                Wake::Output(Some(chunk)) => self.on_output(chunk),
+                Wake::Output(None) => {
+                    self.eof = true;
+                    self.finish_exit_if_drained();
+                }
+                Wake::Request(Some(envelope)) => self.on_request(envelope),
+                Wake::Request(None) => requests_open = false,
+                Wake::Input(input) => self.on_input(input),
+                Wake::Room(id, permit) => self.on_room(id, permit),
+                Wake::Exit(status) => {
+                    tracing::info!(code = status.code, signal = ?status.signal, "program exited");
+                    self.reaped = Some(status);
+                    self.eof_deadline = Some(Instant::now() + EOF_GRACE);
+                    self.finish_exit_if_drained();
+                }
+                Wake::Deadline => self.on_deadline(),
+            }
+        }
+        tracing::info!("session ended");
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.kill_deadline,
+            self.eof_deadline,
+            self.orphan_deadline,
+            self.retention_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_deadline(&mut self) {
+        let now = Instant::now();
+        if self.kill_deadline.is_some_and(|d| d <= now) {
+            self.kill_deadline = None;
+            if self.info.exit.is_none() {
+                tracing::info!("program ignored SIGHUP; sending SIGKILL");
+                self.pty.signal_groups(Signal::SIGKILL);
+            }
+        }
+        if self.eof_deadline.is_some_and(|d| d <= now) {
+            self.eof_deadline = None;
+            self.eof = true; // stop waiting for output a background job may hold back
+            self.finish_exit_if_drained();
+        }
+        if self.orphan_deadline.is_some_and(|d| d <= now) {
+            self.orphan_deadline = None;
+            tracing::info!("orphan timeout reached");
+            self.kill();
+        }
+        if self.retention_deadline.is_some_and(|d| d <= now) {
+            self.done = true;
+        }
+    }
+
+    fn on_output(&mut self, chunk: Bytes) {
+        let offset = self.ring.end();
+        self.ring.push(&chunk);
+        let mut closed = Vec::new();
+        for i in 0..self.attachments.len() {
+            let att = &mut self.attachments[i];
+            // The common case: a caught-up client gets the chunk itself, no copy.
+            if !att.waiting && att.sent_upto == offset {
+                match att.tx.try_send(Event::Output {
+                    offset,
+                    data: chunk.clone(),
+                }) {
+                    Ok(()) => {
+                        att.sent_upto = offset + chunk.len() as u64;
+                        continue;
+                    }
+                    Err(TrySendError::Closed(_)) => {
+                        closed.push(att.id);
+                        continue;
+                    }
+                    Err(TrySendError::Full(_)) => {}
+                }
+            }
+            if !self.pump(i) {
+                closed.push(self.attachments[i].id);
+            }
+        }
+        for id in closed {
+            self.detach(id);
+        }
+        // Output is the hot path: update the published snapshot in place
+        // rather than cloning the whole of it per chunk.
+        let (start, end, now) = (self.ring.start(), self.ring.end(), SystemTime::now());
+        self.info.output_offset = end;
+        self.info.buffer_start = start;
+        self.info.last_activity = now;
+        self.publish.send_modify(|info| {
+            info.output_offset = end;
+            info.buffer_start = start;
+            info.last_activity = now;
+        });
+    }
+
+    fn on_request(&mut self, envelope: Envelope) {
+        match envelope.request {
+            Request::Attach(request) => match envelope.events {
+                Some(events) => self.attach(request, events),
+                None => tracing::warn!("attach without an event queue ignored"),
+            },
+            Request::Resize { attachment, size } => {
+                if let Some(att) = self.attachments.iter_mut().find(|a| a.id == attachment) {
+                    att.size = Some(size);
+                    self.apply_size();
+                }
+            }
+            Request::Detach { attachment } => self.detach(attachment),
+            Request::Rename { name } => {
+                tracing::info!(%name, "renamed");
+                self.info.name = name;
+                self.publish();
+            }
+            Request::Kill => self.kill(),
+        }
+    }
+
+    fn attach(&mut self, request: AttachRequest, events: mpsc::Sender<Event>) {
+        let (start, end) = (self.ring.start(), self.ring.end());
+        let from = match request.from {
+            Some(from) if from < start || from > end => {
+                let reason = format!(
+                    "offset {from} is outside the buffer, which holds offsets {start} to {end} \
+                     (use --from {start} for the oldest byte kept)"
+                );
+                let _ = events.try_send(Event::Refused { reason });
+                return;
+            }
+            Some(from) => from,
+            // A wrapped buffer may start mid-line or mid escape sequence:
+            // a terminal replay starts at the next line instead.
+            None if start > 0 && request.size.is_some() => {
+                self.ring.first_line_start(LINE_START_SEARCH)
+            }
+            None => start,
+        };
+        // The queue is new and empty, so this cannot fail for lack of room.
+        if events.try_send(Event::Attached { from }).is_err() {
+            return;
+        }
+        self.clock += 1;
+        self.attachments.push(Attached {
+            id: request.attachment,
+            tx: events,
+            size: request.size,
+            read_only: request.read_only,
+            sent_upto: from,
+            last_active: self.clock,
+            exit_sent: false,
+            waiting: false,
+        });
+        tracing::info!(
+            attachment = request.attachment,
+            replay_bytes = end - from,
+            read_only = request.read_only,
+            "attached"
+        );
+        self.orphan_deadline = None;
+        self.apply_size();
+        let index = self.attachments.len() - 1;
+        if !self.pump(index) {
+            self.detach(request.attachment);
+        }
+        self.publish_clients();
+    }
+
+    fn detach(&mut self, id: AttachmentId) {
+        let before = self.attachments.len();
+        self.attachments.retain(|a| a.id != id);
+        if self.attachments.len() == before {
+            return;
+        }
+        tracing::info!(attachment = id, "detached");
+        if self.attachments.is_empty() && self.info.exit.is_none() {
+            self.orphan_deadline = self.settings.orphan_timeout.map(|t| Instant::now() + t);
+        }
+        self.apply_size();
+        self.publish_clients();
+    }
+
+    fn on_input(&mut self, input: Input) {
+        let Some(att) = self
+            .attachments
+            .iter_mut()
+            .find(|a| a.id == input.attachment && !a.read_only)
+        else {
+            return;
+        };
+        self.clock += 1;
+        att.last_active = self.clock;
+        self.apply_size();
+        match self.pty.input.try_send(input.data) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(data)) => self.pending_input = Some(data),
+        }
+        self.info.last_activity = SystemTime::now();
+        // Input is frequent; the snapshot's activity time need not be exact
+        // to the keystroke, so it is published with the next other change.
+    }
+
+    fn on_room(&mut self, id: AttachmentId, permit: Result<OwnedPermit<Event>, SendError<()>>) {
+        let Some(index) = self.attachments.iter().position(|a| a.id == id) else {
+            return;
+        };
+        self.attachments[index].waiting = false;
+        let Ok(permit) = permit else {
+            self.detach(id);
+            return;
+        };
+        if let Step::Event(event, advance) = self.next_step(index) {
+            permit.send(event);
+            self.advance(index, advance);
+        }
+        if !self.pump(index) {
+            self.detach(id);
+        }
+    }
+
+    /// Sends attachment `index` everything it is missing that fits in its
+    /// queue; when the queue fills, arranges to be woken when it has room.
+    /// Returns false if the attachment's receiver is gone.
+    fn pump(&mut self, index: usize) -> bool {
+        if self.attachments[index].waiting {
+            return true;
+        }
+        loop {
+            let Step::Event(event, advance) = self.next_step(index) else {
+                return true;
+            };
+            let att = &mut self.attachments[index];
+            match att.tx.try_send(event) {
+                Ok(()) => self.advance(index, advance),
+                Err(TrySendError::Closed(_)) => return false,
+                Err(TrySendError::Full(_)) => {
+                    att.waiting = true;
+                    let (id, tx) = (att.id, att.tx.clone());
+                    self.waiting
+                        .push(Box::pin(async move { (id, tx.reserve_owned().await) }));
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The next event attachment `index` needs, computed from its cursor.
+    fn next_step(&self, index: usize) -> Step {
+        let att = &self.attachments[index];
+        if att.sent_upto < self.ring.start() {
+            return Step::Event(
+                Event::Skipped {
+                    from: att.sent_upto,
+                    to: self.ring.start(),
+                },
+                Advance::To(self.ring.start()),
+            );
+        }
+        if att.sent_upto < self.ring.end() {
+            let (offset, data) = self.ring.read(att.sent_upto, CATCH_UP_CHUNK);
+            let next = offset + data.len() as u64;
+            return Step::Event(Event::Output { offset, data }, Advance::To(next));
+        }
+        match &self.info.exit {
+            Some(status) if !att.exit_sent => {
+                Step::Event(Event::Exited(status.clone()), Advance::ExitSent)
+            }
+            _ => Step::Nothing,
+        }
+    }
+
+    fn advance(&mut self, index: usize, advance: Advance) {
+        let att = &mut self.attachments[index];
+        match advance {
+            Advance::To(offset) => att.sent_upto = offset,
+            Advance::ExitSent => att.exit_sent = true,
+        }
+    }
+
+    /// Gives the PTY the size of the most recently active writable client
+    /// that has one. Byte-stream and read-only clients never decide it.
+    fn apply_size(&mut self) {
+        let leader = self
+            .attachments
+            .iter()
+            .filter(|a| !a.read_only)
+            .filter_map(|a| a.size.map(|s| (a.last_active, s)))
+            .max_by_key(|(active, _)| *active);
+        if let Some((_, size)) = leader
+            && size != self.info.size
+            && self.info.exit.is_none()
+        {
+            self.pty.resize(size);
+            self.info.size = size;
+            self.publish();
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.info.exit.is_some() {
+            self.done = true;
+            return;
+        }
+        tracing::info!("killing: SIGHUP to the process groups");
+        self.killed = true;
+        self.pty.signal_groups(Signal::SIGHUP);
+        self.kill_deadline = Some(Instant::now() + self.settings.kill_grace);
+    }
+
+    /// Declares the session exited once the child is reaped and its output
+    /// drained (EOF, or `EOF_GRACE` after the exit).
+    fn finish_exit_if_drained(&mut self) {
+        let Some(status) = self.reaped.clone() else {
+            return;
+        };
+        if !self.eof || self.info.exit.is_some() {
+            return;
+        }
+        self.eof_deadline = None;
+        self.kill_deadline = None;
+        self.orphan_deadline = None;
+        self.info.exit = Some(status);
+        self.info.state = SessionState::Exited;
+        let mut closed = Vec::new();
+        for i in 0..self.attachments.len() {
+            if !self.pump(i) {
+                closed.push(self.attachments[i].id);
+            }
+        }
+        for id in closed {
+            self.detach(id);
+        }
+        if self.killed {
+            // A killed session goes away at once; `kill` waits for this.
+            self.done = true;
+        } else {
+            self.retention_deadline = Some(Instant::now() + self.settings.exited_retention);
+        }
+        self.publish();
+    }
+
+    fn publish_clients(&mut self) {
+        self.info.clients = self.attachments.len();
+        if self.info.exit.is_none() {
+            if self.attachments.is_empty() {
+                if self.info.state == SessionState::Attached {
+                    self.info.detached_at = Some(SystemTime::now());
+                }
+                self.info.state = SessionState::Orphaned;
+            } else {
+                self.info.state = SessionState::Attached;
+                self.info.detached_at = None;
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        self.publish.send_replace(self.info.clone());
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
