@@ -66,9 +66,7 @@ impl<'de> Deserialize<'de> for PasswordHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         PasswordHash::parse(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{e} (generate one with `keepsh hash-password`)"
-            ))
+            serde::de::Error::custom(format!("{e} (generate one with `keepsh hash-password`)"))
         })
     }
 }

@@ -72,7 +72,7 @@ struct ExecLine {
 #[derive(Subcommand, Debug)]
 enum Sub {
     New {
-        #[arg(short = 'd', long = "detach", requires = "name")]
+        #[arg(short = 'd', long = "detach")]
         detach: bool,
         #[arg(value_parser = parse_name)]
         name: Option<SessionName>,
@@ -231,7 +231,7 @@ usage: ssh [-t] HOST COMMAND
 
   (no command)                      new session running your shell, attached
   new [NAME] [-- CMD ARGS...]       new session (optionally named / running CMD), attached
-  new -d NAME [-- CMD ARGS...]      new session, detached; prints its id
+  new -d [NAME] [-- CMD ARGS...]    new session, detached; prints its id
   attach [--read-only] [--from OFFSET] [REF]
                                     attach (default: the most recently detached session)
   list [--json]                     your sessions
@@ -292,7 +292,9 @@ pub fn render_list(sessions: &[SessionInfo], json: bool, now: SystemTime) -> Str
     if sessions.is_empty() {
         return "no sessions (start one with: ssh -t HOST new NAME)\n".into();
     }
-    let header = ["ID", "NAME", "STATE", "CLIENTS", "CREATED", "ACTIVITY", "SIZE", "COMMAND"];
+    let header = [
+        "ID", "NAME", "STATE", "CLIENTS", "CREATED", "ACTIVITY", "SIZE", "COMMAND",
+    ];
     let rows: Vec<[String; 8]> = sessions
         .iter()
         .map(|s| {
@@ -389,7 +391,12 @@ mod tests {
                 from: Some(42),
             })
         );
-        assert_eq!(check("kill x"), Ok(Command::Kill { reference: "x".into() }));
+        assert_eq!(
+            check("kill x"),
+            Ok(Command::Kill {
+                reference: "x".into()
+            })
+        );
         assert_eq!(check("help"), Ok(Command::Help));
         assert_eq!(check("new --help"), Ok(Command::Help));
         assert_eq!(check("version"), Ok(Command::Version));
@@ -401,7 +408,6 @@ mod tests {
             "frobnicate",
             "",
             "new 'unbalanced",
-            "new -d",
             "new 'bad name'",
             "rename a 'b c'",
             "kill",
@@ -411,7 +417,11 @@ mod tests {
         ] {
             let failure = check(line).expect_err(line);
             assert_eq!(failure.status, 2, "{line}");
-            assert!(failure.line.starts_with("keepsh: "), "{line}: {}", failure.line);
+            assert!(
+                failure.line.starts_with("keepsh: "),
+                "{line}: {}",
+                failure.line
+            );
             assert!(!failure.line.contains('\n'), "{line}: {}", failure.line);
             assert!(failure.line.ends_with(')'), "{line}: {}", failure.line);
         }
@@ -439,7 +449,11 @@ mod tests {
 
     #[test]
     fn list_json_has_exactly_the_documented_keys() {
-        let out = render_list(&[info("w", SessionState::Exited, Some(3))], true, SystemTime::now());
+        let out = render_list(
+            &[info("w", SessionState::Exited, Some(3))],
+            true,
+            SystemTime::now(),
+        );
         let value: serde_json::Value = serde_json::from_str(&out).expect("json");
         let object = value[0].as_object().expect("object");
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
@@ -447,8 +461,17 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "clients", "cols", "command", "created", "exit_code", "id", "last_activity",
-                "name", "output_offset", "rows", "state"
+                "clients",
+                "cols",
+                "command",
+                "created",
+                "exit_code",
+                "id",
+                "last_activity",
+                "name",
+                "output_offset",
+                "rows",
+                "state"
             ]
         );
         assert_eq!(object["state"], "exited");

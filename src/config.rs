@@ -239,7 +239,7 @@ struct Count(usize);
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = i64::deserialize(d)?;
-        if n < 1 || n > 1_000_000 {
+        if !(1..=1_000_000).contains(&n) {
             return Err(serde::de::Error::custom(format!(
                 "{n} is out of range (use a whole number from 1 to 1000000)"
             )));
@@ -293,7 +293,11 @@ impl Config {
         })?;
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            if p.is_absolute() { p.to_owned() } else { base.join(p) }
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
         };
 
         let mut users: Vec<UserConfig> = Vec::new();
@@ -364,7 +368,11 @@ impl Config {
             ));
         }
         if users.is_empty()
-            && let Some(open) = raw.server.listen.iter().find(|a| !a.get_ref().ip().is_loopback())
+            && let Some(open) = raw
+                .server
+                .listen
+                .iter()
+                .find(|a| !a.get_ref().ip().is_loopback())
         {
             return Err(invalid(
                 Some(open.span()),
@@ -404,7 +412,12 @@ impl Config {
 
         Ok(Config {
             server: ServerConfig {
-                listen: raw.server.listen.into_iter().map(Spanned::into_inner).collect(),
+                listen: raw
+                    .server
+                    .listen
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
                 host_keys: raw.server.host_keys.iter().map(|p| resolve(p)).collect(),
                 state_dir: resolve(&raw.server.state_dir),
                 keepalive_interval: raw.server.keepalive_interval.0,
@@ -470,12 +483,18 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_documented_defaults() {
         let config = parse("").expect("defaults are valid");
-        assert_eq!(config.server.listen, vec!["127.0.0.1:2222".parse().expect("addr")]);
+        assert_eq!(
+            config.server.listen,
+            vec!["127.0.0.1:2222".parse().expect("addr")]
+        );
         assert_eq!(
             config.server.host_keys,
             vec![PathBuf::from("/base/keys/ssh_host_ed25519_key")]
         );
-        assert_eq!(config.server.keepalive_interval, Some(Duration::from_secs(15)));
+        assert_eq!(
+            config.server.keepalive_interval,
+            Some(Duration::from_secs(15))
+        );
         assert_eq!(config.sessions.scrollback_bytes, 1 << 20);
         assert_eq!(config.sessions.orphan_timeout, None);
         assert_eq!(config.sessions.max_per_user, 100);
@@ -498,12 +517,21 @@ mod tests {
     #[test]
     fn bad_values_name_key_line_and_column() {
         let err = parse("[sessions]\norphan_timeout = \"soon\"\n").unwrap_err();
-        assert!(err.starts_with("server.toml:2:18: sessions.orphan_timeout:"), "{err}");
+        assert!(
+            err.starts_with("server.toml:2:18: sessions.orphan_timeout:"),
+            "{err}"
+        );
         assert!(err.contains("invalid duration"), "{err}");
         let err = parse("[sessions]\nscrollback_bytes = \"lots\"\n").unwrap_err();
-        assert!(err.contains("sessions.scrollback_bytes") && err.contains("invalid size"), "{err}");
+        assert!(
+            err.contains("sessions.scrollback_bytes") && err.contains("invalid size"),
+            "{err}"
+        );
         let err = parse("[server]\nmax_startups = 0\n").unwrap_err();
-        assert!(err.contains("server.max_startups") && err.contains("out of range"), "{err}");
+        assert!(
+            err.contains("server.max_startups") && err.contains("out of range"),
+            "{err}"
+        );
         let err = parse("[server]\nlisten = [\"nowhere\"]\n").unwrap_err();
         assert!(err.contains("server.listen"), "{err}");
     }
@@ -514,7 +542,10 @@ mod tests {
             "[sessions]\norphan_timeout = \"2h\"\nexited_retention = \"never\"\nscrollback_bytes = \"64KiB\"\n",
         )
         .expect("valid");
-        assert_eq!(config.sessions.orphan_timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(
+            config.sessions.orphan_timeout,
+            Some(Duration::from_secs(7200))
+        );
         assert_eq!(config.sessions.scrollback_bytes, 64 * 1024);
     }
 
@@ -522,7 +553,8 @@ mod tests {
     fn listening_beyond_loopback_needs_a_configured_user() {
         let err = parse("[server]\nlisten = [\"0.0.0.0:2222\"]\n").unwrap_err();
         assert!(err.contains("refusing to listen on 0.0.0.0:2222"), "{err}");
-        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpgIMZrZ4fZ6dKvdPGWBqfbnIcUj0ezoW6YJwu8CXhR me";
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpgIMZrZ4fZ6dKvdPGWBqfbnIcUj0ezoW6YJwu8CXhR me";
         let ok = format!(
             "[server]\nlisten = [\"0.0.0.0:2222\"]\n[[users]]\nname = \"alice\"\nauthorized_keys = [\"{key}\"]\n"
         );
@@ -535,10 +567,15 @@ mod tests {
         assert!(err.contains("users"), "{err}");
         let err = parse("[[users]]\nname = \"alice\"\n").unwrap_err();
         assert!(err.contains("has no credential"), "{err}");
-        let err = parse("[[users]]\nname = \"alice\"\npassword_hash = \"plaintext\"\n").unwrap_err();
-        assert!(err.contains("users.password_hash") && err.contains("hash-password"), "{err}");
-        let err = parse("[[users]]\nname = \"alice\"\nauthorized_keys = [\"ssh-ed25519 garbage\"]\n")
-            .unwrap_err();
+        let err =
+            parse("[[users]]\nname = \"alice\"\npassword_hash = \"plaintext\"\n").unwrap_err();
+        assert!(
+            err.contains("users.password_hash") && err.contains("hash-password"),
+            "{err}"
+        );
+        let err =
+            parse("[[users]]\nname = \"alice\"\nauthorized_keys = [\"ssh-ed25519 garbage\"]\n")
+                .unwrap_err();
         assert!(err.contains("users.authorized_keys"), "{err}");
     }
 }

@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(mode, 0o600);
         let (again, generated) = load_or_generate(&path).expect("load");
         assert!(!generated);
-        assert_eq!(fingerprint(key.public_key()), fingerprint(again.public_key()));
+        assert_eq!(
+            fingerprint(key.public_key()),
+            fingerprint(again.public_key())
+        );
     }
 
     #[test]

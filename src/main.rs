@@ -20,7 +20,11 @@ use keepsh::{keys, server};
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
-#[command(name = "keepsh", version, about = "An SSH server whose shells outlive the connection")]
+#[command(
+    name = "keepsh",
+    version,
+    about = "An SSH server whose shells outlive the connection"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(long, default_value = "server.toml", global = true)]
@@ -125,7 +129,6 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} (is another server using the port?)"))?;
-        println!("listening on {}", listener.local_addr()?);
         listeners.push(listener);
     }
 
@@ -156,6 +159,11 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         config.users.push(user);
     }
 
+    // Last, so that a script waiting for it knows everything above is printed.
+    for listener in &listeners {
+        println!("listening on {}", listener.local_addr()?);
+    }
+
     let home = keys::home_dir().unwrap_or_else(|| PathBuf::from("/"));
     let shared = Arc::new(Shared {
         authenticator: Authenticator::new(&config.users)?,
@@ -168,13 +176,24 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
             },
             config.sessions.max_per_user,
         ),
-        shell: config.sessions.shell.clone().unwrap_or_else(keys::login_shell),
+        shell: config
+            .sessions
+            .shell
+            .clone()
+            .unwrap_or_else(keys::login_shell),
         default_term: config.sessions.term.clone(),
         home,
         os_user: keys::os_user_name(),
     });
     let russh_config = Arc::new(server::russh_config(&config.server, host_keys));
-    server::run(listeners, russh_config, config.server, shared, shutdown_signal()).await;
+    server::run(
+        listeners,
+        russh_config,
+        config.server,
+        shared,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("shutting down");
     Ok(())
 }

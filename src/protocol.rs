@@ -127,14 +127,17 @@ impl FromStr for SessionName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let valid = !s.is_empty()
             && s.len() <= Self::MAX_LEN
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if valid {
             Ok(SessionName(s.to_owned()))
         } else {
             // Keep the echoed value printable and short: it goes into a one-line error.
-            let shown: String = s.chars().take(80).map(|c| if c.is_control() { '?' } else { c }).collect();
+            let shown: String = s
+                .chars()
+                .take(80)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
             Err(InvalidName(shown))
         }
     }
@@ -336,7 +339,10 @@ mod tests {
         let fallback = PtySize::DEFAULT;
         assert_eq!(PtySize::from_request(0, 0, fallback), fallback);
         let huge = PtySize::from_request(65535, 65535, fallback);
-        assert_eq!((huge.cols(), huge.rows()), (MAX_PTY_DIMENSION, MAX_PTY_DIMENSION));
+        assert_eq!(
+            (huge.cols(), huge.rows()),
+            (MAX_PTY_DIMENSION, MAX_PTY_DIMENSION)
+        );
         let odd = PtySize::from_request(120, 0, fallback);
         assert_eq!((odd.cols(), odd.rows()), (120, 24));
         let big = PtySize::from_request(u32::MAX, 1, fallback);

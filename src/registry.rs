@@ -239,7 +239,9 @@ impl Registry {
         new: SessionName,
     ) -> Result<Found, RegistryError> {
         let mut users = self.lock();
-        let entries = users.get_mut(owner).ok_or_else(|| RegistryError::NotFound(reference.to_owned()))?;
+        let entries = users
+            .get_mut(owner)
+            .ok_or_else(|| RegistryError::NotFound(reference.to_owned()))?;
         let keys: Vec<(SessionId, &SessionName)> = entries
             .iter()
             .filter(|e| e.handle.is_some())
@@ -341,17 +343,21 @@ mod tests {
     fn short_or_unknown_references_are_not_found() {
         let sessions = ids(2);
         let id = sessions[0].0.to_string();
-        assert!(check(&sessions, &id[..3]).unwrap_err().contains("no session"));
+        assert!(
+            check(&sessions, &id[..3])
+                .unwrap_err()
+                .contains("no session")
+        );
         assert!(check(&sessions, "nope").unwrap_err().contains("no session"));
         assert!(check(&sessions, "").unwrap_err().contains("no session"));
     }
 
     #[test]
     fn a_prefix_shared_by_two_ids_is_ambiguous() {
-        let a: SessionId = serde_json::from_str("\"abcd1234-0000-4000-8000-000000000001\"")
-            .expect("valid uuid");
-        let b: SessionId = serde_json::from_str("\"abcd5678-0000-4000-8000-000000000002\"")
-            .expect("valid uuid");
+        let a: SessionId =
+            serde_json::from_str("\"abcd1234-0000-4000-8000-000000000001\"").expect("valid uuid");
+        let b: SessionId =
+            serde_json::from_str("\"abcd5678-0000-4000-8000-000000000002\"").expect("valid uuid");
         let sessions = vec![(a, SessionName::numbered(0)), (b, SessionName::numbered(1))];
         assert_eq!(
             check(&sessions, "abcd"),
@@ -362,8 +368,8 @@ mod tests {
 
     #[test]
     fn a_name_wins_over_an_id_prefix() {
-        let a: SessionId = serde_json::from_str("\"abcd1234-0000-4000-8000-000000000001\"")
-            .expect("valid uuid");
+        let a: SessionId =
+            serde_json::from_str("\"abcd1234-0000-4000-8000-000000000001\"").expect("valid uuid");
         let b = SessionId::random();
         let name: SessionName = "abcd".parse().expect("valid name");
         let sessions = vec![(a, SessionName::numbered(0)), (b, name)];

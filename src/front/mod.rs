@@ -179,7 +179,11 @@ impl Connection {
             AttachError::Gone => Failure::from(RegistryError::NotFound(found.name.to_string())),
         })?;
         tracing::info!(session = %found.id, name = %found.name, "channel attached");
-        let writer = tokio::spawn(writer::forward(session.handle(), channel, attachment.events));
+        let writer = tokio::spawn(writer::forward(
+            session.handle(),
+            channel,
+            attachment.events,
+        ));
         if let Some(state) = self.channels.get_mut(&channel) {
             state.attachment = Some(attachment.control);
             state.writer = Some(writer);
@@ -216,7 +220,11 @@ impl Connection {
                 name,
                 detach: false,
                 command,
-            } => return self.create_and_attach(channel, name, command, session).await,
+            } => {
+                return self
+                    .create_and_attach(channel, name, command, session)
+                    .await;
+            }
             Command::Attach {
                 reference,
                 read_only,
@@ -237,9 +245,11 @@ impl Connection {
                 let found = registry.create(&owner, name, spec)?;
                 Reply::ok(format!("{}\n", found.id))
             }
-            Command::List { json } => {
-                Reply::ok(command::render_list(&registry.list(&owner), json, SystemTime::now()))
-            }
+            Command::List { json } => Reply::ok(command::render_list(
+                &registry.list(&owner),
+                json,
+                SystemTime::now(),
+            )),
             Command::Kill { reference } => {
                 let found = registry.resolve(&owner, &reference)?;
                 found.handle.send(Request::Kill).await;
@@ -306,7 +316,12 @@ impl russh::server::Handler for Connection {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let login = Login::parse(user);
-        if self.shared.authenticator.check_password(&login.user, password).await {
+        if self
+            .shared
+            .authenticator
+            .check_password(&login.user, password)
+            .await
+        {
             tracing::info!(user = %login.user, method = "password", "authenticated");
             self.login = Some(login);
             Ok(Auth::Accept)
@@ -326,7 +341,11 @@ impl russh::server::Handler for Connection {
             return Ok(reject());
         }
         let login = Login::parse(user);
-        if self.shared.authenticator.check_key(&login.user, offer.public_key) {
+        if self
+            .shared
+            .authenticator
+            .check_key(&login.user, offer.public_key)
+        {
             Ok(Auth::Accept)
         } else {
             Ok(reject())
@@ -340,7 +359,10 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         let login = Login::parse(user);
         let allowed = !matches!(key.algorithm, Algorithm::Rsa { hash: None })
-            && self.shared.authenticator.check_key(&login.user, key.public_key);
+            && self
+                .shared
+                .authenticator
+                .check_key(&login.user, key.public_key);
         if allowed {
             tracing::info!(
                 user = %login.user,
@@ -500,7 +522,10 @@ impl russh::server::Handler for Connection {
         session.channel_success(channel)?;
         let command = match std::str::from_utf8(data) {
             Ok(line) => command::parse(line),
-            Err(_) => Err(Failure::usage("the command is not UTF-8", "run 'help' for usage")),
+            Err(_) => Err(Failure::usage(
+                "the command is not UTF-8",
+                "run 'help' for usage",
+            )),
         };
         if let Err(failure) = self.start(channel, command, session).await {
             self.finish(channel, failure.into(), session);
@@ -546,7 +571,11 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(attachment) = self.channels.get(&channel).and_then(|c| c.attachment.as_ref()) {
+        if let Some(attachment) = self
+            .channels
+            .get(&channel)
+            .and_then(|c| c.attachment.as_ref())
+        {
             attachment.input(bytes::Bytes::copy_from_slice(data)).await;
         }
         Ok(())

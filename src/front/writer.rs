@@ -45,7 +45,9 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
 pub async fn send_reply(handle: Handle, channel: ChannelId, reply: Reply, crlf: bool) {
     let fix = |s: String| if crlf { s.replace('\n', "\r\n") } else { s };
     if !reply.stdout.is_empty() {
-        let _ = handle.data(channel, bytes::Bytes::from(fix(reply.stdout))).await;
+        let _ = handle
+            .data(channel, bytes::Bytes::from(fix(reply.stdout)))
+            .await;
     }
     if !reply.stderr.is_empty() {
         let _ = handle

@@ -106,11 +106,7 @@ pub fn start(
     let (publish, info_rx) = watch::channel(info.clone());
     let span = tracing::info_span!("session", id = %id, owner = %info.owner);
     let actor = actor::Actor::new(info, publish, pty, settings);
-    tokio::spawn(
-        actor
-            .run(streams, requests_rx, input_rx)
-            .instrument(span),
-    );
+    tokio::spawn(actor.run(streams, requests_rx, input_rx).instrument(span));
     Ok(SessionHandle {
         requests,
         input,
@@ -147,10 +143,8 @@ impl SessionHandle {
     pub async fn wait_exited(&self, limit: Duration) -> bool {
         let mut info = self.info.clone();
         let exited = info.wait_for(|i| i.state == SessionState::Exited);
-        match tokio::time::timeout(limit, exited).await {
-            Ok(_) => true, // exited, or the sender is gone (also ended)
-            Err(_) => false,
-        }
+        // Ok also when the sender is gone: the session has ended either way.
+        tokio::time::timeout(limit, exited).await.is_ok()
     }
 
     /// Binds a new attachment. Its events (replay, then live output, then

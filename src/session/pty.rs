@@ -185,7 +185,10 @@ fn read_loop(mut reader: Box<dyn Read + Send>, output: mpsc::Sender<Bytes>) {
             // portable-pty maps EIO (all slave fds closed) to Ok(0).
             Ok(0) => return,
             Ok(n) => {
-                if output.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                if output
+                    .blocking_send(Bytes::copy_from_slice(&buf[..n]))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -197,7 +200,11 @@ fn read_loop(mut reader: Box<dyn Read + Send>, output: mpsc::Sender<Bytes>) {
 
 fn write_loop(mut writer: Box<dyn Write + Send>, mut input: mpsc::Receiver<Bytes>) {
     while let Some(data) = input.blocking_recv() {
-        if writer.write_all(&data).and_then(|()| writer.flush()).is_err() {
+        if writer
+            .write_all(&data)
+            .and_then(|()| writer.flush())
+            .is_err()
+        {
             break;
         }
     }

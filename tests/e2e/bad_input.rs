@@ -1,0 +1,178 @@
+//! Bad input gets one clear stderr line and the right exit status; nothing
+//! else is disturbed.
+
+use crate::harness::{DEADLINE, Server, block_on, stderr, wait_until};
+use russh::ChannelMsg;
+
+/// Runs `args` as alice and checks the status and the one-line error.
+fn check_error(server: &Server, args: &[&str], status: i32, contains: &str) {
+    let out = server.run("alice", args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(status), "{args:?}: {err}");
+    assert!(err.starts_with("keepsh: "), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.trim_end().ends_with(')'), "{args:?}: no hint: {err}");
+    assert!(err.contains(contains), "{args:?}: {err}");
+}
+
+#[test]
+fn malformed_commands_and_refs_get_one_line_errors_and_disturb_nothing() {
+    let server = Server::start();
+    assert!(server.run("alice", &["new", "-d", "keep"]).status.success());
+    let mut watcher = server.tt("alice", &["attach", "keep"]);
+    server.wait_state("alice", "keep", "attached");
+
+    check_error(&server, &["frobnicate"], 2, "unrecognized subcommand");
+    check_error(&server, &["list", "--yaml"], 2, "--yaml");
+    check_error(&server, &["new", "'bad name!'"], 2, "A-Z a-z 0-9");
+    check_error(&server, &["new", "-d", &"x".repeat(65)], 2, "1-64");
+    check_error(&server, &["rename", "keep", "no/slash"], 2, "A-Z a-z 0-9");
+    check_error(&server, &["new", "-d", "keep"], 1, "already exists");
+    check_error(&server, &["attach", "nosuch"], 1, "no session 'nosuch'");
+    check_error(&server, &["kill", "nosuch"], 1, "no session 'nosuch'");
+    check_error(&server, &["attach", "abc"], 1, "no session 'abc'");
+    check_error(
+        &server,
+        &["new", "-d", "x", "--", "/nonexistent/program"],
+        1,
+        "cannot start",
+    );
+
+    // The session and its client are untouched.
+    let keep = server.wait_state("alice", "keep", "attached");
+    assert_eq!(keep["clients"], 1);
+    watcher.send("echo unharmed-$((5*5))\n");
+    watcher.wait_for("unharmed-25");
+    assert!(
+        server.session("alice", "x").is_none(),
+        "a failed new left a session"
+    );
+}
+
+#[test]
+fn absurd_window_sizes_are_clamped_and_the_session_carries_on() {
+    let server = Server::start();
+    block_on(async {
+        let handle = server.russh_key("alice").await;
+        let mut channel = handle.channel_open_session().await.expect("channel");
+        channel
+            .request_pty(true, "xterm", 0, 0, 0, 0, &[])
+            .await
+            .expect("pty-req 0x0");
+        channel.exec(true, "new sized").await.expect("exec");
+        wait_until("session created", DEADLINE, || {
+            server.session("alice", "sized").is_some()
+        });
+        let size = |server: &Server| {
+            let s = server.session("alice", "sized").expect("session");
+            (
+                s["cols"].as_u64().expect("cols"),
+                s["rows"].as_u64().expect("rows"),
+            )
+        };
+        // 0x0 in pty-req means "unknown": the default size.
+        assert_eq!(size(&server), (80, 24));
+        channel
+            .window_change(65535, 65535, 0, 0)
+            .await
+            .expect("window-change");
+        wait_until("clamped to 4096", DEADLINE, || {
+            size(&server) == (4096, 4096)
+        });
+        channel
+            .window_change(0, 0, 0, 0)
+            .await
+            .expect("window-change");
+        channel
+            .window_change(100, 0, 0, 0)
+            .await
+            .expect("window-change");
+        wait_until("zero dimension ignored", DEADLINE, || {
+            size(&server) == (100, 4096)
+        });
+        channel
+            .data(&b"stty size; echo ok-$((6*7))\n"[..])
+            .await
+            .expect("type");
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("ok-42") {
+            match tokio::time::timeout(DEADLINE, channel.wait()).await {
+                Ok(Some(ChannelMsg::Data { data })) => seen.extend_from_slice(&data),
+                Ok(Some(_)) => {}
+                other => panic!("channel ended early: {other:?}"),
+            }
+        }
+        assert!(String::from_utf8_lossy(&seen).contains("4096 100"));
+    });
+}
+
+#[test]
+fn requests_that_are_not_offered_are_refused_with_a_reply() {
+    let server = Server::start();
+    block_on(async {
+        let handle = server.russh_key("alice").await;
+        let mut channel = handle.channel_open_session().await.expect("channel");
+        // env outside the allowlist: refused, but answered.
+        channel
+            .set_env(true, "LD_PRELOAD", "/tmp/evil.so")
+            .await
+            .expect("env request sent");
+        channel
+            .set_env(true, "LANG", "C.UTF-8")
+            .await
+            .expect("env request sent");
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .expect("subsystem request sent");
+        let mut replies = Vec::new();
+        while replies.len() < 3 {
+            match tokio::time::timeout(DEADLINE, channel.wait()).await {
+                Ok(Some(ChannelMsg::Success)) => replies.push(true),
+                Ok(Some(ChannelMsg::Failure)) => replies.push(false),
+                Ok(Some(_)) => {}
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+        assert_eq!(replies, [false, true, false]);
+    });
+}
+
+#[test]
+fn a_malformed_server_toml_is_a_clear_error_naming_key_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("server.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[sessions]\norphan_timeout = \"whenever\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("server.toml:5:18: sessions.orphan_timeout"),
+        "{err}"
+    );
+    assert!(err.contains("invalid duration"), "{err}");
+    // Serving with it fails the same way, before listening.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("sessions.orphan_timeout"));
+    // And a valid one passes.
+    std::fs::write(&path, "[server]\nlisten = [\"127.0.0.1:0\"]\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+}

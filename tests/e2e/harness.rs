@@ -1,0 +1,508 @@
+//! The shared test harness: a real `keepsh` server on 127.0.0.1 with an
+//! ephemeral port and a temp dir, driven by the real OpenSSH client and by an
+//! in-process russh client. Every wait has a deadline; nothing sleeps to
+//! synchronise.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use russh::client;
+use russh::keys::{PrivateKeyWithHashAlg, load_secret_key};
+
+/// Default deadline for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+/// alice's password in every test server.
+pub const ALICE_PASSWORD: &str = "correct horse battery staple";
+
+/// Polls `condition` until it holds or `timeout` passes; panics naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn keepsh_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_keepsh")
+}
+
+/// argon2id hash of [`ALICE_PASSWORD`], computed once with `keepsh hash-password`.
+fn alice_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut child = Command::new(keepsh_binary())
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run keepsh hash-password");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{ALICE_PASSWORD}\n").as_bytes())
+            .expect("write password");
+        let out = child.wait_with_output().expect("hash-password output");
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    })
+}
+
+/// Makes an Ed25519 key pair with ssh-keygen at `path` (and `path.pub`).
+pub fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+}
+
+/// Reads a captured stream into a shared buffer on a thread.
+fn capture(mut stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&buffer);
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => sink.lock().expect("buffer").extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    buffer
+}
+
+/// A running keepsh server.
+pub struct Server {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its directory (config, keys, client keys).
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<u8>>>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Extra TOML for [`Server::start_with`].
+#[derive(Default)]
+pub struct Options {
+    /// Lines added to `[server]`.
+    pub server: &'static str,
+    /// Lines added to `[sessions]`.
+    pub sessions: &'static str,
+}
+
+impl Server {
+    /// A server with users alice (key + password) and bob (key), and
+    /// `/bin/sh` as the shell.
+    pub fn start() -> Server {
+        Server::start_with(Options::default())
+    }
+
+    /// As [`Server::start`] with extra configuration.
+    pub fn start_with(options: Options) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for user in ["alice", "bob", "mallory"] {
+            keygen(&dir.path().join(user));
+        }
+        let public = |user: &str| {
+            std::fs::read_to_string(dir.path().join(format!("{user}.pub")))
+                .expect("pub key")
+                .trim()
+                .to_owned()
+        };
+        let config = format!(
+            r#"[server]
+listen = ["127.0.0.1:0"]
+max_auth_attempts = 3
+{server}
+[sessions]
+shell = "/bin/sh"
+exited_retention = "1h"
+{sessions}
+[[users]]
+name = "alice"
+password_hash = "{hash}"
+authorized_keys = ["{alice}"]
+
+[[users]]
+name = "bob"
+authorized_keys_file = "bob.pub"
+"#,
+            server = options.server,
+            sessions = options.sessions,
+            hash = alice_hash(),
+            alice = public("alice"),
+        );
+        let config_path = dir.path().join("server.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Server::launch(dir, &config_path, &[])
+    }
+
+    /// Starts the binary on `config` in `dir` with extra environment; waits
+    /// for its "listening on" line.
+    pub fn launch(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(keepsh_binary())
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("KEEPSH_LOG", "info,keepsh=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keepsh");
+        let log = capture(child.stderr.take().expect("stderr"));
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                    let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                    let _ = port_tx.send(port);
+                }
+                sink.lock()
+                    .expect("stdout")
+                    .extend_from_slice(line.as_bytes());
+                line.clear();
+            }
+        });
+        let port = match port_rx.recv_timeout(DEADLINE) {
+            Ok(Some(port)) => port,
+            _ => {
+                let _ = child.kill();
+                panic!(
+                    "keepsh did not start; log:\n{}",
+                    String::from_utf8_lossy(&log.lock().expect("log"))
+                );
+            }
+        };
+        Server {
+            child,
+            port,
+            dir,
+            log,
+            stdout,
+        }
+    }
+
+    /// What the server printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().expect("stdout")).into_owned()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().expect("log")).into_owned()
+    }
+
+    /// Path of a test user's private key.
+    pub fn key(&self, user: &str) -> PathBuf {
+        self.dir.path().join(user)
+    }
+
+    /// An OpenSSH client command for `login` with key `key_user`'s key.
+    pub fn ssh_as(&self, login: &str, key_user: &str) -> Command {
+        self.ssh_with(login, key_user, true)
+    }
+
+    /// An OpenSSH client command; `batch` off lets it ask for a password.
+    pub fn ssh_with(&self, login: &str, key_user: &str, batch: bool) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            if batch {
+                "BatchMode=yes"
+            } else {
+                "BatchMode=no"
+            },
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-i",
+        ])
+        .arg(self.key(key_user))
+        .args(["-p", &self.port.to_string()])
+        .arg(format!("{login}@127.0.0.1"));
+        cmd
+    }
+
+    /// An OpenSSH client command for `user` with its own key.
+    pub fn ssh(&self, user: &str) -> Command {
+        self.ssh_as(user, user)
+    }
+
+    /// Runs `ssh user ARGS` to completion (stdin empty), with a deadline.
+    pub fn run(&self, user: &str, args: &[&str]) -> Output {
+        let mut cmd = self.ssh(user);
+        cmd.args(args);
+        run_with_deadline(cmd, DEADLINE)
+    }
+
+    /// `list --json` for `user`, parsed.
+    pub fn list(&self, user: &str) -> Vec<serde_json::Value> {
+        let out = self.run(user, &["list", "--json"]);
+        assert!(out.status.success(), "list failed: {}", stderr(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("list --json is JSON")
+    }
+
+    /// The `list --json` entry of `user`'s session `name`, if any.
+    pub fn session(&self, user: &str, name: &str) -> Option<serde_json::Value> {
+        self.list(user).into_iter().find(|s| s["name"] == name)
+    }
+
+    /// Waits until `user`'s session `name` is in `state`.
+    pub fn wait_state(&self, user: &str, name: &str, state: &str) -> serde_json::Value {
+        let mut last = None;
+        wait_until(&format!("session {name} to be {state}"), DEADLINE, || {
+            last = self.session(user, name);
+            last.as_ref().is_some_and(|s| s["state"] == state)
+        });
+        last.expect("session present")
+    }
+
+    /// Starts `ssh -tt user ARGS` with piped stdin and captured output.
+    pub fn tt(&self, user: &str, args: &[&str]) -> Client {
+        self.tt_as(user, user, args)
+    }
+
+    /// As [`Server::tt`], logging in as `login` with `key_user`'s key.
+    pub fn tt_as(&self, login: &str, key_user: &str, args: &[&str]) -> Client {
+        let mut cmd = self.ssh_as(login, key_user);
+        cmd.arg("-tt").args(args);
+        Client::spawn(cmd)
+    }
+
+    /// Starts `ssh user ARGS` (no PTY) with piped stdin and captured output.
+    pub fn stream(&self, user: &str, args: &[&str]) -> Client {
+        let mut cmd = self.ssh(user);
+        cmd.args(args);
+        Client::spawn(cmd)
+    }
+
+    /// Connects an in-process russh client and authenticates `user` with its key.
+    pub async fn russh_key(&self, user: &str) -> client::Handle<TestClient> {
+        let mut handle = self.russh_connect().await;
+        let key = load_secret_key(self.key(user), None).expect("load key");
+        let result = handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None))
+            .await
+            .expect("publickey auth exchange");
+        assert!(result.success(), "key login of {user} refused");
+        handle
+    }
+
+    /// Connects an in-process russh client without authenticating.
+    pub async fn russh_connect(&self) -> client::Handle<TestClient> {
+        let config = Arc::new(client::Config::default());
+        tokio::time::timeout(
+            DEADLINE,
+            client::connect(config, ("127.0.0.1", self.port), TestClient),
+        )
+        .await
+        .expect("connect in time")
+        .expect("connect")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- keepsh log ----\n{}", self.log());
+        }
+    }
+}
+
+/// The russh test client's handler: accepts any host key (tests only).
+pub struct TestClient;
+
+impl client::Handler for TestClient {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Runs `cmd` to completion with stdin empty; panics past `timeout`.
+pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = capture(child.stdout.take().expect("stdout"));
+    let err = capture(child.stderr.take().expect("stderr"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The pipes close with the process; wait for the readers to drain them.
+    let drained = |b: &Arc<Mutex<Vec<u8>>>| Arc::strong_count(b) == 1;
+    wait_until("output pipes to drain", DEADLINE, || {
+        drained(&out) && drained(&err)
+    });
+    let take = |b: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().expect("buffer"));
+    Output {
+        status,
+        stdout: take(out),
+        stderr: take(err),
+    }
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An interactive OpenSSH client process.
+pub struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    output: Arc<Mutex<Vec<u8>>>,
+    errors: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Client {
+    /// Starts `cmd` (an OpenSSH command line) with piped stdio.
+    pub fn spawn(mut cmd: Command) -> Client {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssh");
+        let output = capture(child.stdout.take().expect("stdout"));
+        let errors = capture(child.stderr.take().expect("stderr"));
+        Client {
+            stdin: child.stdin.take(),
+            child,
+            output,
+            errors,
+        }
+    }
+
+    /// Types `text`.
+    pub fn send(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(text.as_bytes()).expect("write to ssh");
+        stdin.flush().expect("flush");
+    }
+
+    /// Everything received so far, lossily decoded.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().expect("output")).into_owned()
+    }
+
+    /// What the client printed on stderr so far.
+    pub fn errors(&self) -> String {
+        String::from_utf8_lossy(&self.errors.lock().expect("errors")).into_owned()
+    }
+
+    /// Waits until the output contains `needle`; returns the output.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let out = self.output();
+            if out.contains(needle) {
+                return out;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                panic!(
+                    "timed out waiting for {needle:?}; output so far:\n{out}\nstderr:\n{}",
+                    self.errors()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the client process (SIGKILL): the connection drops without a goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the client to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                panic!(
+                    "ssh did not exit; output:\n{}\nstderr:\n{}",
+                    self.output(),
+                    self.errors()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs an async test body on a fresh runtime with a deadline.
+pub fn block_on<F: Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), body)
+                .await
+                .expect("test finished within 60 s")
+        })
+}

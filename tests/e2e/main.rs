@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `keepsh` binary on 127.0.0.1, driven by the
+//! real OpenSSH client and an in-process russh client. One test binary, one
+//! small harness, a file per behaviour.
+
+mod harness;
+
+mod auth;
+mod bad_input;
+mod commands;
+mod first_run;
+mod isolation;
+mod reattach;
+mod shell;
