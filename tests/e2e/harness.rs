@@ -130,7 +130,6 @@ max_auth_attempts = 3
 {server}
 [sessions]
 shell = "/bin/sh"
-exited_retention = "1h"
 {sessions}
 [[users]]
 name = "alice"
@@ -223,6 +222,15 @@ authorized_keys_file = "bob.pub"
 
     /// An OpenSSH client command; `batch` off lets it ask for a password.
     pub fn ssh_with(&self, login: &str, key_user: &str, batch: bool) -> Command {
+        self.ssh_command(login, key_user, batch, self.port)
+    }
+
+    /// An OpenSSH client command for `user` to `port` (e.g. a proxy's).
+    pub fn ssh_via(&self, user: &str, port: u16) -> Command {
+        self.ssh_command(user, user, true, port)
+    }
+
+    fn ssh_command(&self, login: &str, key_user: &str, batch: bool, port: u16) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args([
             "-F",
@@ -246,7 +254,7 @@ authorized_keys_file = "bob.pub"
             "-i",
         ])
         .arg(self.key(key_user))
-        .args(["-p", &self.port.to_string()])
+        .args(["-p", &port.to_string()])
         .arg(format!("{login}@127.0.0.1"));
         cmd
     }

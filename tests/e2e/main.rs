@@ -9,5 +9,6 @@ mod bad_input;
 mod commands;
 mod first_run;
 mod isolation;
+mod lifetimes;
 mod reattach;
 mod shell;

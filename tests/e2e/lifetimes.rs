@@ -1,0 +1,159 @@
+//! How long sessions live: exited_retention, orphan_timeout, max_per_user,
+//! and half-open connections found by keepalives.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::harness::{DEADLINE, Options, Server, stderr, wait_until};
+
+#[test]
+fn an_exited_session_is_removed_after_exited_retention() {
+    let server = Server::start_with(Options {
+        sessions: "exited_retention = \"1s\"",
+        ..Default::default()
+    });
+    let script = "sh -c 'exit 2'";
+    assert!(
+        server
+            .run("alice", &["new", "-d", "brief", "--", script])
+            .status
+            .success()
+    );
+    wait_until("the exited session to be removed", DEADLINE, || {
+        server.session("alice", "brief").is_none()
+    });
+}
+
+#[test]
+fn an_orphaned_session_is_killed_after_orphan_timeout() {
+    let server = Server::start_with(Options {
+        sessions: "orphan_timeout = \"1s\"",
+        ..Default::default()
+    });
+    assert!(
+        server
+            .run("alice", &["new", "-d", "lonely"])
+            .status
+            .success()
+    );
+    let mut client = server.tt("alice", &["new", "kept"]);
+    client.send("echo attached-$((1+1))\n");
+    client.wait_for("attached-2");
+    wait_until("the orphaned session to be killed", DEADLINE, || {
+        server.session("alice", "lonely").is_none()
+    });
+    // The attached one is untouched by the timeout.
+    assert_eq!(
+        server.session("alice", "kept").expect("kept")["state"],
+        "attached"
+    );
+}
+
+#[test]
+fn max_per_user_is_enforced_with_a_clear_error() {
+    let server = Server::start_with(Options {
+        sessions: "max_per_user = 2",
+        ..Default::default()
+    });
+    assert!(server.run("alice", &["new", "-d", "one"]).status.success());
+    assert!(server.run("alice", &["new", "-d", "two"]).status.success());
+    let out = server.run("alice", &["new", "-d", "three"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "keepsh: session limit reached (2 per user) (kill a session you no longer need)\n"
+    );
+    // The limit is per user.
+    assert!(server.run("bob", &["new", "-d", "three"]).status.success());
+}
+
+/// A TCP proxy that can freeze: afterwards it neither reads nor writes but
+/// keeps both sockets open, like a phone that vanished without closing TCP.
+struct FreezingProxy {
+    port: u16,
+    frozen: Arc<AtomicBool>,
+}
+
+impl FreezingProxy {
+    fn start(target: u16) -> FreezingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&frozen);
+        std::thread::spawn(move || {
+            let Ok((client, _)) = listener.accept() else {
+                return;
+            };
+            let server = TcpStream::connect(("127.0.0.1", target)).expect("connect");
+            for (mut from, mut to) in [
+                (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                ),
+                (server, client),
+            ] {
+                let flag = Arc::clone(&flag);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        if flag.load(Ordering::SeqCst) {
+                            // Hold the sockets open for the rest of the test.
+                            std::thread::park();
+                            continue;
+                        }
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) if !flag.load(Ordering::SeqCst) => {
+                                if to.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                });
+            }
+        });
+        FreezingProxy { port, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_half_open_connection_is_detected_by_keepalives_and_never_blocks_a_reattach() {
+    let server = Server::start_with(Options {
+        server: "keepalive_interval = \"1s\"\nkeepalive_max = 2",
+        ..Default::default()
+    });
+    let proxy = FreezingProxy::start(server.port);
+    let mut cmd = server.ssh_via("alice", proxy.port);
+    cmd.args(["-tt", "new", "phone"]);
+    let mut phone = crate::harness::Client::spawn(cmd);
+    phone.send("echo on-the-phone-$((3*3))\n");
+    phone.wait_for("on-the-phone-9");
+    proxy.freeze();
+    // 8 MB of output while the phone is gone: far beyond its SSH window
+    // (2 MiB) and its attachment queue, so its writer blocks. The session and
+    // the other client must not stall.
+    let mut desktop = server.tt("alice", &["attach", "phone"]);
+    desktop.send("head -c 8000000 /dev/zero | tr -c x x | fold -w 100; echo desk-$((2*2))\n");
+    desktop.wait_for("desk-4");
+    // The frozen client is dropped by keepalives (1 s × 2) and detached.
+    wait_until(
+        "the frozen client to be detached",
+        Duration::from_secs(15),
+        || {
+            server
+                .session("alice", "phone")
+                .is_some_and(|s| s["clients"] == 1)
+        },
+    );
+    desktop.send("echo still-$((5+5))\n");
+    desktop.wait_for("still-10");
+}
