@@ -157,14 +157,11 @@ impl Registry {
         let entries = users.entry(owner.to_owned()).or_default();
         match started {
             Ok(handle) => {
+                // A starting entry cannot be renamed (lookups skip it), so
+                // its name is still the reserved one.
                 if let Some(entry) = entries.iter_mut().find(|e| e.id == id) {
                     entry.handle = Some(handle.clone());
                 }
-                // The name may have changed by a rename while starting.
-                let name = entries
-                    .iter()
-                    .find(|e| e.id == id)
-                    .map_or(name, |e| e.name.clone());
                 Ok(Found { id, name, handle })
             }
             Err(error) => {

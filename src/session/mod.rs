@@ -245,3 +245,205 @@ impl Drop for AttachmentControl {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Sessions at the handle boundary: real `/bin/sh`, real PTY, no SSH.
+
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::protocol::{ExitStatus, SessionState};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    fn settings(scrollback_bytes: usize) -> SessionSettings {
+        SessionSettings {
+            scrollback_bytes,
+            orphan_timeout: None,
+            exited_retention: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(2),
+        }
+    }
+
+    fn start_sh(script: &str, scrollback_bytes: usize) -> SessionHandle {
+        let spec = SpawnSpec {
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            shell: PathBuf::from("/bin/sh"),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: PathBuf::from("/"),
+            size: PtySize::DEFAULT,
+        };
+        start(
+            SessionId::random(),
+            "t".parse().expect("name"),
+            "tester".into(),
+            spec,
+            settings(scrollback_bytes),
+        )
+        .expect("start /bin/sh")
+    }
+
+    fn attach_request(attachment: AttachmentId, from: Option<u64>) -> AttachRequest {
+        AttachRequest {
+            attachment,
+            size: None,
+            read_only: false,
+            from,
+        }
+    }
+
+    /// Collects output until `needle` appears; returns (bytes, exit status).
+    async fn read_until(
+        events: &mut mpsc::Receiver<Event>,
+        needle: &str,
+    ) -> (Vec<u8>, Option<ExitStatus>) {
+        let mut bytes = Vec::new();
+        let mut next_offset = None;
+        loop {
+            let event = tokio::time::timeout(DEADLINE, events.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no {needle:?} in time; got {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    )
+                })
+                .expect("queue open");
+            match event {
+                Event::Output { offset, data } => {
+                    if let Some(expected) = next_offset {
+                        assert_eq!(offset, expected, "gap or overlap in offsets");
+                    }
+                    next_offset = Some(offset + data.len() as u64);
+                    bytes.extend_from_slice(&data);
+                    if String::from_utf8_lossy(&bytes).contains(needle) {
+                        return (bytes, None);
+                    }
+                }
+                Event::Exited(status) => return (bytes, Some(status)),
+                Event::Skipped { to, .. } => next_offset = Some(to),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn output_input_and_exit_flow_through_an_attachment() {
+        let session = start_sh("echo ready; read line; echo got:$line; exit 5", 4096);
+        let mut attachment = session
+            .attach(attach_request(1, None))
+            .await
+            .expect("attach");
+        read_until(&mut attachment.events, "ready").await;
+        attachment
+            .control
+            .input(Bytes::from_static(b"hello\n"))
+            .await;
+        let (bytes, _) = read_until(&mut attachment.events, "got:hello").await;
+        assert!(String::from_utf8_lossy(&bytes).contains("got:hello"));
+        let (_, exit) = read_until(&mut attachment.events, "\u{0}never").await;
+        assert_eq!(
+            exit,
+            Some(ExitStatus {
+                code: 5,
+                signal: None
+            })
+        );
+        assert!(session.wait_exited(DEADLINE).await);
+        assert_eq!(session.info().state, SessionState::Exited);
+    }
+
+    /// Reads `events` until `END` shows; returns (count of b'x', skipped?).
+    async fn drain_counting(events: &mut mpsc::Receiver<Event>) -> (usize, bool) {
+        let (mut xs, mut skipped, mut tail) = (0, false, Vec::new());
+        loop {
+            match tokio::time::timeout(DEADLINE, events.recv()).await {
+                Ok(Some(Event::Output { data, .. })) => {
+                    xs += data.iter().filter(|&&b| b == b'x').count();
+                    tail.extend_from_slice(&data);
+                    tail.drain(..tail.len().saturating_sub(8));
+                    if tail.windows(3).any(|w| w == b"END") {
+                        return (xs, skipped);
+                    }
+                }
+                Ok(Some(Event::Skipped { .. })) => skipped = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    const FLOOD: &str = "head -c 4194304 /dev/zero | tr -c x x; echo; echo END; sleep 100";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_never_stalls_the_others() {
+        // 4 MiB of output, all of it kept by an 8 MiB ring buffer.
+        let session = start_sh(FLOOD, 8 << 20);
+        let mut stalled = session
+            .attach(attach_request(1, Some(0)))
+            .await
+            .expect("attach");
+        let mut reader = session
+            .attach(attach_request(2, Some(0)))
+            .await
+            .expect("attach");
+        assert_eq!(drain_counting(&mut reader.events).await, (4 << 20, false));
+        // The stalled client holds no more than its queue ...
+        assert!(stalled.events.len() <= ATTACHMENT_QUEUE);
+        // ... and, once it reads again, is caught up from the ring buffer.
+        assert_eq!(drain_counting(&mut stalled.events).await, (4 << 20, false));
+        session.send(Request::Kill).await;
+        assert!(session.wait_exited(DEADLINE).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_left_behind_by_the_ring_buffer_is_told_what_it_skipped() {
+        let session = start_sh(FLOOD, 64 * 1024);
+        let mut stalled = session
+            .attach(attach_request(1, Some(0)))
+            .await
+            .expect("attach");
+        let mut info = session.info.clone();
+        tokio::time::timeout(DEADLINE, info.wait_for(|i| i.output_offset > 4 << 20))
+            .await
+            .expect("all output produced while the client was stalled")
+            .expect("session alive");
+        let (xs, skipped) = drain_counting(&mut stalled.events).await;
+        assert!(skipped);
+        assert!(xs < 4 << 20 && xs >= 64 * 1024, "{xs}");
+        session.send(Request::Kill).await;
+        assert!(session.wait_exited(DEADLINE).await);
+    }
+
+    #[tokio::test]
+    async fn reattaching_from_an_offset_continues_without_gap_or_duplicate() {
+        // A pause after line 50 puts the second attach mid-stream.
+        let script = "i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo n=$i; \
+                      [ $i = 50 ] && sleep 0.3; done; sleep 100";
+        let session = start_sh(script, 1 << 20);
+        let mut first = session
+            .attach(attach_request(1, None))
+            .await
+            .expect("attach");
+        let (part, _) = read_until(&mut first.events, "n=50\r\n").await;
+        drop(first);
+        let mut second = session
+            .attach(attach_request(2, Some(part.len() as u64)))
+            .await
+            .expect("attach");
+        let rest = if String::from_utf8_lossy(&part).contains("n=200\r\n") {
+            Vec::new() // everything came in the first read
+        } else {
+            read_until(&mut second.events, "n=200\r\n").await.0
+        };
+        let all = String::from_utf8_lossy(&[part, rest].concat()).into_owned();
+        let numbers: Vec<u32> = all
+            .split_whitespace()
+            .filter_map(|t| t.strip_prefix("n=")?.parse().ok())
+            .collect();
+        assert_eq!(numbers, (1..=200).collect::<Vec<_>>());
+        session.send(Request::Kill).await;
+        assert!(session.wait_exited(DEADLINE).await);
+    }
+}
