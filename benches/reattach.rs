@@ -60,18 +60,31 @@ fn main() {
         ..Default::default()
     });
 
-    let handshake: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            let mut cmd = server.ssh("alice");
-            cmd.arg("version");
-            time_until(cmd, b"keepsh ")
-        })
-        .collect();
-    let (h_med, h_min, h_max) = stats(handshake);
-
     println!("| what | median ms | min ms | max ms |");
     println!("| --- | ---: | ---: | ---: |");
-    println!("| handshake + `version` | {h_med:.1} | {h_min:.1} | {h_max:.1} |");
+    // With -tt, as the reattaches below: OpenSSH sets TCP_NODELAY only for
+    // sessions with a terminal, so the two variants differ by Nagle's delay.
+    let mut h_med = 0.0;
+    for tty in [false, true] {
+        let handshake: Vec<Duration> = (0..RUNS)
+            .map(|_| {
+                let mut cmd = server.ssh("alice");
+                if tty {
+                    cmd.arg("-tt");
+                }
+                cmd.arg("version");
+                time_until(cmd, b"keepsh ")
+            })
+            .collect();
+        let (med, min, max) = stats(handshake);
+        let label = if tty {
+            "ssh -tt host version"
+        } else {
+            "ssh host version"
+        };
+        println!("| handshake: `{label}` | {med:.1} | {min:.1} | {max:.1} |");
+        h_med = med;
+    }
 
     for (label, bytes) in [("256 KiB", 256 * 1024u64), ("1 MiB (full ring)", 1_100_000)] {
         let name = format!("b{bytes}");

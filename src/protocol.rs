@@ -350,6 +350,57 @@ mod tests {
     }
 
     #[test]
+    fn messages_survive_a_serialization_round_trip() {
+        // The future socket transport carries exactly these values.
+        let requests = [
+            Request::Attach(AttachRequest {
+                attachment: 1,
+                size: Some(PtySize::DEFAULT),
+                read_only: true,
+                from: Some(7),
+            }),
+            Request::Resize {
+                attachment: 1,
+                size: PtySize::from_request(100, 30, PtySize::DEFAULT),
+            },
+            Request::Detach { attachment: 1 },
+            Request::Rename {
+                name: "w".parse().expect("name"),
+            },
+            Request::Kill,
+        ];
+        for request in requests {
+            let text = serde_json::to_string(&request).expect("serialize");
+            let back: Request = serde_json::from_str(&text).expect("deserialize");
+            assert_eq!(serde_json::to_string(&back).expect("serialize"), text);
+        }
+        let event = Event::Output {
+            offset: 3,
+            data: Bytes::from_static(b"\x1b[1mhi"),
+        };
+        let text = serde_json::to_string(&event).expect("serialize");
+        let back: Event = serde_json::from_str(&text).expect("deserialize");
+        assert!(matches!(back, Event::Output { offset: 3, data } if &data[..] == b"\x1b[1mhi"));
+        // An invalid name cannot be smuggled in through deserialization.
+        assert!(serde_json::from_str::<SessionName>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn session_and_protocol_code_never_name_a_russh_type() {
+        let sources = [
+            ("protocol.rs", include_str!("protocol.rs")),
+            ("session/mod.rs", include_str!("session/mod.rs")),
+            ("session/actor.rs", include_str!("session/actor.rs")),
+            ("session/pty.rs", include_str!("session/pty.rs")),
+            ("session/ring.rs", include_str!("session/ring.rs")),
+        ];
+        let needle = ["russh", "::"].concat();
+        for (file, text) in sources {
+            assert!(!text.contains(&needle), "{file} names a russh type");
+        }
+    }
+
+    #[test]
     fn short_ids_are_eight_hex_digits_of_the_full_id() {
         let id = SessionId::random();
         assert_eq!(id.short().len(), 8);

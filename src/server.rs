@@ -119,6 +119,11 @@ async fn accept_loop(
                 continue;
             }
         };
+        // russh applies `Config::nodelay` only in its own accept loop: without
+        // this, Nagle's algorithm adds ~40 ms to small replies and keystroke echo.
+        if let Err(error) = stream.set_nodelay(config.nodelay) {
+            tracing::debug!(%error, "set_nodelay failed");
+        }
         let Ok(permit) = Arc::clone(&startups).try_acquire_owned() else {
             tracing::warn!(%peer, "max_startups reached; connection closed before the handshake");
             continue;

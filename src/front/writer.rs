@@ -7,6 +7,7 @@
 //! the session never waits on it, because it only `try_send`s into the
 //! bounded event queue this task drains.
 
+use bytes::{Bytes, BytesMut};
 use russh::ChannelId;
 use russh::server::Handle;
 use tokio::sync::mpsc;
@@ -18,9 +19,21 @@ use crate::protocol::Event;
 /// `exit-status`, EOF and close, RFC 4254 §6.10, §5.3) or the connection is
 /// gone.
 pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Receiver<Event>) {
-    while let Some(event) = events.recv().await {
+    let mut next = None;
+    loop {
+        let event = match next.take() {
+            Some(event) => event,
+            None => match events.recv().await {
+                Some(event) => event,
+                None => break,
+            },
+        };
         match event {
             Event::Output { data, .. } => {
+                // PTY reads are small (often 4 KiB); sending what is already
+                // queued as one message saves a wake-up of russh's loop per read.
+                let (data, after) = coalesce(data, &mut events);
+                next = after;
                 if handle.data(channel, data).await.is_err() {
                     return; // connection gone; the handler's drop detaches
                 }
@@ -38,6 +51,31 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
     // Exited, or the session ended (killed) without a status for us.
     let _ = handle.eof(channel).await;
     let _ = handle.close(channel).await;
+}
+
+/// Most bytes merged into one `Handle::data` call: two SSH packets of 32 KiB.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Appends the output events already queued behind `first` (up to
+/// [`COALESCE_LIMIT`] bytes). Returns the data and the first event that was
+/// not merged, if one was taken off the queue.
+fn coalesce(first: Bytes, events: &mut mpsc::Receiver<Event>) -> (Bytes, Option<Event>) {
+    if first.len() >= COALESCE_LIMIT {
+        return (first, None);
+    }
+    let mut merged: Option<BytesMut> = None;
+    while merged.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_LIMIT {
+        match events.try_recv() {
+            Ok(Event::Output { data, .. }) => {
+                merged
+                    .get_or_insert_with(|| BytesMut::from(&first[..]))
+                    .extend_from_slice(&data);
+            }
+            Ok(other) => return (merged.map_or(first, BytesMut::freeze), Some(other)),
+            Err(_) => break,
+        }
+    }
+    (merged.map_or(first, BytesMut::freeze), None)
 }
 
 /// Sends a finished command's output, its exit status, EOF and close. With

@@ -20,27 +20,33 @@ fn the_shell_gets_term_and_size_from_pty_req() {
     let mut cmd = server.ssh("alice");
     cmd.arg("-tt").env("TERM", "vt220");
     let mut client = crate::harness::Client::spawn(cmd);
-    client.send("echo term=$TERM; stty size; echo ready\n");
-    let out = client.wait_for("ready\r\n");
+    // Computed sentinels, so the echo of the typed line cannot match.
+    client.send("echo term=$TERM; stty size; echo done-$((1+1))\n");
+    let out = client.wait_for("done-2");
     assert!(out.contains("term=vt220"), "{out}");
-    // A pipe has no window size: OpenSSH sends 80x24... or 0x0, which means "unknown".
+    // Without a local terminal OpenSSH sends a 0x0 window, which means
+    // "unknown" (RFC 4254 §6.2): the PTY gets the default 80x24.
+    assert!(out.contains("24 80"), "{out}");
     let session = server.wait_state("alice", "0", "attached");
-    assert!(session["cols"].as_u64().is_some_and(|c| c >= 1));
+    assert_eq!(
+        (session["cols"].as_u64(), session["rows"].as_u64()),
+        (Some(80), Some(24))
+    );
 }
 
 #[test]
 fn login_name_plus_session_attaches_or_creates_that_session() {
     let server = Server::start();
     let mut first = server.tt_as("alice+work", "alice", &[]);
-    first.send("echo marker-one\n");
-    first.wait_for("marker-one");
+    first.send("echo marker-$((10+1))\n");
+    first.wait_for("marker-11");
     first.kill();
     server.wait_state("alice", "work", "orphaned");
     let mut second = server.tt_as("alice+work", "alice", &[]);
     // The replay shows what the first client did.
-    second.wait_for("marker-one");
-    second.send("echo marker-two\n");
-    second.wait_for("marker-two");
+    second.wait_for("marker-11");
+    second.send("echo marker-$((20+2))\n");
+    second.wait_for("marker-22");
     assert_eq!(
         server.list("alice").len(),
         1,
