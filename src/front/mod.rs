@@ -303,15 +303,11 @@ impl Drop for Connection {
     }
 }
 
-fn reject() -> Auth {
-    Auth::reject()
-}
-
 impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(reject())
+        Ok(Auth::reject())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
@@ -327,7 +323,7 @@ impl russh::server::Handler for Connection {
             Ok(Auth::Accept)
         } else {
             tracing::info!(user = %login.user, method = "password", "authentication failed");
-            Ok(reject())
+            Ok(Auth::reject())
         }
     }
 
@@ -338,7 +334,7 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         // ssh-rsa signatures use SHA-1: refused, as OpenSSH does since 8.8.
         if matches!(offer.algorithm, Algorithm::Rsa { hash: None }) {
-            return Ok(reject());
+            return Ok(Auth::reject());
         }
         let login = Login::parse(user);
         if self
@@ -348,7 +344,7 @@ impl russh::server::Handler for Connection {
         {
             Ok(Auth::Accept)
         } else {
-            Ok(reject())
+            Ok(Auth::reject())
         }
     }
 
@@ -374,7 +370,7 @@ impl russh::server::Handler for Connection {
             Ok(Auth::Accept)
         } else {
             tracing::info!(user = %login.user, method = "publickey", "authentication failed");
-            Ok(reject())
+            Ok(Auth::reject())
         }
     }
 

@@ -417,6 +417,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_only_attachment_neither_types_nor_decides_the_size() {
+        let session = start_sh("echo ready; while read l; do echo got:$l; done", 4096);
+        let mut writer = session
+            .attach(attach_request(1, None))
+            .await
+            .expect("attach");
+        read_until(&mut writer.events, "ready").await;
+        let big = PtySize::from_request(200, 50, PtySize::DEFAULT);
+        let viewer = session
+            .attach(AttachRequest {
+                attachment: 2,
+                size: Some(big),
+                read_only: true,
+                from: None,
+            })
+            .await
+            .expect("attach read-only");
+        // Both inputs travel the same queue in this order: had the first
+        // been forwarded, "got:x" would come before "got:y".
+        viewer.control.input(Bytes::from_static(b"x\n")).await;
+        writer.control.input(Bytes::from_static(b"y\n")).await;
+        let (bytes, _) = read_until(&mut writer.events, "got:y").await;
+        assert!(!String::from_utf8_lossy(&bytes).contains("got:x"));
+        assert_eq!(session.info().size, PtySize::DEFAULT);
+        session.send(Request::Kill).await;
+        assert!(session.wait_exited(DEADLINE).await);
+    }
+
+    #[tokio::test]
     async fn reattaching_from_an_offset_continues_without_gap_or_duplicate() {
         // A pause after line 50 puts the second attach mid-stream.
         let script = "i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo n=$i; \
