@@ -300,7 +300,7 @@ pub fn render_list(sessions: &[SessionInfo], json: bool, now: SystemTime) -> Str
         .map(|s| {
             let state = match &s.exit {
                 Some(exit) if s.state == SessionState::Exited => match &exit.signal {
-                    Some(signal) => format!("exited({signal})"),
+                    Some(signal) => format!("exited(SIG{signal})"),
                     None => format!("exited({})", exit.code),
                 },
                 _ => s.state.to_string(),

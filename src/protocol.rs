@@ -259,10 +259,11 @@ pub enum Event {
 /// How a session's program ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
-    /// The exit code; for a program killed by a signal, 1 (as portable-pty
-    /// reports it) with `signal` set.
+    /// The exit code; for a program killed by a signal, 128 + the signal's
+    /// number, as shells report it.
     pub code: u32,
-    /// The signal's description (e.g. "Hangup") when a signal ended it.
+    /// The signal's name without "SIG" (e.g. "HUP"), as `exit-signal`
+    /// carries it (RFC 4254 §6.10), when a signal ended the program.
     pub signal: Option<String>,
 }
 

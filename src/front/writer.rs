@@ -8,8 +8,8 @@
 //! bounded event queue this task drains.
 
 use bytes::{Bytes, BytesMut};
-use russh::ChannelId;
 use russh::server::Handle;
+use russh::{ChannelId, Sig};
 use tokio::sync::mpsc;
 
 use crate::command::Reply;
@@ -39,7 +39,22 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
                 }
             }
             Event::Exited(status) => {
-                let _ = handle.exit_status_request(channel, status.code).await;
+                // RFC 4254 §6.10: exit-signal for a program a signal ended.
+                let _ = match status.signal {
+                    Some(name) => {
+                        let signal = ssh_signal(&name);
+                        handle
+                            .exit_signal_request(
+                                channel,
+                                signal,
+                                false,
+                                String::new(),
+                                String::new(),
+                            )
+                            .await
+                    }
+                    None => handle.exit_status_request(channel, status.code).await,
+                };
                 break;
             }
             Event::Skipped { from, to } => {
@@ -51,6 +66,25 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
     // Exited, or the session ended (killed) without a status for us.
     let _ = handle.eof(channel).await;
     let _ = handle.close(channel).await;
+}
+
+/// The russh value for a signal name without "SIG".
+fn ssh_signal(name: &str) -> Sig {
+    match name {
+        "ABRT" => Sig::ABRT,
+        "ALRM" => Sig::ALRM,
+        "FPE" => Sig::FPE,
+        "HUP" => Sig::HUP,
+        "ILL" => Sig::ILL,
+        "INT" => Sig::INT,
+        "KILL" => Sig::KILL,
+        "PIPE" => Sig::PIPE,
+        "QUIT" => Sig::QUIT,
+        "SEGV" => Sig::SEGV,
+        "TERM" => Sig::TERM,
+        "USR1" => Sig::USR1,
+        other => Sig::Custom(other.to_owned()),
+    }
 }
 
 /// Most bytes merged into one `Handle::data` call: two SSH packets of 32 KiB.

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use portable_pty::{CommandBuilder, MasterPty, native_pty_system};
 use tokio::sync::{mpsc, oneshot};
@@ -143,17 +144,16 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
     spawn_thread("keepsh-pty-read", move || read_loop(reader, output_tx));
     spawn_thread("keepsh-pty-write", move || write_loop(writer, input_rx));
     spawn_thread("keepsh-pty-wait", move || {
-        let status = match child.wait() {
-            Ok(status) => ExitStatus {
-                code: status.exit_code(),
-                signal: status.signal().map(str::to_owned),
-            },
-            Err(_) => ExitStatus {
-                code: 1,
+        let status = match pid {
+            Some(pid) => wait_for_exit(pid),
+            // No pid (not expected on Unix): fall back to portable-pty's wait.
+            None => ExitStatus {
+                code: child.wait().map_or(1, |s| s.exit_code()),
                 signal: None,
             },
         };
         let _ = exit_tx.send(status);
+        drop(child);
     });
 
     Ok((
@@ -164,6 +164,36 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
         },
         PtyStreams { output, exit },
     ))
+}
+
+/// Reaps `pid` with waitpid(2). Used instead of portable-pty's `wait`, which
+/// keeps only a signal's description, so that a signal's number and name
+/// survive for `exit-signal` (RFC 4254 §6.10).
+fn wait_for_exit(pid: Pid) -> ExitStatus {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                return ExitStatus {
+                    code: u32::try_from(code).unwrap_or(1),
+                    signal: None,
+                };
+            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                return ExitStatus {
+                    // As shells report it: 128 + the signal number.
+                    code: 128 + signal as u32,
+                    signal: Some(signal.as_str().trim_start_matches("SIG").to_owned()),
+                };
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                return ExitStatus {
+                    code: 1,
+                    signal: None,
+                };
+            }
+        }
+    }
 }
 
 fn spawn_thread(name: &str, body: impl FnOnce() + Send + 'static) {

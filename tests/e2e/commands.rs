@@ -148,3 +148,53 @@ fn an_exited_session_can_still_be_attached_for_its_final_output() {
     assert_eq!(out.status.code(), Some(9));
     assert!(stdout(&out).contains("last-words"));
 }
+
+#[test]
+fn a_program_ended_by_a_signal_is_listed_with_it() {
+    let server = Server::start();
+    let script = "sh -c 'kill -TERM $$'";
+    assert!(
+        server
+            .run("alice", &["new", "-d", "termed", "--", script])
+            .status
+            .success()
+    );
+    let session = server.wait_state("alice", "termed", "exited");
+    assert_eq!(
+        session["exit_code"],
+        128 + 15,
+        "shells report 128 + the signal"
+    );
+    let table = stdout(&server.run("alice", &["list"]));
+    assert!(table.contains("exited(SIGTERM)"), "{table}");
+}
+
+#[test]
+fn attached_clients_of_a_killed_session_get_exit_signal() {
+    let server = Server::start();
+    assert!(
+        server
+            .run("alice", &["new", "-d", "victim"])
+            .status
+            .success()
+    );
+    crate::harness::block_on(async {
+        let handle = server.russh_key("alice").await;
+        let mut channel = handle.channel_open_session().await.expect("channel");
+        channel.exec(true, "attach victim").await.expect("exec");
+        server.wait_state("alice", "victim", "attached");
+        let out = server.run("alice", &["kill", "victim"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let signal = loop {
+            match tokio::time::timeout(DEADLINE, channel.wait()).await {
+                Ok(Some(russh::ChannelMsg::ExitSignal { signal_name, .. })) => break signal_name,
+                Ok(Some(russh::ChannelMsg::ExitStatus { exit_status })) => {
+                    panic!("exit-status {exit_status} instead of exit-signal")
+                }
+                Ok(Some(_)) => {}
+                other => panic!("channel ended without exit-signal: {other:?}"),
+            }
+        };
+        assert!(matches!(signal, russh::Sig::HUP), "{signal:?}");
+    });
+}
