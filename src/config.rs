@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub max_auth_attempts: usize,
     /// Unauthenticated connections at once; more are closed on accept.
     pub max_startups: usize,
+    /// Unauthenticated connections at once from one IP address (OpenSSH's
+    /// `PerSourceMaxStartups`), so one source cannot take every slot.
+    pub max_startups_per_source: usize,
 }
 
 /// `[sessions]`: what sessions run and how long they live.
@@ -140,6 +143,7 @@ struct RawServer {
     login_grace_time: ConfigDuration,
     max_auth_attempts: Count,
     max_startups: Count,
+    max_startups_per_source: Count,
 }
 
 impl Default for RawServer {
@@ -153,6 +157,7 @@ impl Default for RawServer {
             login_grace_time: ConfigDuration(Some(Duration::from_secs(30))),
             max_auth_attempts: Count(6),
             max_startups: Count(64),
+            max_startups_per_source: Count(16),
         }
     }
 }
@@ -425,6 +430,7 @@ impl Config {
                 login_grace_time: raw.server.login_grace_time.0,
                 max_auth_attempts: raw.server.max_auth_attempts.0,
                 max_startups: raw.server.max_startups.0,
+                max_startups_per_source: raw.server.max_startups_per_source.0,
             },
             sessions: SessionsConfig {
                 shell,

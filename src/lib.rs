@@ -1,7 +1,8 @@
 //! keepsh: an SSH server whose shells outlive the connection.
 //!
 //! The tour, in the order a connection travels:
-//! the [`server`] accepts a connection and configures russh → the [`front`]
+//! the [`server`] accepts a connection ([`admission`] limits those not yet
+//! authenticated) and configures russh → the [`front`]
 //! turns SSH requests (`pty-req`, `shell`, `exec`, `window-change`, data)
 //! into [`command`]s → the [`registry`] finds or creates the user's
 //! [`session`] → the channel attaches through a session handle, speaking the
@@ -10,6 +11,7 @@
 //! detaches. [`config`] reads `server.toml`, [`auth`] checks passwords and
 //! keys, [`keys`] manages key files.
 
+pub mod admission;
 pub mod auth;
 pub mod command;
 pub mod config;

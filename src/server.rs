@@ -3,8 +3,9 @@
 //! keepsh runs its own accept loop rather than russh's `run_on_socket`,
 //! which ends the whole server on any accept error (e.g. EMFILE, "Too many
 //! open files"): here such errors are logged and retried after a pause.
-//! Before the handshake, each connection takes one of `max_startups` slots
-//! (released on authentication) and gets `login_grace_time` to authenticate.
+//! Before the handshake, each connection takes one of `max_startups` slots,
+//! at most `max_startups_per_source` from one IP address (released on
+//! authentication), and gets `login_grace_time` to authenticate.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -15,9 +16,9 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::Config as RusshConfig;
 use russh::{MethodKind, MethodSet, Preferred, cipher, compression, kex, mac};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::admission::Startups;
 use crate::config::ServerConfig;
 use crate::front::{Connection, Shared};
 
@@ -86,7 +87,7 @@ pub async fn run(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let startups = Arc::new(Semaphore::new(server.max_startups));
+    let startups = Startups::new(server.max_startups, server.max_startups_per_source);
     let grace = server.login_grace_time;
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
@@ -106,7 +107,7 @@ async fn accept_loop(
     listener: TcpListener,
     config: Arc<RusshConfig>,
     shared: Arc<Shared>,
-    startups: Arc<Semaphore>,
+    startups: Arc<Startups>,
     grace: Option<Duration>,
 ) {
     static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -124,8 +125,11 @@ async fn accept_loop(
         if let Err(error) = stream.set_nodelay(config.nodelay) {
             tracing::debug!(%error, "set_nodelay failed");
         }
-        let Ok(permit) = Arc::clone(&startups).try_acquire_owned() else {
-            tracing::warn!(%peer, "max_startups reached; connection closed before the handshake");
+        let Some(permit) = startups.admit(peer.ip()) else {
+            tracing::warn!(
+                %peer,
+                "max_startups or max_startups_per_source reached; closed before the handshake"
+            );
             continue;
         };
         let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);

@@ -27,9 +27,9 @@ use std::time::{Duration, SystemTime};
 use russh::keys::{Algorithm, HashAlg};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
+use crate::admission::StartupPermit;
 use crate::auth::{Authenticator, Login};
 use crate::command::{self, Command, Failure, Reply};
 use crate::protocol::{AttachRequest, PtySize, Request, SessionName};
@@ -91,7 +91,7 @@ pub struct Connection {
     /// Set on successful authentication; read by the login-grace timer.
     authenticated: Arc<AtomicBool>,
     /// Held until authentication: counts against `max_startups`.
-    startup_permit: Option<OwnedSemaphorePermit>,
+    startup_permit: Option<StartupPermit>,
     channels: HashMap<ChannelId, ChannelState>,
 }
 
@@ -101,7 +101,7 @@ impl Connection {
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
         authenticated: Arc<AtomicBool>,
-        startup_permit: OwnedSemaphorePermit,
+        startup_permit: StartupPermit,
     ) -> Connection {
         Connection {
             shared,

@@ -162,3 +162,35 @@ fn a_silent_connection_is_closed_after_login_grace_time() {
     );
     assert!(server.run("alice", &["version"]).status.success());
 }
+
+#[test]
+fn unauthenticated_connections_from_one_source_are_capped() {
+    let server = Server::start_with(crate::harness::Options {
+        server: "max_startups_per_source = 2",
+        ..Default::default()
+    });
+    let connect = || {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        stream
+    };
+    // Read the banner: the server has accepted and admitted the connection.
+    let banner = |mut stream: &std::net::TcpStream| {
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).expect("read");
+        buf[..n].starts_with(b"SSH-2.0-")
+    };
+    let first = connect();
+    assert!(banner(&first));
+    let second = connect();
+    assert!(banner(&second));
+    // The third from the same address is closed before the handshake.
+    let third = connect();
+    assert!(!banner(&third), "a third unauthenticated connection got a banner");
+    // Once the silent ones go away, logins work again.
+    drop(first);
+    drop(second);
+    crate::harness::wait_until("a login to succeed again", DEADLINE, || {
+        server.run("alice", &["version"]).status.success()
+    });
+}
