@@ -233,10 +233,7 @@ pub enum Event {
         from: u64,
     },
     /// The attachment was not bound; nothing follows.
-    Refused {
-        /// Why, as a one-line message naming the fix.
-        reason: String,
-    },
+    Refused(Refusal),
     /// Output of the session's program.
     Output {
         /// Absolute offset of `data[0]` since the session began, in bytes.
@@ -254,6 +251,21 @@ pub enum Event {
     },
     /// The program exited; every byte of its output precedes this event.
     Exited(ExitStatus),
+}
+
+/// Why a session refused an attach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// `from` is older than the ring buffer's oldest byte, or beyond its newest.
+    #[error("offset {from} is outside the buffer, which holds offsets {start} to {end}")]
+    OutsideBuffer {
+        /// The offset asked for, in bytes.
+        from: u64,
+        /// The oldest offset held.
+        start: u64,
+        /// One past the newest offset held.
+        end: u64,
+    },
 }
 
 /// How a session's program ended.

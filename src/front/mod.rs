@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use crate::admission::StartupPermit;
 use crate::auth::{Authenticator, Login};
 use crate::command::{self, Command, Failure, Reply};
-use crate::protocol::{AttachRequest, PtySize, Request, SessionName};
+use crate::protocol::{AttachRequest, PtySize, Refusal, Request, SessionName};
 use crate::registry::{Found, Registry, RegistryError};
 use crate::session::{AttachError, AttachmentControl, SpawnSpec};
 
@@ -175,7 +175,12 @@ impl Connection {
             from,
         };
         let attachment = found.handle.attach(request).await.map_err(|e| match e {
-            AttachError::Refused(reason) => Failure::operational(reason, "see 'list --json'"),
+            AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {
+                Failure::operational(
+                    refusal,
+                    &format!("use --from {start} for the oldest byte kept"),
+                )
+            }
             AttachError::Gone => Failure::from(RegistryError::NotFound(found.name.to_string())),
         })?;
         tracing::info!(session = %found.id, name = %found.name, "channel attached");

@@ -60,7 +60,7 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
             Event::Skipped { from, to } => {
                 tracing::debug!(from, to, "client fell behind the ring buffer");
             }
-            Event::Attached { .. } | Event::Refused { .. } => {}
+            Event::Attached { .. } | Event::Refused(_) => {}
         }
     }
     // Exited, or the session ended (killed) without a status for us.

@@ -31,7 +31,7 @@ use super::pty::{Pty, PtyStreams};
 use super::ring::RingBuffer;
 use super::{Envelope, SessionSettings};
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, ExitStatus, Input, PtySize, Request, SessionInfo,
+    AttachRequest, AttachmentId, Event, ExitStatus, Input, PtySize, Refusal, Request, SessionInfo,
     SessionState,
 };
 
@@ -294,11 +294,8 @@ impl Actor {
         let (start, end) = (self.ring.start(), self.ring.end());
         let from = match request.from {
             Some(from) if from < start || from > end => {
-                let reason = format!(
-                    "offset {from} is outside the buffer, which holds offsets {start} to {end} \
-                     (use --from {start} for the oldest byte kept)"
-                );
-                let _ = events.try_send(Event::Refused { reason });
+                let refusal = Refusal::OutsideBuffer { from, start, end };
+                let _ = events.try_send(Event::Refused(refusal));
                 return;
             }
             Some(from) => from,

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, Input, PtySize, Request, SessionId, SessionInfo,
+    AttachRequest, AttachmentId, Event, Input, PtySize, Refusal, Request, SessionId, SessionInfo,
     SessionName, SessionState,
 };
 pub use pty::{SpawnError, SpawnSpec};
@@ -61,8 +61,8 @@ pub struct SessionHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     /// The session refused (e.g. `--from` outside the buffer).
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// The session has ended and been removed.
     #[error("the session has ended")]
     Gone,
@@ -173,7 +173,7 @@ impl SessionHandle {
                     handle: self.clone(),
                 },
             }),
-            Some(Event::Refused { reason }) => Err(AttachError::Refused(reason)),
+            Some(Event::Refused(refusal)) => Err(AttachError::Refused(refusal)),
             _ => Err(AttachError::Gone),
         }
     }

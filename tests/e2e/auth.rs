@@ -186,7 +186,10 @@ fn unauthenticated_connections_from_one_source_are_capped() {
     assert!(banner(&second));
     // The third from the same address is closed before the handshake.
     let third = connect();
-    assert!(!banner(&third), "a third unauthenticated connection got a banner");
+    assert!(
+        !banner(&third),
+        "a third unauthenticated connection got a banner"
+    );
     // Once the silent ones go away, logins work again.
     drop(first);
     drop(second);
