@@ -187,14 +187,18 @@ pub fn parse(line: &str) -> Result<Command, Failure> {
         return Ok(Command::Help);
     }
     let parsed = ExecLine::try_parse_from(&words).map_err(|e| {
+        // clap's first paragraph, joined into one line (e.g. "the following
+        // required arguments were not provided: <REF>").
         let rendered = e.render().to_string();
-        let first = rendered
-            .lines()
+        let what = rendered
+            .split("\n\n")
             .next()
             .unwrap_or("invalid command")
-            .trim_start_matches("error: ")
-            .to_owned();
-        Failure::usage(first, "run 'help' for usage")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let what = what.trim_start_matches("error: ");
+        Failure::usage(what, "run 'help' for usage")
     })?;
     Ok(match parsed.command {
         Sub::New {
@@ -427,6 +431,12 @@ mod tests {
         }
         let failure = check("new 'a b'").expect_err("invalid name");
         assert!(failure.line.contains("A-Z a-z 0-9"), "{}", failure.line);
+        let failure = check("kill").expect_err("missing REF");
+        assert!(
+            failure.line.contains("not provided: <REF>"),
+            "{}",
+            failure.line
+        );
     }
 
     fn info(name: &str, state: SessionState, exit: Option<u32>) -> SessionInfo {

@@ -53,7 +53,10 @@ pub enum SpawnError {
     /// openpty(3) failed (e.g. out of PTYs).
     #[error("cannot open a PTY: {0}")]
     OpenPty(String),
-    /// The program could not be executed (not found, not executable, ...).
+    /// The program is not an executable file, or not found in the PATH.
+    #[error("command not found: '{0}'")]
+    NotFound(String),
+    /// The program could not be executed.
     #[error("cannot start '{program}': {reason}")]
     Exec {
         /// argv[0].
@@ -96,6 +99,17 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
         })
         .map_err(|e| SpawnError::OpenPty(e.to_string()))?;
 
+    if let Some(program) = spec.command.first() {
+        let path = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
+        if which::which_in(program, path, &spec.cwd).is_err() {
+            return Err(SpawnError::NotFound(program.clone()));
+        }
+    }
+
     let mut cmd = if spec.command.is_empty() {
         // A login shell: portable-pty runs $SHELL with argv[0] "-NAME".
         CommandBuilder::new_default_prog()
@@ -119,7 +133,12 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
         .spawn_command(cmd)
         .map_err(|e| SpawnError::Exec {
             program,
-            reason: e.to_string(),
+            // portable-pty's messages may span lines; errors here are one line.
+            reason: e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         })?;
     // The slave must be closed here or the reader never sees EOF.
     drop(pair.slave);

@@ -33,10 +33,17 @@ fn malformed_commands_and_refs_get_one_line_errors_and_disturb_nothing() {
     check_error(&server, &["attach", "abc"], 1, "no session 'abc'");
     check_error(
         &server,
-        &["new", "-d", "x", "--", "/nonexistent/program"],
+        &["new", "-d", "x", "--", "/nonexistent/prog"],
         1,
-        "cannot start",
+        "not found",
     );
+    check_error(
+        &server,
+        &["new", "-d", "x", "--", "no-such-command"],
+        1,
+        "not found",
+    );
+    check_error(&server, &["rename"], 2, "not provided: <REF> <NEW>");
 
     // The session and its client are untouched.
     let keep = server.wait_state("alice", "keep", "attached");
