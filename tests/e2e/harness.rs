@@ -114,6 +114,24 @@ impl Server {
     /// As [`Server::start`] with extra configuration.
     pub fn start_with(options: Options) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
+        let config = Server::write_config(&dir, &options);
+        Server::launch(dir, &config, &[])
+    }
+
+    /// As [`Server::start`], with the server's open files limited to
+    /// `max_fds` (RLIMIT_NOFILE, set by the shell's `ulimit -n`).
+    pub fn start_with_fd_limit(options: Options, max_fds: u32) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Server::write_config(&dir, &options);
+        let script = format!("ulimit -n {max_fds} && exec \"$0\" \"$@\"");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script, keepsh_binary(), "--config"])
+            .arg(&config);
+        Server::spawn(dir, cmd)
+    }
+
+    /// Writes the test users' keys and server.toml into `dir`.
+    fn write_config(dir: &tempfile::TempDir, options: &Options) -> PathBuf {
         for user in ["alice", "bob", "mallory"] {
             keygen(&dir.path().join(user));
         }
@@ -147,16 +165,20 @@ authorized_keys_file = "bob.pub"
         );
         let config_path = dir.path().join("server.toml");
         std::fs::write(&config_path, config).expect("write config");
-        Server::launch(dir, &config_path, &[])
+        config_path
     }
 
     /// Starts the binary on `config` in `dir` with extra environment; waits
     /// for its "listening on" line.
     pub fn launch(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(keepsh_binary())
-            .arg("--config")
-            .arg(config)
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(keepsh_binary());
+        cmd.arg("--config").arg(config).envs(env.iter().copied());
+        Server::spawn(dir, cmd)
+    }
+
+    /// Starts `cmd` (which runs keepsh); waits for its "listening on" line.
+    fn spawn(dir: tempfile::TempDir, mut cmd: Command) -> Server {
+        let mut child = cmd
             .env("KEEPSH_LOG", "info,keepsh=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -222,15 +244,28 @@ authorized_keys_file = "bob.pub"
 
     /// An OpenSSH client command; `batch` off lets it ask for a password.
     pub fn ssh_with(&self, login: &str, key_user: &str, batch: bool) -> Command {
-        self.ssh_command(login, key_user, batch, self.port)
+        self.ssh_command(login, key_user, batch, self.port, "LogLevel=ERROR")
     }
 
     /// An OpenSSH client command for `user` to `port` (e.g. a proxy's).
     pub fn ssh_via(&self, user: &str, port: u16) -> Command {
-        self.ssh_command(user, user, true, port)
+        self.ssh_command(user, user, true, port, "LogLevel=ERROR")
     }
 
-    fn ssh_command(&self, login: &str, key_user: &str, batch: bool, port: u16) -> Command {
+    /// An OpenSSH client command for `user` that logs the negotiation
+    /// (LogLevel DEBUG1) on stderr.
+    pub fn ssh_debug(&self, user: &str) -> Command {
+        self.ssh_command(user, user, true, self.port, "LogLevel=DEBUG1")
+    }
+
+    fn ssh_command(
+        &self,
+        login: &str,
+        key_user: &str,
+        batch: bool,
+        port: u16,
+        log_level: &str,
+    ) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args([
             "-F",
@@ -240,7 +275,7 @@ authorized_keys_file = "bob.pub"
             "-o",
             "UserKnownHostsFile=/dev/null",
             "-o",
-            "LogLevel=ERROR",
+            log_level,
             "-o",
             if batch {
                 "BatchMode=yes"

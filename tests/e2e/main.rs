@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod commands;
 mod first_run;
+mod hygiene;
 mod isolation;
 mod lifetimes;
 mod reattach;
