@@ -196,6 +196,17 @@ impl Connection {
         Ok(())
     }
 
+    /// Creates a session for this user. Opening a PTY and fork + exec block,
+    /// so they run on tokio's blocking pool, not on a worker.
+    async fn create(&self, name: Option<SessionName>, spec: SpawnSpec) -> Result<Found, Failure> {
+        let shared = Arc::clone(&self.shared);
+        let owner = self.owner().to_owned();
+        tokio::task::spawn_blocking(move || shared.registry.create(&owner, name, spec))
+            .await
+            .map_err(|e| Failure::operational(e, "try again; see the server log"))?
+            .map_err(Failure::from)
+    }
+
     /// Creates a session (named `name`, running `command` or the shell) and
     /// attaches `channel` to it.
     async fn create_and_attach(
@@ -206,7 +217,7 @@ impl Connection {
         session: &mut Session,
     ) -> Result<(), Failure> {
         let spec = self.spawn_spec(channel, command);
-        let found = self.shared.registry.create(self.owner(), name, spec)?;
+        let found = self.create(name, spec).await?;
         self.attach(channel, found, false, None, session).await
     }
 
@@ -247,7 +258,7 @@ impl Connection {
                 command,
             } => {
                 let spec = self.spawn_spec(channel, command);
-                let found = registry.create(&owner, name, spec)?;
+                let found = self.create(name, spec).await?;
                 Reply::ok(format!("{}\n", found.id))
             }
             Command::List { json } => Reply::ok(command::render_list(
