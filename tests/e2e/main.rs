@@ -11,5 +11,6 @@ mod first_run;
 mod hygiene;
 mod isolation;
 mod lifetimes;
+mod putty;
 mod reattach;
 mod shell;
