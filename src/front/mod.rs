@@ -585,8 +585,8 @@ impl russh::server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         if let Some(attachment) = self
             .channels
-            .get(&channel)
-            .and_then(|c| c.attachment.as_ref())
+            .get_mut(&channel)
+            .and_then(|c| c.attachment.as_mut())
         {
             attachment.input(bytes::Bytes::copy_from_slice(data)).await;
         }

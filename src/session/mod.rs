@@ -171,6 +171,7 @@ impl SessionHandle {
                     id,
                     read_only,
                     handle: self.clone(),
+                    overflowing: false,
                 },
             }),
             Some(Event::Refused(refusal)) => Err(AttachError::Refused(refusal)),
@@ -193,24 +194,55 @@ pub struct AttachmentControl {
     id: AttachmentId,
     read_only: bool,
     handle: SessionHandle,
+    /// Input is being dropped: the program stopped reading it for longer
+    /// than [`INPUT_STALL`].
+    overflowing: bool,
 }
 
+/// How long input from one client may wait for a program that does not read
+/// it. Waiting back-pressures the client (a paste into a busy program), but
+/// it also holds up that client's connection, which could then not even
+/// notice its own close; past this, input is dropped until the program reads
+/// again.
+pub const INPUT_STALL: Duration = Duration::from_secs(5);
+
 impl AttachmentControl {
-    /// Forwards typed bytes to the PTY. Waits (back-pressuring this client
-    /// only) while the program does not read its input. Input of a read-only
-    /// attachment is dropped.
-    pub async fn input(&self, data: Bytes) {
+    /// Forwards typed bytes to the PTY. While the program does not read its
+    /// input this waits, back-pressuring this client only, for at most
+    /// [`INPUT_STALL`]; after that, input is dropped until the program reads
+    /// again. Input of a read-only attachment is dropped.
+    pub async fn input(&mut self, data: Bytes) {
+        self.input_with_stall(data, INPUT_STALL).await;
+    }
+
+    async fn input_with_stall(&mut self, data: Bytes, stall: Duration) {
         if self.read_only {
             return;
         }
-        let _ = self
-            .handle
-            .input
-            .send(Input {
-                attachment: self.id,
-                data,
-            })
-            .await;
+        let input = Input {
+            attachment: self.id,
+            data,
+        };
+        let input = match self.handle.input.try_send(input) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.overflowing = false;
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(input)) => input,
+        };
+        if self.overflowing {
+            return; // still not read: dropped
+        }
+        if tokio::time::timeout(stall, self.handle.input.send(input))
+            .await
+            .is_err()
+        {
+            self.overflowing = true;
+            tracing::warn!(
+                attachment = self.id,
+                "the program has not read its input for {stall:?}; dropping input until it does"
+            );
+        }
     }
 
     /// The client's window changed.
@@ -425,7 +457,7 @@ mod tests {
             .expect("attach");
         read_until(&mut writer.events, "ready").await;
         let big = PtySize::from_request(200, 50, PtySize::DEFAULT);
-        let viewer = session
+        let mut viewer = session
             .attach(AttachRequest {
                 attachment: 2,
                 size: Some(big),
@@ -441,6 +473,44 @@ mod tests {
         let (bytes, _) = read_until(&mut writer.events, "got:y").await;
         assert!(!String::from_utf8_lossy(&bytes).contains("got:x"));
         assert_eq!(session.info().size, PtySize::DEFAULT);
+        session.send(Request::Kill).await;
+        assert!(session.wait_exited(DEADLINE).await);
+    }
+
+    #[tokio::test]
+    async fn input_to_a_program_that_never_reads_stalls_once_then_is_dropped() {
+        // Raw mode: in canonical mode the kernel discards what does not fit
+        // in a line instead of making the writer wait.
+        let session = start_sh("stty raw -echo; echo ready; sleep 100", 4096);
+        let mut attachment = session
+            .attach(attach_request(1, None))
+            .await
+            .expect("attach");
+        read_until(&mut attachment.events, "ready").await;
+        let stall = Duration::from_millis(200);
+        let chunk = Bytes::from(vec![b'x'; 32 * 1024]);
+        // Fill the PTY, the writer's queue and the session's input queue.
+        let started = tokio::time::Instant::now();
+        while !attachment.control.overflowing {
+            attachment
+                .control
+                .input_with_stall(chunk.clone(), stall)
+                .await;
+            assert!(started.elapsed() < DEADLINE, "input never overflowed");
+        }
+        // From now on input returns at once instead of holding up the client.
+        let again = tokio::time::Instant::now();
+        for _ in 0..100 {
+            attachment
+                .control
+                .input_with_stall(chunk.clone(), stall)
+                .await;
+        }
+        assert!(
+            again.elapsed() < stall,
+            "dropping input waited {:?}",
+            again.elapsed()
+        );
         session.send(Request::Kill).await;
         assert!(session.wait_exited(DEADLINE).await);
     }

@@ -474,6 +474,15 @@ impl Client {
         stdin.flush().expect("flush");
     }
 
+    /// Writes `data` to the client's stdin from a thread (the client may
+    /// stop reading it), then closes stdin.
+    pub fn feed(&mut self, data: Vec<u8>) {
+        let mut stdin = self.stdin.take().expect("stdin open");
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+    }
+
     /// Everything received so far, lossily decoded.
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().expect("output")).into_owned()

@@ -157,3 +157,27 @@ fn a_half_open_connection_is_detected_by_keepalives_and_never_blocks_a_reattach(
     desktop.send("echo still-$((5+5))\n");
     desktop.wait_for("still-10");
 }
+
+#[test]
+fn a_client_pasting_into_a_program_that_never_reads_can_still_drop_off() {
+    let server = Server::start();
+    // Raw mode and no reads: input piles up until the PTY refuses more.
+    let script = "sh -c 'stty raw -echo; echo ready; sleep 100000'";
+    assert!(
+        server
+            .run("alice", &["new", "-d", "deaf", "--", script])
+            .status
+            .success()
+    );
+    let mut client = server.stream("alice", &["attach", "deaf"]);
+    client.wait_for("ready");
+    client.feed(vec![b'x'; 16 << 20]);
+    wait_until("input to back up", DEADLINE, || {
+        server.log().contains("has not read its input")
+    });
+    client.kill();
+    server.wait_state("alice", "deaf", "orphaned");
+    // The session still answers a new client.
+    let mut again = server.stream("alice", &["attach", "deaf"]);
+    again.wait_for("ready");
+}
