@@ -157,6 +157,9 @@ pub struct Authenticator {
     users: HashMap<String, Credentials>,
     /// Verified against for unknown users, so they cost the same time.
     dummy_hash: PasswordHash,
+    /// Argon2 verifications at once: each takes ~19 MiB and a core for tens
+    /// of milliseconds, and unauthenticated clients can ask for them.
+    verify_slots: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
@@ -179,15 +182,20 @@ impl Authenticator {
             })
             .collect();
         let dummy = hash_password("keepsh: no such user")?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Authenticator {
             users,
             dummy_hash: PasswordHash(dummy),
+            verify_slots: tokio::sync::Semaphore::new(cores),
         })
     }
 
     /// Whether `user` exists and may log in with `password`. Runs argon2 on a
-    /// blocking thread (tens of milliseconds).
+    /// blocking thread (tens of milliseconds), at most one per core at once.
     pub async fn check_password(&self, user: &str, password: &str) -> bool {
+        let Ok(_slot) = self.verify_slots.acquire().await else {
+            return false;
+        };
         let (hash, known) = match self.users.get(user).and_then(|c| c.password_hash.clone()) {
             Some(hash) => (hash, true),
             None => (self.dummy_hash.clone(), false),
