@@ -75,10 +75,11 @@ pub struct ServerConfig {
     pub login_grace_time: Option<Duration>,
     /// Failed authentication attempts before the connection is closed.
     pub max_auth_attempts: usize,
-    /// Unauthenticated connections at once; more are closed on accept.
+    /// Connections in their handshake (not yet authenticated) at once; more
+    /// wait for a slot, within `login_grace_time`.
     pub max_startups: usize,
-    /// Unauthenticated connections at once from one IP address (OpenSSH's
-    /// `PerSourceMaxStartups`), so one source cannot take every slot.
+    /// Of those, from one IP address (like OpenSSH's `PerSourceMaxStartups`),
+    /// so one source cannot take every slot.
     pub max_startups_per_source: usize,
 }
 

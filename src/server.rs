@@ -3,11 +3,13 @@
 //! keepsh runs its own accept loop rather than russh's `run_on_socket`,
 //! which ends the whole server on any accept error (e.g. EMFILE, "Too many
 //! open files"): here such errors are logged and retried after a pause.
-//! Before the handshake, each connection takes one of `max_startups` slots,
-//! at most `max_startups_per_source` from one IP address (released on
-//! authentication), and gets `login_grace_time` to authenticate.
+//! Before the handshake, each connection waits for one of `max_startups`
+//! slots, at most `max_startups_per_source` from one IP address (see
+//! `admission`; released on authentication), and gets `login_grace_time`
+//! from accept to authenticate.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -125,38 +127,39 @@ async fn accept_loop(
         if let Err(error) = stream.set_nodelay(config.nodelay) {
             tracing::debug!(%error, "set_nodelay failed");
         }
-        let Some(permit) = startups.admit(peer.ip()) else {
-            tracing::warn!(
-                %peer,
-                "max_startups or max_startups_per_source reached; closed before the handshake"
-            );
-            continue;
-        };
         let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("connection", id, %peer);
-        let authenticated = Arc::new(AtomicBool::new(false));
-        let handler = Connection::new(
-            Arc::clone(&shared),
-            Some(peer),
-            Arc::clone(&authenticated),
-            permit,
-        );
-        tokio::spawn(
-            serve(stream, Arc::clone(&config), handler, authenticated, grace).instrument(span),
-        );
+        let connection = Accepted {
+            stream,
+            peer,
+            config: Arc::clone(&config),
+            shared: Arc::clone(&shared),
+            startups: Arc::clone(&startups),
+        };
+        tokio::spawn(serve(connection, grace).instrument(span));
     }
 }
 
-/// Runs one connection; closes it if it has not authenticated within `grace`.
-async fn serve(
+/// A connection between accept and admission.
+struct Accepted {
     stream: TcpStream,
+    peer: SocketAddr,
     config: Arc<RusshConfig>,
-    handler: Connection,
-    authenticated: Arc<AtomicBool>,
-    grace: Option<Duration>,
-) {
+    shared: Arc<Shared>,
+    startups: Arc<Startups>,
+}
+
+/// Runs one connection: waits for admission, then the handshake; closes it
+/// if it has not authenticated within `grace` of being accepted.
+async fn serve(accepted: Accepted, grace: Option<Duration>) {
+    let Accepted {
+        stream,
+        peer,
+        config,
+        shared,
+        startups,
+    } = accepted;
     tracing::debug!("connection accepted");
-    let handshake = russh::server::run_stream(config, stream, handler);
     let grace_timer = async {
         match grace {
             Some(grace) => tokio::time::sleep(grace).await,
@@ -164,6 +167,19 @@ async fn serve(
         }
     };
     tokio::pin!(grace_timer);
+    if startups.would_wait(peer.ip()) {
+        tracing::info!("max_startups or max_startups_per_source reached; waiting for a slot");
+    }
+    let permit = tokio::select! {
+        permit = startups.admit(peer.ip()) => permit,
+        () = &mut grace_timer => {
+            tracing::info!("login grace time exceeded waiting for a startup slot; closed");
+            return;
+        }
+    };
+    let authenticated = Arc::new(AtomicBool::new(false));
+    let handler = Connection::new(shared, Some(peer), Arc::clone(&authenticated), permit);
+    let handshake = russh::server::run_stream(config, stream, handler);
     // The banner exchange may itself hang on a silent client.
     let running = tokio::select! {
         running = handshake => match running {
