@@ -1,7 +1,7 @@
 //! Bad input gets one clear stderr line and the right exit status; nothing
 //! else is disturbed.
 
-use crate::harness::{DEADLINE, Server, block_on, stderr, wait_until};
+use crate::harness::{DEADLINE, Server, block_on, request_replies, stderr, wait_until};
 use russh::ChannelMsg;
 
 /// Runs `args` as alice and checks the status and the one-line error.
@@ -132,15 +132,7 @@ fn requests_that_are_not_offered_are_refused_with_a_reply() {
             .request_subsystem(true, "sftp")
             .await
             .expect("subsystem request sent");
-        let mut replies = Vec::new();
-        while replies.len() < 3 {
-            match tokio::time::timeout(DEADLINE, channel.wait()).await {
-                Ok(Some(ChannelMsg::Success)) => replies.push(true),
-                Ok(Some(ChannelMsg::Failure)) => replies.push(false),
-                Ok(Some(_)) => {}
-                other => panic!("no reply: {other:?}"),
-            }
-        }
+        let replies = request_replies(&mut channel, 3).await;
         assert_eq!(replies, [false, true, false]);
     });
 }

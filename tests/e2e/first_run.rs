@@ -1,7 +1,7 @@
 //! A fresh start with no [[users]]: the OS user may log in from this machine
 //! without editing anything; listening beyond loopback is refused.
 
-use crate::harness::{DEADLINE, Server, run_with_deadline, stdout};
+use crate::harness::{DEADLINE, Server, openssh, run_with_deadline, stdout};
 
 #[test]
 fn with_no_users_a_client_key_is_generated_and_the_printed_command_works() {
@@ -26,22 +26,10 @@ fn with_no_users_a_client_key_is_generated_and_the_printed_command_works() {
         .unwrap_or_else(|| panic!("no ssh command printed:\n{printed}"));
     let mut words = line.split_whitespace();
     assert_eq!(words.next(), Some("ssh"));
-    let mut cmd = std::process::Command::new("ssh");
-    cmd.args([
-        "-F",
-        "/dev/null",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "LogLevel=ERROR",
-    ])
-    .args(words)
-    .arg("version")
-    .current_dir(server.dir.path());
+    let mut cmd = openssh("LogLevel=ERROR", true);
+    cmd.args(words)
+        .arg("version")
+        .current_dir(server.dir.path());
     let out = run_with_deadline(cmd, DEADLINE);
     assert!(
         out.status.success(),

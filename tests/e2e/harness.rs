@@ -266,31 +266,11 @@ authorized_keys_file = "bob.pub"
         port: u16,
         log_level: &str,
     ) -> Command {
-        let mut cmd = Command::new("ssh");
-        cmd.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            log_level,
-            "-o",
-            if batch {
-                "BatchMode=yes"
-            } else {
-                "BatchMode=no"
-            },
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-i",
-        ])
-        .arg(self.key(key_user))
-        .args(["-p", &port.to_string()])
-        .arg(format!("{login}@127.0.0.1"));
+        let mut cmd = openssh(log_level, batch);
+        cmd.args(["-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-i"])
+            .arg(self.key(key_user))
+            .args(["-p", &port.to_string()])
+            .arg(format!("{login}@127.0.0.1"));
         cmd
     }
 
@@ -380,6 +360,44 @@ impl Drop for Server {
             eprintln!("---- keepsh log ----\n{}", self.log());
         }
     }
+}
+
+/// An OpenSSH client with no user or system configuration, trusting any host
+/// key (tests only); OpenSSH takes the first value of an option, so these
+/// come first.
+pub fn openssh(log_level: &str, batch: bool) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        log_level,
+        "-o",
+        if batch {
+            "BatchMode=yes"
+        } else {
+            "BatchMode=no"
+        },
+    ]);
+    cmd
+}
+
+/// Waits for the replies (success or failure) to `count` channel requests.
+pub async fn request_replies(channel: &mut russh::Channel<client::Msg>, count: usize) -> Vec<bool> {
+    let mut replies = Vec::new();
+    while replies.len() < count {
+        match tokio::time::timeout(DEADLINE, channel.wait()).await {
+            Ok(Some(russh::ChannelMsg::Success)) => replies.push(true),
+            Ok(Some(russh::ChannelMsg::Failure)) => replies.push(false),
+            Ok(Some(_)) => {}
+            other => panic!("no reply to a channel request: {other:?}"),
+        }
+    }
+    replies
 }
 
 /// The russh test client's handler: accepts any host key (tests only).

@@ -5,7 +5,9 @@ use std::net::TcpStream;
 
 use russh::ChannelMsg;
 
-use crate::harness::{DEADLINE, Server, block_on, run_with_deadline, stderr, wait_until};
+use crate::harness::{
+    DEADLINE, Server, block_on, request_replies, run_with_deadline, stderr, wait_until,
+};
 
 /// `ssh -v ARGS version` as alice; returns (success, stderr).
 fn ssh_verbose(server: &Server, options: &[&str]) -> (bool, String) {
@@ -83,15 +85,7 @@ fn forwarding_agent_and_x11_requests_are_refused() {
             .request_x11(true, false, "MIT-MAGIC-COOKIE-1", "00", 0)
             .await
             .expect("x11 request sent");
-        let mut replies = Vec::new();
-        while replies.len() < 2 {
-            match tokio::time::timeout(DEADLINE, channel.wait()).await {
-                Ok(Some(ChannelMsg::Success)) => replies.push(true),
-                Ok(Some(ChannelMsg::Failure)) => replies.push(false),
-                Ok(Some(_)) => {}
-                other => panic!("no reply: {other:?}"),
-            }
-        }
+        let replies = request_replies(&mut channel, 2).await;
         assert_eq!(replies, [false, false]);
         // The connection is still good for what is offered.
         channel.exec(true, "version").await.expect("exec");
