@@ -175,3 +175,26 @@ fn a_malformed_server_toml_is_a_clear_error_naming_key_line_and_column() {
         .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_state_dir_others_can_read_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    std::fs::set_permissions(
+        &state,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .expect("chmod");
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "[server]\nlisten = [\"127.0.0.1:0\"]\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("is accessible by others (mode 755)"), "{err}");
+    assert!(err.contains("chmod 700"), "{err}");
+}
