@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use harness::{DEADLINE, Options, Server, wait_until};
 
-const RUNS: usize = 15;
+const RUNS: usize = 25;
 
 /// Runs `cmd` until its stdout contains `sentinel`; returns the elapsed time.
 fn time_until(mut cmd: std::process::Command, sentinel: &[u8]) -> Duration {
