@@ -299,12 +299,7 @@ impl Actor {
                 return;
             }
             Some(from) => from,
-            // A wrapped buffer may start mid-line or mid escape sequence:
-            // a terminal replay starts at the next line instead.
-            None if start > 0 && request.size.is_some() => {
-                self.ring.first_line_start(LINE_START_SEARCH)
-            }
-            None => start,
+            None => self.replay_start(request.size.is_some()),
         };
         // The queue is new and empty, so this cannot fail for lack of room.
         if events.try_send(Event::Attached { from }).is_err() {
@@ -418,12 +413,15 @@ impl Actor {
     fn next_step(&self, index: usize) -> Step {
         let att = &self.attachments[index];
         if att.sent_upto < self.ring.start() {
+            // As for a replay: a terminal resumes at a line boundary rather
+            // than inside a line or an escape sequence.
+            let to = self.replay_start(att.size.is_some());
             return Step::Event(
                 Event::Skipped {
                     from: att.sent_upto,
-                    to: self.ring.start(),
+                    to,
                 },
-                Advance::To(self.ring.start()),
+                Advance::To(to),
             );
         }
         if att.sent_upto < self.ring.end() {
@@ -444,6 +442,18 @@ impl Actor {
         match advance {
             Advance::To(offset) => att.sent_upto = offset,
             Advance::ExitSent => att.exit_sent = true,
+        }
+    }
+
+    /// Where output to a client starts when it cannot start where it left
+    /// off: the ring buffer's oldest byte, or for a terminal, once the buffer
+    /// has wrapped (it may begin mid-line or inside an escape sequence), the
+    /// next line.
+    fn replay_start(&self, terminal: bool) -> u64 {
+        if terminal && self.ring.start() > 0 {
+            self.ring.first_line_start(LINE_START_SEARCH)
+        } else {
+            self.ring.start()
         }
     }
 

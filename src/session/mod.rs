@@ -361,6 +361,41 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_terminal_left_behind_resumes_at_a_line_boundary() {
+        // More than the attachment's queue holds (32 events of up to 32 KiB).
+        let script = "seq -f line-%g 1 300000; sleep 100";
+        let session = start_sh(script, 16 * 1024);
+        let mut stalled = session
+            .attach(AttachRequest {
+                attachment: 1,
+                size: Some(PtySize::DEFAULT),
+                read_only: false,
+                from: Some(0),
+            })
+            .await
+            .expect("attach");
+        let mut info = session.info.clone();
+        tokio::time::timeout(DEADLINE, info.wait_for(|i| i.output_offset > 3_000_000))
+            .await
+            .expect("output produced while the client was stalled")
+            .expect("session alive");
+        let mut after_skip = false;
+        loop {
+            match tokio::time::timeout(DEADLINE, stalled.events.recv()).await {
+                Ok(Some(Event::Skipped { .. })) => after_skip = true,
+                Ok(Some(Event::Output { data, .. })) if after_skip => {
+                    assert!(data.starts_with(b"line-"), "resumed mid-line: {data:?}");
+                    break;
+                }
+                Ok(Some(Event::Output { .. })) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        session.send(Request::Kill).await;
+        assert!(session.wait_exited(DEADLINE).await);
+    }
+
     #[tokio::test]
     async fn output_input_and_exit_flow_through_an_attachment() {
         let session = start_sh("echo ready; read line; echo got:$line; exit 5", 4096);
