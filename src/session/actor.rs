@@ -8,7 +8,8 @@
 //!   absolute offset). When its queue is full the attachment waits for room
 //!   and is then caught up from the ring buffer, so a slow client costs at
 //!   most its queue and never stalls the PTY or the other clients. If the
-//!   ring wraps past its cursor it is told what it missed (`Skipped`).
+//!   ring wraps past its cursor it is told what it missed (`Skipped`) and
+//!   resumes where a replay would start.
 //! - Replay and live output come from the same cursor, so there is neither a
 //!   gap nor a duplicate at the seam.
 //! - `Exited` is sent to an attachment only after every byte of output.
