@@ -16,8 +16,8 @@ use crate::command::Reply;
 use crate::protocol::Event;
 
 /// Forwards `events` to `channel` until the session exits (then sends
-/// `exit-status`, EOF and close, RFC 4254 §6.10, §5.3) or the connection is
-/// gone.
+/// `exit-status` or `exit-signal`, EOF and close, RFC 4254 §6.10, §5.3) or
+/// the connection is gone.
 pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Receiver<Event>) {
     let mut next = None;
     loop {

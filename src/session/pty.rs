@@ -90,15 +90,6 @@ pub struct PtyStreams {
 /// # Errors
 /// [`SpawnError`] when no PTY can be opened or the program cannot be executed.
 pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
-    let pair = native_pty_system()
-        .openpty(portable_pty::PtySize {
-            rows: spec.size.rows(),
-            cols: spec.size.cols(),
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .map_err(|e| SpawnError::OpenPty(e.to_string()))?;
-
     if let Some(program) = spec.command.first() {
         let path = spec
             .env
@@ -109,6 +100,15 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
             return Err(SpawnError::NotFound(program.clone()));
         }
     }
+
+    let pair = native_pty_system()
+        .openpty(portable_pty::PtySize {
+            rows: spec.size.rows(),
+            cols: spec.size.cols(),
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .map_err(|e| SpawnError::OpenPty(e.to_string()))?;
 
     let mut cmd = if spec.command.is_empty() {
         // A login shell: portable-pty runs $SHELL with argv[0] "-NAME".
