@@ -273,3 +273,19 @@ fn the_session_keeps_reading_while_nobody_is_attached() {
     // Only the ring buffer's 64 KiB come back, starting at a line boundary.
     assert!(out.len() <= 64 * 1024, "replayed {} bytes", out.len());
 }
+
+#[test]
+fn the_tilde_dot_escape_detaches_and_the_session_carries_on() {
+    let server = Server::start();
+    let mut client = server.tt("alice", &["new", "escape"]);
+    client.send("echo before-$((2*3))\n");
+    client.wait_for("before-6");
+    // OpenSSH's escape: "~." at the start of a line closes the connection.
+    client.send("\n~.");
+    client.wait_exit();
+    server.wait_state("alice", "escape", "orphaned");
+    let mut again = server.tt("alice", &["attach", "escape"]);
+    again.wait_for("before-6");
+    again.send("echo after-$((3*3))\n");
+    again.wait_for("after-9");
+}
