@@ -29,11 +29,6 @@ impl RingBuffer {
         }
     }
 
-    /// Most bytes kept.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Absolute offset of the oldest byte held.
     pub fn start(&self) -> u64 {
         self.start
