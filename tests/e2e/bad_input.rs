@@ -146,11 +146,7 @@ fn a_malformed_server_toml_is_a_clear_error_naming_key_line_and_column() {
         "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[sessions]\norphan_timeout = \"whenever\"\n",
     )
     .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = crate::harness::keepsh(&["check-config".as_ref(), path.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -159,20 +155,12 @@ fn a_malformed_server_toml_is_a_clear_error_naming_key_line_and_column() {
     );
     assert!(err.contains("invalid duration"), "{err}");
     // Serving with it fails the same way, before listening.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = crate::harness::keepsh(&["--config".as_ref(), path.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("sessions.orphan_timeout"));
     // And a valid one passes.
     std::fs::write(&path, "[server]\nlisten = [\"127.0.0.1:0\"]\n").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = crate::harness::keepsh(&["check-config".as_ref(), path.as_os_str()]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -188,11 +176,7 @@ fn a_state_dir_others_can_read_is_refused() {
     .expect("chmod");
     let config = dir.path().join("server.toml");
     std::fs::write(&config, "[server]\nlisten = [\"127.0.0.1:0\"]\n").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = crate::harness::keepsh(&["--config".as_ref(), config.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("is accessible by others (mode 755)"), "{err}");

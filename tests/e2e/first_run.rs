@@ -44,11 +44,7 @@ fn with_no_users_listening_beyond_loopback_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("server.toml");
     std::fs::write(&config, "[server]\nlisten = [\"0.0.0.0:0\"]\n").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsh"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = crate::harness::keepsh(&["--config".as_ref(), config.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");

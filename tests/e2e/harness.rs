@@ -33,6 +33,14 @@ fn keepsh_binary() -> &'static str {
     env!("CARGO_BIN_EXE_keepsh")
 }
 
+/// Runs the keepsh binary with `args` to completion, with a deadline (a
+/// server that starts instead of failing is killed and fails the test).
+pub fn keepsh(args: &[&std::ffi::OsStr]) -> Output {
+    let mut cmd = Command::new(keepsh_binary());
+    cmd.args(args);
+    run_with_deadline(cmd, DEADLINE)
+}
+
 /// argon2id hash of [`ALICE_PASSWORD`], computed once with `keepsh hash-password`.
 fn alice_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
