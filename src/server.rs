@@ -17,12 +17,15 @@ use std::time::Duration;
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::Config as RusshConfig;
 use russh::{MethodKind, MethodSet, Preferred, cipher, compression, kex, mac};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::admission::Startups;
 use crate::config::ServerConfig;
 use crate::front::{Connection, Shared};
+
+mod tcp;
+use tcp::Tuned;
 
 /// Pause after an accept error such as EMFILE, so a full fd table is not spun on.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -122,15 +125,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        // russh applies `Config::nodelay` only in its own accept loop: without
-        // this, Nagle's algorithm adds ~40 ms to small replies and keystroke echo.
-        if let Err(error) = stream.set_nodelay(config.nodelay) {
-            tracing::debug!(%error, "set_nodelay failed");
-        }
         let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("connection", id, %peer);
         let connection = Accepted {
-            stream,
+            stream: Tuned::new(stream),
             peer,
             config: Arc::clone(&config),
             shared: Arc::clone(&shared),
@@ -142,7 +140,7 @@ async fn accept_loop(
 
 /// A connection between accept and admission.
 struct Accepted {
-    stream: TcpStream,
+    stream: Tuned,
     peer: SocketAddr,
     config: Arc<RusshConfig>,
     shared: Arc<Shared>,

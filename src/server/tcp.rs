@@ -1,0 +1,128 @@
+//! A TCP stream tuned for SSH's small, latency-bound packets.
+//!
+//! TCP_NODELAY stops our own small writes (replies, keystroke echo) from
+//! waiting behind Nagle's algorithm. The other half is the client's Nagle:
+//! OpenSSH sets TCP_NODELAY only once an interactive session starts, so
+//! during the handshake a client's second small packet in a row waits until
+//! its first is acknowledged. Linux delays that ACK by up to 40 ms when the
+//! server has nothing to send back, which is the case after the client's
+//! KEXINIT (the server sent its own already): measured, the client's
+//! KEX_ECDH_INIT then arrives ~35 ms late on about a third of logins. So
+//! for the first [`QUICKACK_READS`] reads the stream acknowledges at once
+//! (TCP_QUICKACK, tcp(7)); after that the kernel's normal policy (ACKs
+//! ride on replies) saves packets on slow links.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Reads after accept that are acknowledged at once: the handshake,
+/// authentication and the channel's requests fit in this many.
+pub const QUICKACK_READS: u32 = 32;
+
+/// An accepted connection with TCP_NODELAY set and quick ACKs for its
+/// first [`QUICKACK_READS`] reads.
+pub struct Tuned {
+    stream: TcpStream,
+    quickack_reads: u32,
+}
+
+impl Tuned {
+    /// Wraps `stream`, setting TCP_NODELAY; a socket option that cannot be
+    /// set is logged at debug level and otherwise ignored.
+    pub fn new(stream: TcpStream) -> Tuned {
+        // russh applies `Config::nodelay` only in its own accept loop.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "setting TCP_NODELAY failed");
+        }
+        Tuned {
+            stream,
+            quickack_reads: QUICKACK_READS,
+        }
+    }
+}
+
+impl AsyncRead for Tuned {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if this.quickack_reads > 0 && buf.filled().len() > before {
+            this.quickack_reads -= 1;
+            // Not sticky: the kernel may leave quickack mode after any
+            // segment, so it is asked again after every read.
+            if let Err(error) = SockRef::from(&this.stream).set_tcp_quickack(true) {
+                tracing::debug!(%error, "setting TCP_QUICKACK failed");
+                this.quickack_reads = 0;
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Tuned {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn data_passes_both_ways_with_nodelay_and_a_bounded_quickack_budget() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut server = Tuned::new(listener.accept().await.unwrap().0);
+        assert!(server.stream.nodelay().unwrap());
+
+        let mut buf = [0u8; 5];
+        for _ in 0..QUICKACK_READS + 3 {
+            client.write_all(b"hello").await.unwrap();
+            server.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"hello");
+        }
+        assert_eq!(server.quickack_reads, 0, "quick ACKs stop after the budget");
+
+        server.write_all(b"world").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"world");
+    }
+}
