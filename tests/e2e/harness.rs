@@ -110,6 +110,8 @@ pub struct Options {
     pub server: &'static str,
     /// Lines added to `[sessions]`.
     pub sessions: &'static str,
+    /// KEEPSH_LOG, when not the default `info,keepsh=debug`.
+    pub log: Option<&'static str>,
 }
 
 impl Server {
@@ -123,7 +125,8 @@ impl Server {
     pub fn start_with(options: Options) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Server::write_config(&dir, &options);
-        Server::launch(dir, &config, &[])
+        let log = options.log.map(|log| ("KEEPSH_LOG", log));
+        Server::launch(dir, &config, log.as_slice())
     }
 
     /// As [`Server::start`], with the server's open files limited to
@@ -186,8 +189,10 @@ authorized_keys_file = "bob.pub"
 
     /// Starts `cmd` (which runs keepsh); waits for its "listening on" line.
     fn spawn(dir: tempfile::TempDir, mut cmd: Command) -> Server {
+        if !cmd.get_envs().any(|(key, _)| key == "KEEPSH_LOG") {
+            cmd.env("KEEPSH_LOG", "info,keepsh=debug");
+        }
         let mut child = cmd
-            .env("KEEPSH_LOG", "info,keepsh=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

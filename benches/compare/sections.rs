@@ -1,0 +1,564 @@
+//! The six measurements of the comparison, and the targets of DESIGN §7.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::Bench;
+use crate::harness::{DEADLINE, wait_until};
+use crate::peers::{Tmux, bench_user};
+use crate::probe::{Stats, Stream, parallel, pids_of, pss_kib};
+use crate::report::{Report, num};
+
+const KEEPSH: &str = "keepsh";
+const SSHD: &str = "sshd";
+const TMUX: &str = "tmux in sshd";
+/// Printed after a program's output; `@` is not in base64's alphabet.
+const DONE: &[u8] = b"@@DONE@@";
+const MIB: u64 = 1024 * 1024;
+/// Parallel `ssh ... new -d` clients while creating many sessions.
+const CREATORS: usize = 4;
+
+/// Machine, versions, ciphers and date.
+pub fn context(bench: &Bench, report: &mut Report) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
+        })
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(String::new(), |kib| {
+            format!("{:.1} GiB", kib as f64 / MIB as f64)
+        });
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_owned();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let git = output(Command::new("git").args(["describe", "--always", "--dirty"]));
+    let mut ctx = vec![
+        (
+            "date",
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ),
+        ("machine", format!("{cpu}, {cores} cores, {memory}")),
+        ("os", format!("{os}, Linux {}", kernel.trim())),
+        (
+            "keepsh",
+            format!("{} ({})", env!("CARGO_PKG_VERSION"), git.trim()),
+        ),
+        (
+            "OpenSSH client",
+            stderr_of(Command::new("ssh").arg("-V")).trim().to_owned(),
+        ),
+        (
+            "sshd",
+            format!(
+                "openssh-server {}",
+                output(Command::new("dpkg-query").args([
+                    "-W",
+                    "-f",
+                    "${Version}",
+                    "openssh-server"
+                ]))
+            ),
+        ),
+        (
+            "tmux",
+            output(Command::new("tmux").arg("-V")).trim().to_owned(),
+        ),
+    ];
+    let mut keepsh = bench.keepsh.ssh_debug("alice");
+    keepsh.arg("version");
+    let mut sshd = bench.sshd.ssh_logging("LogLevel=DEBUG1");
+    sshd.arg("true");
+    for (peer, cmd) in [("keepsh", &mut keepsh), ("sshd", &mut sshd)] {
+        let log = stderr_of(cmd);
+        let find = |prefix: &str| {
+            log.lines()
+                .find_map(|l| l.split_once(prefix).map(|(_, v)| v.trim().to_owned()))
+                .unwrap_or_else(|| "?".into())
+        };
+        ctx.push((
+            if peer == "keepsh" {
+                "keepsh negotiated"
+            } else {
+                "sshd negotiated"
+            },
+            format!(
+                "kex {}, host key {}, cipher {}",
+                find("kex: algorithm:"),
+                find("kex: host key algorithm:"),
+                find("kex: server->client cipher:"),
+            ),
+        ));
+    }
+    ctx.push((
+        "settings",
+        format!(
+            "keepsh: shell /bin/sh, scrollback_bytes 16 MiB; sshd: private config, user {}, \
+             its login shell; tmux: default config with `status off`; all clients `ssh` with TERM={}{}",
+            bench_user(),
+            crate::TERM,
+            if bench.quick { "; QUICK run (smaller sizes, fewer runs)" } else { "" },
+        ),
+    ));
+    report.context = ctx.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn stderr_of(cmd: &mut Command) -> String {
+    cmd.stdin(std::process::Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default()
+}
+
+/// Time from starting `cmd` until it exits, which it must do with status 0.
+fn time_to_exit(cmd: Command) -> Duration {
+    let start = Instant::now();
+    let mut client = Stream::spawn(cmd);
+    client.wait_end(DEADLINE).expect("the client exits");
+    assert_eq!(client.exit_code(), Some(0), "the client failed");
+    start.elapsed()
+}
+
+/// 1. Connect + key auth + exec + exit: `ssh host version` on keepsh,
+///    `ssh host true` on sshd; without and with `-tt`.
+pub fn handshake(bench: &Bench, report: &mut Report) {
+    let runs = bench.runs(25, 8);
+    for tty in [false, true] {
+        let (mut k, mut s) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let mut cmd = bench.keepsh_ssh();
+            if tty {
+                cmd.arg("-tt");
+            }
+            k.push(time_to_exit(cmd_arg(cmd, "version")));
+            let mut cmd = bench.sshd.ssh();
+            if tty {
+                cmd.arg("-tt");
+            }
+            s.push(time_to_exit(cmd_arg(cmd, "true")));
+        }
+        let what = if tty { "ssh -tt" } else { "ssh" };
+        report.add("handshake", what, KEEPSH, "ms", Stats::of_ms(&k));
+        report.add("handshake", what, SSHD, "ms", Stats::of_ms(&s));
+    }
+}
+
+fn cmd_arg(mut cmd: Command, arg: &str) -> Command {
+    cmd.arg(arg);
+    cmd
+}
+
+/// Writes `bytes` of base64 (76-column lines) of random data to `name` and
+/// a script that prints it, then [`DONE`], then waits in `cat`; returns the
+/// script's path and the data's exact size.
+fn emitter(bench: &Bench, name: &str, bytes: u64) -> (String, u64) {
+    let data = bench.path(&format!("{name}.b64"));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {} /dev/urandom | base64 > '{}'",
+            bytes * 3 / 4,
+            data.display()
+        ))
+        .status()
+        .expect("make data");
+    assert!(status.success());
+    let size = std::fs::metadata(&data).expect("data").len();
+    let script = bench.path(&format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        format!("cat '{}'\necho '@@DO''NE@@'\nexec cat\n", data.display()),
+    )
+    .expect("write script");
+    (script.display().to_string(), size)
+}
+
+/// 2. Bulk output: a program prints base64 inside a session; an attached
+///    `ssh -tt` client reads it. MB/s of the program's output (10^6 bytes).
+pub fn throughput(bench: &Bench, report: &mut Report) {
+    let size = if bench.quick { 20 * MIB } else { 100 * MIB };
+    let (emit, size) = emitter(bench, "throughput", size);
+    let runs = bench.runs(3, 2);
+    let tmux = Tmux::new(bench.dir.path(), "throughput");
+    let (mut k, mut s, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut k_bytes, mut s_bytes, mut t_bytes) = (Vec::new(), Vec::new(), Vec::new());
+    let rate = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;
+    for run in 0..runs {
+        let name = format!("tp{run}");
+        let mut cmd = bench.keepsh_ssh();
+        cmd.args(["-tt", "new", &name, "--", "sh", &emit]);
+        let (d, n) = time_to_done(cmd, Duration::from_secs(300));
+        k.push(rate(d));
+        k_bytes.push(n as f64 / 1e6);
+        kill_session(bench, &name);
+
+        let mut cmd = bench.sshd.ssh();
+        cmd.args(["-tt", "sh", &emit]);
+        let (d, n) = time_to_done(cmd, Duration::from_secs(300));
+        s.push(rate(d));
+        s_bytes.push(n as f64 / 1e6);
+
+        let mut cmd = bench.sshd.ssh();
+        cmd.arg("-tt")
+            .args(tmux.line(&["new-session", &format!("sh {emit}")]));
+        let (d, n) = time_to_done(cmd, Duration::from_secs(300));
+        t.push(rate(d));
+        t_bytes.push(n as f64 / 1e6);
+        tmux.kill_server();
+    }
+    let what = format!(
+        "{} MB of base64 to an attached ssh -tt",
+        num(size as f64 / 1e6)
+    );
+    report.add("throughput", what.clone(), KEEPSH, "MB/s", Stats::of(k));
+    report.add("throughput", what.clone(), SSHD, "MB/s", Stats::of(s));
+    report.add("throughput", what, TMUX, "MB/s", Stats::of(t));
+    let what = "bytes received by the client";
+    report.add("throughput", what, KEEPSH, "MB", Stats::of(k_bytes));
+    report.add("throughput", what, SSHD, "MB", Stats::of(s_bytes));
+    report.add("throughput", what, TMUX, "MB", Stats::of(t_bytes));
+}
+
+/// Starts `cmd`; the time until [`DONE`] arrived and the bytes received.
+fn time_to_done(cmd: Command, timeout: Duration) -> (Duration, u64) {
+    let start = Instant::now();
+    let mut client = Stream::spawn(cmd);
+    let at = client.wait_for(DONE, timeout).expect("the output's end");
+    (at - start, client.received)
+}
+
+fn kill_session(bench: &Bench, name: &str) {
+    let out = bench.keepsh.run("alice", &["kill", name]);
+    assert!(out.status.success(), "kill {name}: {out:?}");
+}
+
+/// 3. Reattach: a session produced 256 KiB, then 10 MiB, while detached;
+///    time from starting the client until it has the last byte (keepsh:
+///    replay) or the final screen (tmux: redraw).
+pub fn reattach(bench: &Bench, report: &mut Report) {
+    let tmux = Tmux::new(bench.dir.path(), "reattach");
+    for (label, bytes, runs) in [
+        ("256 KiB", 256 * 1024, bench.runs(25, 8)),
+        ("10 MiB", 10 * MIB, bench.runs(10, 4)),
+    ] {
+        let name = format!("ra{bytes}");
+        let (emit, size) = emitter(bench, &name, bytes);
+        let out = bench
+            .keepsh
+            .run("alice", &["new", "-d", &name, "--", "sh", &emit]);
+        assert!(out.status.success(), "new: {out:?}");
+        wait_until("output buffered", Duration::from_secs(60), || {
+            bench
+                .keepsh
+                .session("alice", &name)
+                .and_then(|s| s["output_offset"].as_u64())
+                .is_some_and(|o| o >= size)
+        });
+        tmux.new_session(&name, &format!("sh {emit}"));
+        wait_until("tmux drew the output", Duration::from_secs(60), || {
+            tmux.run(&["capture-pane", "-p", "-t", &name])
+                .contains("@@DONE@@")
+        });
+        let (mut k, mut t) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let mut cmd = bench.keepsh_ssh();
+            cmd.args(["-tt", "attach", &name]);
+            k.push(time_to_done(cmd, DEADLINE).0);
+            wait_until("keepsh client detached", DEADLINE, || {
+                bench
+                    .keepsh
+                    .session("alice", &name)
+                    .is_some_and(|s| s["clients"] == 0)
+            });
+            let mut cmd = bench.sshd.ssh();
+            cmd.arg("-tt").args(tmux.line(&["attach", "-t", &name]));
+            t.push(time_to_done(cmd, DEADLINE).0);
+            wait_until("tmux client detached", DEADLINE, || {
+                tmux.run(&["list-clients", "-t", &name]).trim().is_empty()
+            });
+        }
+        let what = format!("{label} buffered, to last byte / final screen");
+        let (k, t) = (Stats::of_ms(&k), Stats::of_ms(&t));
+        report.add("reattach", what.clone(), KEEPSH, "ms", k);
+        report.add("reattach", what.clone(), TMUX, "ms", t);
+        if let Some(h) = report.get("handshake", "ssh -tt", KEEPSH) {
+            report.add(
+                "reattach",
+                format!("{label}: beyond the handshake (ssh -tt)"),
+                KEEPSH,
+                "ms",
+                shifted(k, -h.median),
+            );
+        }
+        if let Some(h) = report.get("handshake", "ssh -tt", SSHD) {
+            report.add(
+                "reattach",
+                format!("{label}: beyond the handshake (ssh -tt)"),
+                TMUX,
+                "ms",
+                shifted(t, -h.median),
+            );
+        }
+        kill_session(bench, &name);
+    }
+}
+
+fn shifted(s: Stats, by: f64) -> Stats {
+    Stats {
+        median: s.median + by,
+        min: s.min + by,
+        max: s.max + by,
+        p99: s.p99 + by,
+        n: s.n,
+    }
+}
+
+/// 4. Keystroke echo: one key at a time into `cat` in an attached session,
+///    timed until its echo (by the PTY's line discipline) is back.
+pub fn echo(bench: &Bench, report: &mut Report) {
+    let keys = bench.runs(400, 100);
+    let mut cmd = bench.keepsh_ssh();
+    cmd.args(["-tt", "new", "echo", "--", "cat"]);
+    let k = type_keys(cmd, keys);
+    kill_session(bench, "echo");
+    let mut cmd = bench.sshd.ssh();
+    cmd.args(["-tt", "cat"]);
+    let s = type_keys(cmd, keys);
+    let tmux = Tmux::new(bench.dir.path(), "echo");
+    let mut cmd = bench.sshd.ssh();
+    cmd.arg("-tt").args(tmux.line(&["new-session", "cat"]));
+    let t = type_keys(cmd, keys);
+    let what = "key to echo round trip";
+    report.add("echo", what, KEEPSH, "ms", Stats::of_ms(&k));
+    report.add("echo", what, SSHD, "ms", Stats::of_ms(&s));
+    report.add("echo", what, TMUX, "ms", Stats::of_ms(&t));
+}
+
+/// Types `keys` lowercase letters one at a time into the client; each
+/// round trip.
+fn type_keys(cmd: Command, keys: usize) -> Vec<Duration> {
+    let mut client = Stream::spawn(cmd);
+    // Ready when a first key's echo is back (and the screen, for tmux, drawn).
+    for key in [b"X", b"Y"] {
+        client.write(key);
+        client.wait_for(key, DEADLINE).expect("echo of a first key");
+    }
+    (0..keys)
+        .map(|i| {
+            let key = [b'a' + (i % 26) as u8];
+            let start = Instant::now();
+            client.write(&key);
+            let at = client.wait_for(&key, DEADLINE).expect("echo");
+            at - start
+        })
+        .collect()
+}
+
+/// 6. Reconnect storm: clients attach to as many sessions all at once;
+///    how many got their session's screen, and the time to the last one.
+pub fn storm(bench: &Bench, report: &mut Report) {
+    let n = if bench.quick { 50 } else { 200 };
+    let runs = bench.runs(3, 1);
+    let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    let script = bench.path("storm.sh");
+    std::fs::write(&script, "printf 'storm-%s-ok\\n' \"$1\"\nexec cat\n").expect("write script");
+    let script = script.display().to_string();
+    parallel(CREATORS, &names, |name| {
+        let out = bench.keepsh.run(
+            "alice",
+            &["new", "-d", name, "--", "sh", &script, &name[1..]],
+        );
+        assert!(out.status.success(), "new {name}: {out:?}");
+    });
+    let tmux = Tmux::new(bench.dir.path(), "storm");
+    for name in &names {
+        tmux.new_session(name, &format!("sh {script} {}", &name[1..]));
+    }
+    let (mut k, mut t, mut k_ok, mut t_ok) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let (d, ok) = attach_all(&names, |name| {
+            let mut cmd = bench.keepsh_ssh();
+            cmd.args(["-tt", "attach", name]);
+            cmd
+        });
+        k.push(d);
+        k_ok.push(ok as f64);
+        wait_until("keepsh clients detached", Duration::from_secs(60), || {
+            bench.keepsh.list("alice").iter().all(|s| s["clients"] == 0)
+        });
+        let (d, ok) = attach_all(&names, |name| {
+            let mut cmd = bench.sshd.ssh();
+            cmd.arg("-tt").args(tmux.line(&["attach", "-t", name]));
+            cmd
+        });
+        t.push(d);
+        t_ok.push(ok as f64);
+        wait_until("tmux clients detached", Duration::from_secs(60), || {
+            tmux.run(&["list-clients"]).trim().is_empty()
+        });
+    }
+    let what = format!("{n} clients attach at once: time to the last screen");
+    report.add("storm", what.clone(), KEEPSH, "ms", Stats::of_ms(&k));
+    report.add("storm", what, TMUX, "ms", Stats::of_ms(&t));
+    let what = format!("of {n} clients, attached");
+    report.add("storm", what.clone(), KEEPSH, "clients", Stats::of(k_ok));
+    report.add("storm", what, TMUX, "clients", Stats::of(t_ok));
+    parallel(CREATORS, &names, |name| kill_session(bench, name));
+}
+
+/// Starts one client per name at once; the time until the last has its
+/// session's `storm-I-ok` line, and how many did within a minute.
+fn attach_all(names: &[String], client: impl Fn(&str) -> Command) -> (Duration, usize) {
+    let start = Instant::now();
+    let mut clients: Vec<Stream> = names
+        .iter()
+        .map(|name| Stream::spawn(client(name)))
+        .collect();
+    let deadline = start + Duration::from_secs(60);
+    let mut last = start;
+    let mut ok = 0;
+    for (i, c) in clients.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(at) = c.wait_for(format!("storm-{i}-ok").as_bytes(), left) {
+            ok += 1;
+            last = last.max(at);
+        }
+    }
+    (last - start, ok)
+}
+
+/// 5. Memory: PSS of keepsh's processes (server and any session processes)
+///    and of tmux's server, beyond the shells, per idle session, at 100 and
+///    1,000 sessions.
+pub fn memory(bench: &Bench, report: &mut Report) {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_keepsh"));
+    let keepsh_pss = || pids_of(exe).into_iter().map(pss_kib).sum::<u64>();
+    let tmux = Tmux::new(bench.dir.path(), "memory");
+    tmux.new_session("base", "/bin/sh");
+    let tmux_pid = tmux.server_pid().expect("tmux server");
+    let (k_base, t_base) = (keepsh_pss(), pss_kib(tmux_pid));
+    let mut made = 0;
+    for n in [100, 1000] {
+        let names: Vec<String> = (made..n).map(|i| format!("m{i}")).collect();
+        parallel(CREATORS, &names, |name| {
+            let out = bench.keepsh.run("alice", &["new", "-d", name]);
+            assert!(out.status.success(), "new {name}: {out:?}");
+        });
+        for name in &names {
+            tmux.new_session(name, "/bin/sh");
+        }
+        made = n;
+        let live = bench
+            .keepsh
+            .list("alice")
+            .iter()
+            .filter(|s| s["state"] == "orphaned" || s["state"] == "attached")
+            .count();
+        assert_eq!(live, n, "keepsh serves every session");
+        let per = |now: u64, base: u64| now.saturating_sub(base) as f64 / n as f64;
+        let what = format!("PSS per idle session, {n} sessions");
+        let k = per(keepsh_pss(), k_base);
+        let t = per(pss_kib(tmux_pid), t_base);
+        report.add("memory", what.clone(), KEEPSH, "KiB", Stats::of(vec![k]));
+        report.add("memory", what, TMUX, "KiB", Stats::of(vec![t]));
+    }
+}
+
+/// Compares the keepsh rows with DESIGN §7's targets.
+pub fn targets(report: &mut Report) {
+    let mut targets = Vec::new();
+    let median = |section: &str, what: &str, peer: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.section == section && r.what.starts_with(what) && r.peer == peer)
+            .map(|r| r.stats.median)
+    };
+    if let (Some(k), Some(s), Some(t)) = (
+        median("throughput", "", KEEPSH),
+        median("throughput", "", SSHD),
+        median("throughput", "", TMUX),
+    ) {
+        targets.push((
+            "throughput ≥ tmux in sshd".to_owned(),
+            format!("{} × tmux", num(k / t)),
+            k >= t,
+        ));
+        targets.push((
+            "throughput ≥ 0.8 × sshd".to_owned(),
+            format!("{} × sshd", num(k / s)),
+            k >= 0.8 * s,
+        ));
+    }
+    if let (Some(k), Some(s)) = (
+        median("handshake", "ssh", KEEPSH),
+        median("handshake", "ssh", SSHD),
+    ) {
+        targets.push((
+            "handshake ≤ 1.0 × sshd".to_owned(),
+            format!("{} ms vs {} ms: {} ×", num(k), num(s), num(k / s)),
+            k <= s,
+        ));
+    }
+    for (label, limit) in [("256 KiB", 50.0), ("10 MiB", 500.0)] {
+        if let Some(k) = median("reattach", &format!("{label}: beyond"), KEEPSH) {
+            targets.push((
+                format!("reattach, {label} buffered: < {limit} ms beyond the handshake"),
+                format!("{} ms", num(k)),
+                k < limit,
+            ));
+        }
+    }
+    if let (Some(k), Some(s)) = (median("echo", "", KEEPSH), median("echo", "", SSHD)) {
+        targets.push((
+            "keystroke echo median within 1 ms of sshd".to_owned(),
+            format!("{} ms vs {} ms", num(k), num(s)),
+            k - s < 1.0,
+        ));
+    }
+    if let Some(k) = median("memory", "PSS per idle session, 1000", KEEPSH) {
+        targets.push((
+            "< 1 MiB per idle session; 1,000 sessions served".to_owned(),
+            format!("{} KiB per session at 1,000", num(k)),
+            k < 1024.0,
+        ));
+    }
+    let attached = report
+        .rows
+        .iter()
+        .find(|r| r.section == "storm" && r.what.starts_with("of ") && r.peer == KEEPSH)
+        .map(|r| (r.stats.min, r.what.clone()));
+    if let Some((min, what)) = attached {
+        let n: f64 = what
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(f64::NAN);
+        targets.push((
+            "reconnect storm: every client attaches".to_owned(),
+            format!("{min} of {n} (worst run)"),
+            min == n,
+        ));
+    }
+    report.targets = targets;
+}
