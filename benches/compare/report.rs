@@ -57,12 +57,12 @@ impl Report {
         self.rows.push(row);
     }
 
-    /// The statistics recorded for `section`, `what` and `peer`, if any.
-    pub fn get(&self, section: &str, what: &str, peer: &str) -> Option<Stats> {
+    /// The first row of `section` and `peer` whose `what` starts with
+    /// `what`, if any.
+    pub fn find(&self, section: &str, what: &str, peer: &str) -> Option<&Row> {
         self.rows
             .iter()
-            .find(|r| r.section == section && r.what == what && r.peer == peer)
-            .map(|r| r.stats)
+            .find(|r| r.section == section && r.what.starts_with(what) && r.peer == peer)
     }
 
     /// The report as JSON.

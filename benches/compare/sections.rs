@@ -241,9 +241,16 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
 
 /// Starts `cmd`; the time until [`DONE`] arrived and the bytes received.
 fn time_to_done(cmd: Command, timeout: Duration) -> (Duration, u64) {
+    time_to(cmd, DONE, timeout)
+}
+
+/// Starts `cmd`; the time until `sentinel` arrived and the bytes received.
+fn time_to(cmd: Command, sentinel: &[u8], timeout: Duration) -> (Duration, u64) {
     let start = Instant::now();
     let mut client = Stream::spawn(cmd);
-    let at = client.wait_for(DONE, timeout).expect("the output's end");
+    let at = client
+        .wait_for(sentinel, timeout)
+        .unwrap_or_else(|e| panic!("{e}"));
     (at - start, client.received)
 }
 
@@ -256,6 +263,21 @@ fn kill_session(bench: &Bench, name: &str) {
 ///    time from starting the client until it has the last byte (keepsh:
 ///    replay) or the final screen (tmux: redraw).
 pub fn reattach(bench: &Bench, report: &mut Report) {
+    // The baseline: the same client until a command's first output.
+    let (mut k, mut s) = (Vec::new(), Vec::new());
+    for _ in 0..bench.runs(25, 8) {
+        let mut cmd = bench.keepsh_ssh();
+        cmd.args(["-tt", "version"]);
+        k.push(time_to(cmd, b"keepsh ", DEADLINE).0);
+        let mut cmd = bench.sshd.ssh();
+        cmd.args(["-tt", "echo", "@@DONE@@"]);
+        s.push(time_to_done(cmd, DEADLINE).0);
+    }
+    let what = "ssh -tt: to a command's first output";
+    let (k_hello, s_hello) = (Stats::of_ms(&k), Stats::of_ms(&s));
+    report.add("reattach", what, KEEPSH, "ms", k_hello);
+    report.add("reattach", what, SSHD, "ms", s_hello);
+
     let tmux = Tmux::new(bench.dir.path(), "reattach");
     for (label, bytes, runs) in [
         ("256 KiB", 256 * 1024, bench.runs(25, 8)),
@@ -300,25 +322,16 @@ pub fn reattach(bench: &Bench, report: &mut Report) {
         let what = format!("{label} buffered, to last byte / final screen");
         let (k, t) = (Stats::of_ms(&k), Stats::of_ms(&t));
         report.add("reattach", what.clone(), KEEPSH, "ms", k);
-        report.add("reattach", what.clone(), TMUX, "ms", t);
-        if let Some(h) = report.get("handshake", "ssh -tt", KEEPSH) {
-            report.add(
-                "reattach",
-                format!("{label}: beyond the handshake (ssh -tt)"),
-                KEEPSH,
-                "ms",
-                shifted(k, -h.median),
-            );
-        }
-        if let Some(h) = report.get("handshake", "ssh -tt", SSHD) {
-            report.add(
-                "reattach",
-                format!("{label}: beyond the handshake (ssh -tt)"),
-                TMUX,
-                "ms",
-                shifted(t, -h.median),
-            );
-        }
+        report.add("reattach", what, TMUX, "ms", t);
+        let what = format!("{label}: beyond the handshake");
+        report.add(
+            "reattach",
+            what.clone(),
+            KEEPSH,
+            "ms",
+            shifted(k, -k_hello.median),
+        );
+        report.add("reattach", what, TMUX, "ms", shifted(t, -s_hello.median));
         kill_session(bench, &name);
     }
 }
@@ -488,11 +501,7 @@ pub fn memory(bench: &Bench, report: &mut Report) {
 pub fn targets(report: &mut Report) {
     let mut targets = Vec::new();
     let median = |section: &str, what: &str, peer: &str| {
-        report
-            .rows
-            .iter()
-            .find(|r| r.section == section && r.what.starts_with(what) && r.peer == peer)
-            .map(|r| r.stats.median)
+        report.find(section, what, peer).map(|r| r.stats.median)
     };
     if let (Some(k), Some(s), Some(t)) = (
         median("throughput", "", KEEPSH),
@@ -544,9 +553,7 @@ pub fn targets(report: &mut Report) {
         ));
     }
     let attached = report
-        .rows
-        .iter()
-        .find(|r| r.section == "storm" && r.what.starts_with("of ") && r.peer == KEEPSH)
+        .find("storm", "of ", KEEPSH)
         .map(|r| (r.stats.min, r.what.clone()));
     if let Some((min, what)) = attached {
         let n: f64 = what
