@@ -1,34 +1,38 @@
 //! The PTY and child process of one session, bridged to tokio.
 //!
-//! Three small threads per session, each owning one blocking endpoint:
-//! the *reader* reads the PTY master continuously (whether or not anyone is
-//! attached) into a bounded queue, the *writer* writes input to the master on
-//! its own path (some programs deadlock when written to while their output is
-//! not read), and the *waiter* reaps the child and reports its exit status.
+//! The PTY master is non-blocking and registered with tokio (pty-process),
+//! so no thread is spent per session: three small tasks each own one
+//! endpoint. The *reader* reads the master continuously (whether or not
+//! anyone is attached) into a bounded queue, the *writer* writes input on
+//! its own path (some programs deadlock when written to while their output
+//! is not read), and the *waiter* reaps the child and reports its exit
+//! status. Keeping PTY I/O on the runtime saves two thread wake-ups per
+//! keystroke's round trip.
 //!
-//! portable-pty traps handled here (see shared/notes/tech-brief.md §2):
-//! the slave is dropped right after spawning, or EOF never arrives; the writer
-//! is kept for the session's whole life, because dropping it types a newline
-//! and Ctrl-D into the PTY; signals go to process groups, not the child pid;
-//! the child starts from a cleared environment.
+//! Traps handled here (see shared/notes/tech-brief.md §2): the parent's copy
+//! of the slave is closed right after spawning, or EOF never arrives;
+//! signals go to process groups, not the child pid; the child starts from a
+//! cleared environment.
 
-use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
-use portable_pty::{CommandBuilder, MasterPty, native_pty_system};
+use pty_process::{OwnedReadPty, OwnedWritePty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::protocol::{ExitStatus, PtySize};
 
 /// Bytes read from the PTY per read call. Also the largest output chunk.
 const READ_CHUNK: usize = 32 * 1024;
-/// Output chunks queued between the reader thread and the session task.
+/// Output chunks queued between the reader task and the session task.
 const OUTPUT_QUEUE: usize = 16;
-/// Input chunks queued for the writer thread.
+/// Input chunks queued for the writer task.
 pub const INPUT_QUEUE: usize = 64;
 
 /// What to run in a new PTY.
@@ -68,11 +72,13 @@ pub enum SpawnError {
 
 /// The endpoints of a running PTY, owned by the session task.
 pub struct Pty {
-    master: Box<dyn MasterPty + Send>,
+    /// A duplicate of the master, for the window size and the foreground
+    /// process group; reads and writes go through the tasks' halves.
+    control: OwnedFd,
     /// The child's pid, which is also its process group and session id
-    /// (portable-pty calls setsid(2) before exec).
+    /// (pty-process calls setsid(2) before exec).
     pid: Option<Pid>,
-    /// Feeds the writer thread.
+    /// Feeds the writer task.
     pub input: mpsc::Sender<Bytes>,
 }
 
@@ -85,99 +91,82 @@ pub struct PtyStreams {
 }
 
 /// Opens a PTY of `spec.size`, starts the program on it and the three
-/// bridging threads.
+/// bridging tasks (on the current tokio runtime, in the current span).
 ///
 /// # Errors
 /// [`SpawnError`] when no PTY can be opened or the program cannot be executed.
 pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
-    if let Some(program) = spec.command.first() {
-        let path = spec
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_str());
-        if which::which_in(program, path, &spec.cwd).is_err() {
-            return Err(SpawnError::NotFound(program.clone()));
+    let (program, args) = match spec.command.split_first() {
+        Some((program, args)) => {
+            let path = spec
+                .env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.as_str());
+            if which::which_in(program, path, &spec.cwd).is_err() {
+                return Err(SpawnError::NotFound(program.clone()));
+            }
+            (program.clone(), args)
         }
-    }
-
-    let pair = native_pty_system()
-        .openpty(portable_pty::PtySize {
-            rows: spec.size.rows(),
-            cols: spec.size.cols(),
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .map_err(|e| SpawnError::OpenPty(e.to_string()))?;
-
-    let mut cmd = if spec.command.is_empty() {
-        // A login shell: portable-pty runs $SHELL with argv[0] "-NAME".
-        CommandBuilder::new_default_prog()
-    } else {
-        CommandBuilder::from_argv(spec.command.iter().map(Into::into).collect())
+        None => (spec.shell.display().to_string(), &[][..]),
     };
-    cmd.env_clear();
-    for (key, value) in &spec.env {
-        cmd.env(key, value);
+
+    let open_error = |e: pty_process::Error| SpawnError::OpenPty(e.to_string());
+    let (pty, pts) = pty_process::open().map_err(open_error)?;
+    pty.resize(winsize(spec.size)).map_err(open_error)?;
+    let control = rustix::io::dup(&pty).map_err(|e| SpawnError::OpenPty(e.to_string()))?;
+
+    let mut cmd = pty_process::Command::new(&program)
+        .args(args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("SHELL", &spec.shell)
+        .current_dir(&spec.cwd);
+    if spec.command.is_empty() {
+        // A login shell: argv[0] "-NAME", as sshd and login(1) start it.
+        let name = spec
+            .shell
+            .file_name()
+            .map_or_else(|| "sh".into(), |n| n.to_string_lossy());
+        cmd = cmd.arg0(format!("-{name}"));
     }
-    cmd.env("SHELL", &spec.shell);
-    cmd.cwd(&spec.cwd);
-
-    let program = spec
-        .command
-        .first()
-        .cloned()
-        .unwrap_or_else(|| spec.shell.display().to_string());
-    let mut child = pair
-        .slave
-        .spawn_command(cmd)
-        .map_err(|e| SpawnError::Exec {
-            program,
-            // portable-pty's messages may span lines; errors here are one line.
-            reason: e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-        })?;
-    // The slave must be closed here or the reader never sees EOF.
-    drop(pair.slave);
-
+    // Consuming `pts` closes the parent's copy of the slave once spawned.
+    let mut child = cmd.spawn(pts).map_err(|e| SpawnError::Exec {
+        program,
+        reason: e.to_string(),
+    })?;
     let pid = child
-        .process_id()
+        .id()
         .and_then(|p| i32::try_from(p).ok())
         .map(Pid::from_raw);
-    let reader = pair
-        .master
-        .try_clone_reader()
-        .map_err(|e| SpawnError::OpenPty(e.to_string()))?;
-    let writer = pair
-        .master
-        .take_writer()
-        .map_err(|e| SpawnError::OpenPty(e.to_string()))?;
 
+    let (reader, writer) = pty.into_split();
     let (output_tx, output) = mpsc::channel(OUTPUT_QUEUE);
     let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
     let (exit_tx, exit) = oneshot::channel();
 
-    spawn_thread("keepsh-pty-read", move || read_loop(reader, output_tx));
-    spawn_thread("keepsh-pty-write", move || write_loop(writer, input_rx));
-    spawn_thread("keepsh-pty-wait", move || {
-        let status = match pid {
-            Some(pid) => wait_for_exit(pid),
-            // No pid (not expected on Unix): fall back to portable-pty's wait.
-            None => ExitStatus {
-                code: child.wait().map_or(1, |s| s.exit_code()),
-                signal: None,
-            },
-        };
-        let _ = exit_tx.send(status);
-        drop(child);
-    });
+    tokio::spawn(read_loop(reader, output_tx).in_current_span());
+    tokio::spawn(write_loop(writer, input_rx).in_current_span());
+    tokio::spawn(
+        async move {
+            let status = match child.wait().await {
+                Ok(status) => exit_status(status),
+                Err(error) => {
+                    tracing::warn!(%error, "waiting for the program failed");
+                    ExitStatus {
+                        code: 1,
+                        signal: None,
+                    }
+                }
+            };
+            let _ = exit_tx.send(status);
+        }
+        .in_current_span(),
+    );
 
     Ok((
         Pty {
-            master: pair.master,
+            control,
             pid,
             input,
         },
@@ -185,94 +174,69 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
     ))
 }
 
-/// Reaps `pid` with waitpid(2). Used instead of portable-pty's `wait`, which
-/// keeps only a signal's description, so that a signal's number and name
-/// survive for `exit-signal` (RFC 4254 §6.10).
-fn wait_for_exit(pid: Pid) -> ExitStatus {
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => {
-                return ExitStatus {
-                    code: u32::try_from(code).unwrap_or(1),
-                    signal: None,
-                };
-            }
-            Ok(WaitStatus::Signaled(_, signal, _)) => {
-                return ExitStatus {
-                    // As shells report it: 128 + the signal number.
-                    code: 128 + signal as u32,
-                    signal: Some(signal.as_str().trim_start_matches("SIG").to_owned()),
-                };
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => {
-                return ExitStatus {
-                    code: 1,
-                    signal: None,
-                };
-            }
-        }
+/// The exit status as RFC 4254 §6.10 needs it: a signal keeps its name
+/// for `exit-signal`; the code is 128 + the signal number, as shells report.
+fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    if let Some(number) = status.signal() {
+        let name = Signal::try_from(number).map_or_else(
+            |_| number.to_string(),
+            |s| s.as_str().trim_start_matches("SIG").to_owned(),
+        );
+        return ExitStatus {
+            code: 128 + u32::try_from(number).unwrap_or(0),
+            signal: Some(name),
+        };
+    }
+    ExitStatus {
+        code: status
+            .code()
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(1),
+        signal: None,
     }
 }
 
-fn spawn_thread(name: &str, body: impl FnOnce() + Send + 'static) {
-    // A thread that cannot be created leaves the session without that
-    // endpoint; the session then ends as if the PTY had closed.
-    if let Err(error) = std::thread::Builder::new()
-        .name(name.to_owned())
-        .stack_size(64 * 1024)
-        .spawn(body)
-    {
-        tracing::error!(%error, thread = name, "cannot start PTY thread");
-    }
+fn winsize(size: PtySize) -> pty_process::Size {
+    pty_process::Size::new(size.rows(), size.cols())
 }
 
-fn read_loop(mut reader: Box<dyn Read + Send>, output: mpsc::Sender<Bytes>) {
-    let mut buf = vec![0u8; READ_CHUNK];
+async fn read_loop(mut reader: OwnedReadPty, output: mpsc::Sender<Bytes>) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        match reader.read(&mut buf) {
-            // portable-pty maps EIO (all slave fds closed) to Ok(0).
-            Ok(0) => return,
-            Ok(n) => {
-                if output
-                    .blocking_send(Bytes::copy_from_slice(&buf[..n]))
-                    .is_err()
-                {
+        buf.reserve(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            // EIO once every slave fd is closed (Linux) is the PTY's EOF.
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if output.send(buf.split().freeze()).await.is_err() {
                     return;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
         }
     }
 }
 
-fn write_loop(mut writer: Box<dyn Write + Send>, mut input: mpsc::Receiver<Bytes>) {
-    while let Some(data) = input.blocking_recv() {
-        if writer
-            .write_all(&data)
-            .and_then(|()| writer.flush())
-            .is_err()
-        {
+async fn write_loop(mut writer: OwnedWritePty, mut input: mpsc::Receiver<Bytes>) {
+    while let Some(data) = input.recv().await {
+        if writer.write_all(&data).await.is_err() {
             break;
         }
     }
-    // Drain so senders never block on a dead PTY; the writer (and with it the
-    // PTY's "newline + EOF" on drop) goes only when the session ends.
-    while input.blocking_recv().is_some() {}
+    // Drain so senders never wait on a dead PTY.
+    while input.recv().await.is_some() {}
 }
 
 impl Pty {
     /// Sets the window size (TIOCSWINSZ); the kernel sends SIGWINCH to the
     /// foreground process group.
     pub fn resize(&self, size: PtySize) {
-        let result = self.master.resize(portable_pty::PtySize {
-            rows: size.rows(),
-            cols: size.cols(),
-            pixel_width: 0,
-            pixel_height: 0,
-        });
-        if let Err(error) = result {
+        let winsize = rustix::termios::Winsize {
+            ws_row: size.rows(),
+            ws_col: size.cols(),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        if let Err(error) = rustix::termios::tcsetwinsize(&self.control, winsize) {
             tracing::warn!(%error, "resizing the PTY failed");
         }
     }
@@ -281,7 +245,9 @@ impl Pty {
     /// foreground process group (a job the shell started), so that `kill`
     /// ends the whole session, not just its first process.
     pub fn signal_groups(&self, signal: Signal) {
-        let foreground = self.master.process_group_leader().map(Pid::from_raw);
+        let foreground = rustix::termios::tcgetpgrp(&self.control)
+            .ok()
+            .map(|pid| Pid::from_raw(pid.as_raw_nonzero().get()));
         for group in [self.pid, foreground].into_iter().flatten() {
             // ESRCH (already gone) is the expected outcome of a race with exit.
             let _ = killpg(group, signal);
