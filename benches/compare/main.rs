@@ -64,6 +64,16 @@ impl Bench {
     }
 }
 
+/// A keepsh server as the benchmark runs it: a 16 MiB ring buffer, room
+/// for 1,000 sessions, warnings-only logs.
+pub fn start_keepsh() -> Server {
+    Server::start_with(Options {
+        sessions: "scrollback_bytes = \"16MiB\"\nmax_per_user = 1100",
+        log: Some("warn"),
+        ..Default::default()
+    })
+}
+
 fn main() {
     peers::ensure_installed();
     let quick = std::env::var_os("KEEPSH_BENCH_QUICK").is_some();
@@ -74,11 +84,7 @@ fn main() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let bench = Bench {
-        keepsh: Server::start_with(Options {
-            sessions: "scrollback_bytes = \"16MiB\"\nmax_per_user = 1100",
-            log: Some("warn"),
-            ..Default::default()
-        }),
+        keepsh: start_keepsh(),
         sshd: Sshd::start(dir.path()),
         dir,
         quick,

@@ -462,8 +462,11 @@ fn attach_all(names: &[String], client: impl Fn(&str) -> Command) -> (Duration, 
 
 /// 5. Memory: PSS of keepsh's processes (server and any session processes)
 ///    and of tmux's server, beyond the shells, per idle session, at 100 and
-///    1,000 sessions.
+///    1,000 sessions; both servers fresh.
 pub fn memory(bench: &Bench, report: &mut Report) {
+    // A fresh server: memory freed by earlier sections would otherwise be
+    // reused by these sessions and hide their cost.
+    let keepsh = crate::start_keepsh();
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_keepsh"));
     let keepsh_pss = || pids_of(exe).into_iter().map(pss_kib).sum::<u64>();
     let tmux = Tmux::new(bench.dir.path(), "memory");
@@ -474,15 +477,14 @@ pub fn memory(bench: &Bench, report: &mut Report) {
     for n in [100, 1000] {
         let names: Vec<String> = (made..n).map(|i| format!("m{i}")).collect();
         parallel(CREATORS, &names, |name| {
-            let out = bench.keepsh.run("alice", &["new", "-d", name]);
+            let out = keepsh.run("alice", &["new", "-d", name]);
             assert!(out.status.success(), "new {name}: {out:?}");
         });
         for name in &names {
             tmux.new_session(name, "/bin/sh");
         }
         made = n;
-        let live = bench
-            .keepsh
+        let live = keepsh
             .list("alice")
             .iter()
             .filter(|s| s["state"] == "orphaned" || s["state"] == "attached")
