@@ -100,6 +100,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    close_inherited_fds_on_exec();
     let config = Config::load(path)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -222,6 +223,28 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Marks every descriptor keepsh inherited beyond stdin, stdout and stderr
+/// close-on-exec, so session programs get their terminal and nothing of
+/// whoever started keepsh (sshd calls closefrom(3) at start for the same
+/// reason). Descriptors keepsh opens itself are close-on-exec already.
+fn close_inherited_fds_on_exec() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        tracing::warn!("cannot list /proc/self/fd; inherited descriptors may reach sessions");
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // EBADF: the directory listing's own descriptor, closed by now.
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -114,7 +114,11 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
     let open_error = |e: pty_process::Error| SpawnError::OpenPty(e.to_string());
     let (pty, pts) = pty_process::open().map_err(open_error)?;
     pty.resize(winsize(spec.size)).map_err(open_error)?;
-    let control = rustix::io::dup(&pty).map_err(|e| SpawnError::OpenPty(e.to_string()))?;
+    // Close-on-exec, like the master itself: a plain dup(2) would leak this
+    // session's master into every later session's program, which then keeps
+    // the PTY (and its shell) alive after the session ends.
+    let control =
+        rustix::io::fcntl_dupfd_cloexec(&pty, 0).map_err(|e| SpawnError::OpenPty(e.to_string()))?;
 
     let mut cmd = pty_process::Command::new(&program)
         .args(args)

@@ -1,6 +1,6 @@
 //! The shell request: a real shell in a persistent session.
 
-use crate::harness::Server;
+use crate::harness::{Server, stderr, stdout};
 
 #[test]
 fn ssh_host_gives_a_working_shell_whose_exit_status_reaches_the_client() {
@@ -52,4 +52,20 @@ fn login_name_plus_session_attaches_or_creates_that_session() {
         1,
         "a second session was created"
     );
+}
+
+#[test]
+fn a_program_inherits_its_terminal_and_no_other_descriptor() {
+    let server = Server::start();
+    // Other sessions are open while this one starts: none of their PTYs may
+    // leak into it (a leaked master keeps that session's shell alive forever).
+    for name in ["one", "two"] {
+        let out = server.run("alice", &["new", "-d", name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = server.run("alice", &["new", "--", "ls", "-1", "/proc/self/fd"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fds: Vec<String> = stdout(&out).split_whitespace().map(String::from).collect();
+    // 0-2: the terminal; 3: ls's own handle on the directory it lists.
+    assert_eq!(fds, ["0", "1", "2", "3"]);
 }
