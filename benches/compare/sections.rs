@@ -198,7 +198,7 @@ fn emitter(bench: &Bench, name: &str, bytes: u64) -> (String, u64) {
 pub fn throughput(bench: &Bench, report: &mut Report) {
     let size = if bench.quick { 20 * MIB } else { 100 * MIB };
     let (emit, size) = emitter(bench, "throughput", size);
-    let runs = bench.runs(3, 2);
+    let runs = bench.runs(5, 2);
     let tmux = Tmux::new(bench.dir.path(), "throughput");
     let (mut k, mut s, mut t) = (Vec::new(), Vec::new(), Vec::new());
     let (mut k_bytes, mut s_bytes, mut t_bytes) = (Vec::new(), Vec::new(), Vec::new());
