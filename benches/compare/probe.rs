@@ -134,13 +134,18 @@ pub fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Pids of the processes running `exe`.
-pub fn pids_of(exe: &Path) -> Vec<u32> {
+/// Pids of the processes running `exe` whose command line mentions `marker`.
+pub fn pids_of(exe: &Path, marker: &Path) -> Vec<u32> {
+    let marker = marker.to_string_lossy();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe))
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*marker))
+        })
         .collect()
 }
 

@@ -468,7 +468,13 @@ pub fn memory(bench: &Bench, report: &mut Report) {
     // reused by these sessions and hide their cost.
     let keepsh = crate::start_keepsh();
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_keepsh"));
-    let keepsh_pss = || pids_of(exe).into_iter().map(pss_kib).sum::<u64>();
+    // This server's processes only: their command lines name its directory.
+    let keepsh_pss = || {
+        pids_of(exe, keepsh.dir.path())
+            .into_iter()
+            .map(pss_kib)
+            .sum::<u64>()
+    };
     let tmux = Tmux::new(bench.dir.path(), "memory");
     tmux.new_session("base", "/bin/sh");
     let tmux_pid = tmux.server_pid().expect("tmux server");
