@@ -19,5 +19,6 @@ pub mod front;
 pub mod keys;
 pub mod protocol;
 pub mod registry;
+pub mod remote;
 pub mod server;
 pub mod session;

@@ -42,6 +42,17 @@ enum Cmd {
         /// The file (default: --config).
         path: Option<PathBuf>,
     },
+    /// Run one session's process (started by the server; see
+    /// `session::host`). Reads its spec on stdin.
+    #[command(hide = true)]
+    SessionHost {
+        /// The server's state directory (its `sessions/` holds the socket).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The session's id, so that `ps` shows which session this is.
+        #[arg(long)]
+        session: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +60,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Cmd::HashPassword) => hash_password_command(),
         Some(Cmd::CheckConfig { path }) => check_config(path.as_deref().unwrap_or(&cli.config)),
+        Some(Cmd::SessionHost { state_dir, session }) => session_host(&state_dir, &session),
         None => serve(&cli.config),
     };
     match result {
@@ -91,7 +103,8 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(path: &Path) -> anyhow::Result<()> {
+/// Logs to stderr, filtered by KEEPSH_LOG (default `info,russh=warn`).
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEPSH_LOG")
@@ -100,6 +113,16 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+fn session_host(state_dir: &Path, session: &str) -> anyhow::Result<()> {
+    init_logging();
+    keepsh::session::host::run(state_dir, session)?;
+    Ok(())
+}
+
+fn serve(path: &Path) -> anyhow::Result<()> {
+    init_logging();
     close_inherited_fds_on_exec();
     let config = Config::load(path)?;
     tokio::runtime::Builder::new_multi_thread()
@@ -111,6 +134,11 @@ fn serve(path: &Path) -> anyhow::Result<()> {
 
 async fn serve_async(mut config: Config) -> anyhow::Result<()> {
     prepare_state_dir(&config.server.state_dir)?;
+    // Session processes get it absolute: they outlive this server's cwd.
+    config.server.state_dir = std::fs::canonicalize(&config.server.state_dir)
+        .with_context(|| format!("state directory {}", config.server.state_dir.display()))?;
+    let sessions_dir = keepsh::session::host::sessions_dir(&config.server.state_dir);
+    prepare_state_dir(&sessions_dir)?;
 
     let mut host_keys = Vec::new();
     for path in &config.server.host_keys {
@@ -160,7 +188,17 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         config.users.push(user);
     }
 
-    // Last, so that a script waiting for it knows everything above is printed.
+    // Sessions that outlived a previous server, before any client can ask.
+    let found = keepsh::remote::discover(&config.server.state_dir).await;
+    tracing::info!(
+        live = found.live.len(),
+        incompatible = found.incompatible.len(),
+        stale = found.stale,
+        "sessions found in {}",
+        sessions_dir.display()
+    );
+
+    // Last, so that a script waiting for it knows everything above is done.
     for listener in &listeners {
         println!("listening on {}", listener.local_addr()?);
     }
@@ -169,6 +207,7 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         authenticator: Authenticator::new(&config.users)?,
         registry: Registry::new(
+            config.server.state_dir.clone(),
             SessionSettings {
                 scrollback_bytes: config.sessions.scrollback_bytes,
                 orphan_timeout: config.sessions.orphan_timeout,
@@ -186,6 +225,12 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         home,
         os_user: keys::os_user_name(),
     });
+    for handle in found.live {
+        shared.registry.adopt(handle);
+    }
+    for info in found.incompatible {
+        shared.registry.adopt_incompatible(info);
+    }
     let russh_config = Arc::new(server::russh_config(&config.server, host_keys));
     server::run(
         listeners,

@@ -10,6 +10,8 @@
 //! Naming: requests into a session are imperative (`Attach`, `Resize`,
 //! `Kill`), events out of it are past tense (`Attached`, `Output`, `Exited`).
 
+pub mod wire;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -167,7 +169,7 @@ impl fmt::Display for SessionName {
 pub type AttachmentId = u64;
 
 /// A request to a session.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Bind a new attachment. The session answers on the attachment's event
     /// stream with [`Event::Attached`] or [`Event::Refused`], then
@@ -208,7 +210,7 @@ pub struct Input {
 }
 
 /// The parameters of [`Request::Attach`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachRequest {
     /// The attachment's id, chosen by the front.
     pub attachment: AttachmentId,
@@ -289,6 +291,9 @@ pub enum SessionState {
     Orphaned,
     /// The program has exited; the session is kept for `exited_retention`.
     Exited,
+    /// Seen by the front only: the session's process speaks another
+    /// version of the session protocol; it is listed but cannot be used.
+    Incompatible,
 }
 
 impl fmt::Display for SessionState {
@@ -297,6 +302,7 @@ impl fmt::Display for SessionState {
             SessionState::Attached => "attached",
             SessionState::Orphaned => "orphaned",
             SessionState::Exited => "exited",
+            SessionState::Incompatible => "incompatible",
         })
     }
 }

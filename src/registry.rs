@@ -11,10 +11,13 @@
 //! - Sessions whose task has ended are pruned on every access.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::protocol::{SessionId, SessionInfo, SessionName, SessionState};
-use crate::session::{self, SessionHandle, SessionSettings, SpawnError, SpawnSpec};
+use crate::remote::{self, SessionHandle};
+use crate::session::host::HostSpec;
+use crate::session::{SessionSettings, SpawnError, SpawnSpec};
 
 /// The shortest id prefix accepted as a reference, in hex digits (as git and
 /// docker do, a short prefix would match too much by accident).
@@ -79,24 +82,53 @@ struct Entry {
     name: SessionName,
     /// `None` while the program is being started.
     handle: Option<SessionHandle>,
+    /// A session process that speaks another protocol version: listed,
+    /// never resolved.
+    incompatible: Option<SessionInfo>,
 }
 
 /// The per-user table of sessions.
 pub struct Registry {
     users: Mutex<HashMap<String, Vec<Entry>>>,
+    state_dir: PathBuf,
     settings: SessionSettings,
     max_per_user: usize,
 }
 
 impl Registry {
     /// An empty registry whose sessions get `settings`, at most
-    /// `max_per_user` per login name.
-    pub fn new(settings: SessionSettings, max_per_user: usize) -> Registry {
+    /// `max_per_user` per login name, with their sockets in `state_dir`.
+    pub fn new(state_dir: PathBuf, settings: SessionSettings, max_per_user: usize) -> Registry {
         Registry {
             users: Mutex::new(HashMap::new()),
+            state_dir,
             settings,
             max_per_user,
         }
+    }
+
+    /// Adds a running session found at start (see `remote::discover`).
+    pub fn adopt(&self, handle: SessionHandle) {
+        let info = handle.info();
+        let mut users = self.lock();
+        users.entry(info.owner).or_default().push(Entry {
+            id: info.id,
+            name: info.name,
+            handle: Some(handle),
+            incompatible: None,
+        });
+    }
+
+    /// Lists, for its owner, a session process that speaks another protocol
+    /// version (`info.state` is `Incompatible`).
+    pub fn adopt_incompatible(&self, info: SessionInfo) {
+        let mut users = self.lock();
+        users.entry(info.owner.clone()).or_default().push(Entry {
+            id: info.id,
+            name: info.name.clone(),
+            handle: None,
+            incompatible: Some(info),
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Entry>>> {
@@ -115,7 +147,7 @@ impl Registry {
     ///
     /// # Errors
     /// `DuplicateName`, `LimitReached`, or `Spawn` if the program cannot start.
-    pub fn create(
+    pub async fn create(
         &self,
         owner: &str,
         name: Option<SessionName>,
@@ -142,17 +174,19 @@ impl Registry {
                 id,
                 name: name.clone(),
                 handle: None,
+                incompatible: None,
             });
             name
         };
-        // Outside the lock: fork + exec of the program.
-        let started = session::start(
+        // Outside the lock: the session process starts the program.
+        let host = HostSpec {
             id,
-            name.clone(),
-            owner.to_owned(),
-            spec,
-            self.settings.clone(),
-        );
+            owner: owner.to_owned(),
+            name: name.clone(),
+            spawn: spec,
+            settings: self.settings.clone(),
+        };
+        let started = remote::start(&self.state_dir, &host).await;
         let mut users = self.lock();
         let entries = users.entry(owner.to_owned()).or_default();
         match started {
@@ -215,7 +249,11 @@ impl Registry {
             .into_iter()
             .flatten()
             .filter_map(|e| {
-                let mut info = e.handle.as_ref()?.info();
+                let mut info = match (&e.handle, &e.incompatible) {
+                    (Some(handle), _) => handle.info(),
+                    (None, Some(info)) => info.clone(),
+                    (None, None) => return None,
+                };
                 info.name = e.name.clone();
                 Some(info)
             })

@@ -34,7 +34,8 @@ use crate::auth::{Authenticator, Login};
 use crate::command::{self, Command, Failure, Reply};
 use crate::protocol::{AttachRequest, PtySize, Refusal, Request, SessionName};
 use crate::registry::{Found, Registry, RegistryError};
-use crate::session::{AttachError, AttachmentControl, SpawnSpec};
+use crate::remote::{AttachError, AttachmentControl};
+use crate::session::SpawnSpec;
 
 /// Channels one connection may have open at once (sshd's `MaxSessions`).
 const MAX_CHANNELS: usize = 10;
@@ -196,14 +197,12 @@ impl Connection {
         Ok(())
     }
 
-    /// Creates a session for this user. Opening a PTY and fork + exec block,
-    /// so they run on tokio's blocking pool, not on a worker.
+    /// Creates a session for this user (its own process).
     async fn create(&self, name: Option<SessionName>, spec: SpawnSpec) -> Result<Found, Failure> {
-        let shared = Arc::clone(&self.shared);
-        let owner = self.owner().to_owned();
-        tokio::task::spawn_blocking(move || shared.registry.create(&owner, name, spec))
+        self.shared
+            .registry
+            .create(self.owner(), name, spec)
             .await
-            .map_err(|e| Failure::operational(e, "try again; see the server log"))?
             .map_err(Failure::from)
     }
 
@@ -569,7 +568,7 @@ impl russh::server::Handler for Connection {
         {
             *size = PtySize::from_request(col_width, row_height, *size);
             let size = *size;
-            if let Some(attachment) = &state.attachment {
+            if let Some(attachment) = &mut state.attachment {
                 attachment.resize(size).await;
             }
         }

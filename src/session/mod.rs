@@ -7,6 +7,7 @@
 //! Invariant: nothing here names a russh type.
 
 mod actor;
+pub mod host;
 pub mod pty;
 pub mod ring;
 
@@ -29,7 +30,7 @@ const REQUEST_QUEUE: usize = 64;
 pub const ATTACHMENT_QUEUE: usize = 32;
 
 /// Per-session limits and timers, from `[sessions]` in server.toml.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SessionSettings {
     /// Ring buffer capacity in bytes.
     pub scrollback_bytes: usize,
@@ -120,6 +121,17 @@ impl SessionHandle {
         self.info.borrow().clone()
     }
 
+    /// A receiver of every new snapshot.
+    pub fn watch(&self) -> watch::Receiver<SessionInfo> {
+        self.info.clone()
+    }
+
+    /// Returns once the session's task has ended.
+    pub async fn ended(&self) {
+        let mut info = self.info.clone();
+        while info.changed().await.is_ok() {}
+    }
+
     /// True once the session's task has ended (after `kill`, or after
     /// `exited_retention`). A gone session is removed from the registry.
     pub fn is_gone(&self) -> bool {
@@ -165,7 +177,8 @@ impl SessionHandle {
             .await
             .map_err(|_| AttachError::Gone)?;
         match events.recv().await {
-            Some(Event::Attached { .. }) => Ok(Attachment {
+            Some(Event::Attached { from }) => Ok(Attachment {
+                from,
                 events,
                 control: AttachmentControl {
                     id,
@@ -183,6 +196,8 @@ impl SessionHandle {
 /// A bound attachment: the events to forward to the client, and the control
 /// side for input and resizes.
 pub struct Attachment {
+    /// The absolute offset, in bytes, of the first byte of output to follow.
+    pub from: u64,
     /// Output and the final `Exited`, in order. Closes when the session ends.
     pub events: mpsc::Receiver<Event>,
     /// Input, resizes; detaches when dropped.

@@ -38,7 +38,7 @@ const OUTPUT_QUEUE: usize = 16;
 pub const INPUT_QUEUE: usize = 64;
 
 /// What to run in a new PTY.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SpawnSpec {
     /// `argv`; empty means the login shell `shell` (started with argv[0]
     /// `-NAME`, as sshd and login(1) do).
@@ -54,7 +54,7 @@ pub struct SpawnSpec {
 }
 
 /// Why a PTY or its program could not be started.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SpawnError {
     /// openpty(3) failed (e.g. out of PTYs).
     #[error("cannot open a PTY: {0}")]
@@ -62,6 +62,9 @@ pub enum SpawnError {
     /// The program is not an executable file, or not found in the PATH.
     #[error("command not found: '{0}'")]
     NotFound(String),
+    /// The session process could not be started or set up.
+    #[error("cannot start the session process: {0}")]
+    Process(String),
     /// The program could not be executed.
     #[error("cannot start '{program}': {reason}")]
     Exec {

@@ -77,9 +77,14 @@ pub fn keygen(path: &Path) {
 }
 
 /// Reads a captured stream into a shared buffer on a thread.
-fn capture(mut stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
     let buffer = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&buffer);
+    capture_into(stream, Arc::clone(&buffer));
+    buffer
+}
+
+/// Appends what `stream` yields to `sink`, on a thread.
+fn capture_into(mut stream: impl Read + Send + 'static, sink: Arc<Mutex<Vec<u8>>>) {
     std::thread::spawn(move || {
         let mut chunk = [0u8; 8192];
         loop {
@@ -89,7 +94,6 @@ fn capture(mut stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
             }
         }
     });
-    buffer
 }
 
 /// A running keepsh server.
@@ -188,7 +192,56 @@ authorized_keys_file = "bob.pub"
     }
 
     /// Starts `cmd` (which runs keepsh); waits for its "listening on" line.
-    fn spawn(dir: tempfile::TempDir, mut cmd: Command) -> Server {
+    fn spawn(dir: tempfile::TempDir, cmd: Command) -> Server {
+        let (log, stdout) = (Arc::default(), Arc::default());
+        let (child, port) = Server::spawn_process(cmd, &log, &stdout);
+        Server {
+            child,
+            port,
+            dir,
+            log,
+            stdout,
+        }
+    }
+
+    /// Stops the server with `signal` ("KILL", "TERM"), waits for it to
+    /// exit, and starts a new one on the same directory, configuration and
+    /// state. Its port changes; its log and stdout continue the old ones
+    /// (session processes still write to the first server's stderr).
+    pub fn restart(&mut self, signal: &str) {
+        self.stop(signal);
+        let mut cmd = Command::new(keepsh_binary());
+        cmd.arg("--config").arg(self.dir.path().join("server.toml"));
+        let (child, port) = Server::spawn_process(cmd, &self.log, &self.stdout);
+        self.child = child;
+        self.port = port;
+    }
+
+    /// Sends `signal` to the server process and waits for it to exit (if
+    /// it is still running).
+    pub fn stop(&mut self, signal: &str) {
+        if self.child.try_wait().expect("try_wait").is_some() {
+            return;
+        }
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let start = Instant::now();
+        while self.child.try_wait().expect("try_wait").is_none() {
+            assert!(start.elapsed() < DEADLINE, "keepsh ignored SIG{signal}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts `cmd`, appending its stderr to `log` and stdout to `stdout`;
+    /// waits for its "listening on" line.
+    fn spawn_process(
+        mut cmd: Command,
+        log: &Arc<Mutex<Vec<u8>>>,
+        stdout: &Arc<Mutex<Vec<u8>>>,
+    ) -> (Child, u16) {
         if !cmd.get_envs().any(|(key, _)| key == "KEEPSH_LOG") {
             cmd.env("KEEPSH_LOG", "info,keepsh=debug");
         }
@@ -198,11 +251,11 @@ authorized_keys_file = "bob.pub"
             .stderr(Stdio::piped())
             .spawn()
             .expect("start keepsh");
-        let log = capture(child.stderr.take().expect("stderr"));
+        capture_into(child.stderr.take().expect("stderr"), Arc::clone(log));
         let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
+
         let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&stdout);
+        let sink = Arc::clone(stdout);
         std::thread::spawn(move || {
             let mut line = String::new();
             while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
@@ -226,13 +279,7 @@ authorized_keys_file = "bob.pub"
                 );
             }
         };
-        Server {
-            child,
-            port,
-            dir,
-            log,
-            stdout,
-        }
+        (child, port)
     }
 
     /// What the server printed on stdout so far.
@@ -369,10 +416,44 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Session processes outlive the server by design; a test's end
+        // theirs too (their programs then get SIGHUP from the closed PTY).
+        for pid in session_processes(self.dir.path()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         if std::thread::panicking() {
             eprintln!("---- keepsh log ----\n{}", self.log());
         }
     }
+}
+
+/// Numbers printed as `n=<i>` tokens in `output`, in order.
+pub fn numbers(output: &str) -> Vec<u32> {
+    output
+        .split(|c: char| c.is_whitespace())
+        .filter_map(|t| t.strip_prefix("n="))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// Pids of the session processes (`keepsh session-host`) whose state
+/// directory is inside `dir`.
+pub fn session_processes(dir: &Path) -> Vec<u32> {
+    let marker = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("session-host") && c.contains(&marker)
+            })
+        })
+        .collect()
 }
 
 /// An OpenSSH client with no user or system configuration, trusting any host

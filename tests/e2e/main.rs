@@ -14,3 +14,4 @@ mod lifetimes;
 mod putty;
 mod reattach;
 mod shell;
+mod survival;

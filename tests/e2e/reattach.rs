@@ -1,16 +1,7 @@
 //! Detach and reattach: orphaned sessions keep running; a reattach replays
 //! what was missed, then live output, with no gap and no duplicate.
 
-use crate::harness::{ALICE_PASSWORD, DEADLINE, Server, block_on, stdout, wait_until};
-
-/// Numbers printed as `n=<i>` tokens in `output`, in order.
-fn numbers(output: &str) -> Vec<u32> {
-    output
-        .split(|c: char| c.is_whitespace())
-        .filter_map(|t| t.strip_prefix("n="))
-        .filter_map(|n| n.parse().ok())
-        .collect()
-}
+use crate::harness::{ALICE_PASSWORD, DEADLINE, Server, block_on, numbers, stdout, wait_until};
 
 #[test]
 fn a_client_killed_mid_output_reattaches_to_every_line_exactly_once() {

@@ -1,0 +1,436 @@
+//! How the front reaches a session: its process, over its Unix socket.
+//!
+//! [`SessionHandle`] keeps one control connection per session, on which the
+//! session pushes its [`SessionInfo`] on every change and the front sends
+//! requests (`Rename`, `Kill`); each attachment opens a connection of its
+//! own, which carries the events out and input and resizes in, and detaches
+//! when it closes. A session whose process is gone (ended, or killed) closes
+//! its connections, and its handle reports [`SessionHandle::is_gone`].
+//! Messages and framing: [`crate::protocol::wire`].
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::protocol::wire::{
+    self, FromSession, Hello, ToSession, WireError, read_frame, read_preamble, write_frame,
+    write_preamble,
+};
+use crate::protocol::{
+    AttachRequest, AttachmentId, Event, PtySize, Refusal, Request, SessionInfo, SessionState,
+};
+use crate::session::host::{HostSpec, Ready, socket_path};
+use crate::session::{ATTACHMENT_QUEUE, SpawnError};
+
+/// Requests queued for a session's control connection.
+const REQUEST_QUEUE: usize = 64;
+/// How long a new session process may take to answer [`Ready`].
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing listens on it: the session process is gone (a stale socket).
+    #[error("no session process listens on {path}: {source}")]
+    Unreachable {
+        /// The socket.
+        path: PathBuf,
+        /// connect(2)'s error.
+        source: std::io::Error,
+    },
+    /// The session speaks another protocol version.
+    #[error("session {who} speaks session protocol v{theirs}; this keepsh speaks v{ours}", who = hello.as_ref().map_or_else(|| "?".to_owned(), |h| h.id.to_string()), ours = wire::VERSION)]
+    Incompatible {
+        /// Its version.
+        theirs: u16,
+        /// Who it says it is.
+        hello: Option<Box<Hello>>,
+    },
+    /// It broke the protocol or the connection failed.
+    #[error("session socket {path}: {source}")]
+    Protocol {
+        /// The socket.
+        path: PathBuf,
+        /// What went wrong.
+        source: WireError,
+    },
+}
+
+/// The front's handle on one session. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionHandle {
+    path: Arc<PathBuf>,
+    requests: mpsc::Sender<Request>,
+    info: watch::Receiver<SessionInfo>,
+}
+
+/// Why an attach failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The session refused (e.g. `--from` outside the buffer).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The session has ended, or its process cannot be reached.
+    #[error("the session has ended")]
+    Gone,
+}
+
+/// Starts a session process (`keepsh session-host`) for `spec` and connects
+/// to it. The process is detached: it outlives this server.
+///
+/// # Errors
+/// The [`SpawnError`] the session process reports (e.g. command not
+/// found), or [`SpawnError::Process`] when it cannot be started or reached.
+pub async fn start(state_dir: &Path, spec: &HostSpec) -> Result<SessionHandle, SpawnError> {
+    let process = |e: &dyn std::fmt::Display| SpawnError::Process(e.to_string());
+    // /proc/self/exe still runs this build after its file was replaced.
+    let mut child = tokio::process::Command::new("/proc/self/exe")
+        .arg0("keepsh")
+        .arg("session-host")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--session")
+        .arg(spec.id.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| process(&e))?;
+    let json = serde_json::to_vec(spec).map_err(|e| process(&e))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| process(&"no stdin"))?;
+    let stdout = child.stdout.take().ok_or_else(|| process(&"no stdout"))?;
+    stdin.write_all(&json).await.map_err(|e| process(&e))?;
+    drop(stdin);
+    let mut line = String::new();
+    let answered =
+        tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+    // Reap it whenever it ends; it is not killed with this handle.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    match answered {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(Ok(_)) => return Err(process(&"it exited without answering")),
+        Ok(Err(e)) => return Err(process(&e)),
+        Err(_) => return Err(process(&format!("no answer within {START_TIMEOUT:?}"))),
+    }
+    match serde_json::from_str::<Ready>(&line).map_err(|e| process(&e))? {
+        Ready::Started => {}
+        Ready::Failed(error) => return Err(error),
+    }
+    connect(&socket_path(state_dir, spec.id))
+        .await
+        .map_err(|e| process(&e))
+}
+
+/// Connects to the session listening on `path`.
+///
+/// # Errors
+/// [`ConnectError`]: unreachable (stale socket), incompatible, or broken.
+pub async fn connect(path: &Path) -> Result<SessionHandle, ConnectError> {
+    let broken = |source: WireError| ConnectError::Protocol {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ConnectError::Unreachable {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (mut reader, mut writer) = stream.into_split();
+    handshake(&mut reader, &mut writer, path).await?;
+    write_frame(&mut writer, &ToSession::Watch)
+        .await
+        .map_err(broken)?;
+    let first = match read_frame::<_, FromSession>(&mut reader).await {
+        Ok(Some(FromSession::Info(info))) => info,
+        Ok(_) => return Err(broken(WireError::Truncated)),
+        Err(e) => return Err(broken(e)),
+    };
+    let span = tracing::info_span!("session", id = %first.id);
+    let (publish, info) = watch::channel(first);
+    let (requests, mut requests_rx) = mpsc::channel::<Request>(REQUEST_QUEUE);
+    let socket = path.to_owned();
+    tokio::spawn(
+        async move {
+            let reading = async {
+                loop {
+                    match read_frame::<_, FromSession>(&mut reader).await {
+                        Ok(Some(FromSession::Info(info))) => {
+                            publish.send_replace(info);
+                        }
+                        Ok(Some(FromSession::Event(_))) => {}
+                        Ok(None) => return,
+                        Err(error) => {
+                            tracing::warn!(%error, "session's control connection failed");
+                            return;
+                        }
+                    }
+                }
+            };
+            let writing = async {
+                while let Some(request) = requests_rx.recv().await {
+                    if write_frame(&mut writer, &ToSession::Request(request))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = reading => {}
+                () = writing => {}
+            }
+            // Dropping `publish` marks the handle gone. If the process died
+            // without removing its socket (kill -9), remove it now.
+            if let Err(error) = UnixStream::connect(&socket).await
+                && error.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                tracing::info!("session process gone; removed its stale socket");
+                let _ = std::fs::remove_file(&socket);
+            }
+        }
+        .instrument(span),
+    );
+    Ok(SessionHandle {
+        path: Arc::new(path.to_owned()),
+        requests,
+        info,
+    })
+}
+
+/// Exchanges preambles.
+async fn handshake(
+    reader: &mut tokio::net::unix::OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+    path: &Path,
+) -> Result<Hello, ConnectError> {
+    let broken = |source: WireError| ConnectError::Protocol {
+        path: path.to_owned(),
+        source,
+    };
+    // The session speaks first: its preamble is read even from a session
+    // that closes on ours (another version).
+    let hello = match read_preamble(reader).await {
+        Ok(Some(hello)) => hello,
+        Ok(None) => return Err(broken(WireError::BadPreamble)),
+        Err(WireError::Version { theirs, hello }) => {
+            return Err(ConnectError::Incompatible { theirs, hello });
+        }
+        Err(e) => return Err(broken(e)),
+    };
+    write_preamble(writer, None).await.map_err(broken)?;
+    Ok(hello)
+}
+
+impl SessionHandle {
+    /// The latest snapshot the session pushed; never waits.
+    pub fn info(&self) -> SessionInfo {
+        self.info.borrow().clone()
+    }
+
+    /// True once the session's process has ended (or its connection broke).
+    pub fn is_gone(&self) -> bool {
+        self.info.has_changed().is_err()
+    }
+
+    /// Sends a control request. A request to a gone session is dropped: the
+    /// caller learns of it from [`SessionHandle::is_gone`].
+    pub async fn send(&self, request: Request) {
+        let _ = self.requests.send(request).await;
+    }
+
+    /// Waits until the session's program has exited or the session is gone,
+    /// at most `limit`. Returns whether it did.
+    pub async fn wait_exited(&self, limit: Duration) -> bool {
+        let mut info = self.info.clone();
+        let exited = info.wait_for(|i| i.state == SessionState::Exited);
+        tokio::time::timeout(limit, exited).await.is_ok()
+    }
+
+    /// Binds a new attachment on a connection of its own. Its events (replay,
+    /// then live output, then `Exited`) arrive on [`Attachment::events`].
+    ///
+    /// # Errors
+    /// [`AttachError::Refused`] with the session's reason, or
+    /// [`AttachError::Gone`] if the session cannot be reached.
+    pub async fn attach(&self, request: AttachRequest) -> Result<Attachment, AttachError> {
+        let id = request.attachment;
+        let read_only = request.read_only;
+        let stream = UnixStream::connect(&*self.path)
+            .await
+            .map_err(|_| AttachError::Gone)?;
+        let (mut reader, mut writer) = stream.into_split();
+        handshake(&mut reader, &mut writer, &self.path)
+            .await
+            .map_err(|_| AttachError::Gone)?;
+        write_frame(&mut writer, &ToSession::Request(Request::Attach(request)))
+            .await
+            .map_err(|_| AttachError::Gone)?;
+        match read_frame::<_, FromSession>(&mut reader).await {
+            Ok(Some(FromSession::Event(Event::Attached { .. }))) => {}
+            Ok(Some(FromSession::Event(Event::Refused(refusal)))) => {
+                return Err(AttachError::Refused(refusal));
+            }
+            _ => return Err(AttachError::Gone),
+        }
+        let (tx, events) = mpsc::channel(ATTACHMENT_QUEUE);
+        tokio::spawn(
+            async move {
+                loop {
+                    match read_frame::<_, FromSession>(&mut reader).await {
+                        Ok(Some(FromSession::Event(event))) => {
+                            if tx.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Some(FromSession::Info(_))) => {}
+                        Ok(None) => return,
+                        Err(error) => {
+                            tracing::warn!(%error, "attachment's connection failed");
+                            return;
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Ok(Attachment {
+            events,
+            control: AttachmentControl {
+                id,
+                read_only,
+                writer,
+            },
+        })
+    }
+}
+
+/// A bound attachment: the events to forward to the client, and the control
+/// side for input and resizes.
+pub struct Attachment {
+    /// Output and the final `Exited`, in order. Closes when the session ends.
+    pub events: mpsc::Receiver<Event>,
+    /// Input, resizes; detaches when dropped.
+    pub control: AttachmentControl,
+}
+
+/// The client-to-session side of an attachment. Dropping it closes the
+/// connection's sending side, which detaches.
+pub struct AttachmentControl {
+    id: AttachmentId,
+    read_only: bool,
+    writer: OwnedWriteHalf,
+}
+
+impl AttachmentControl {
+    /// Forwards typed bytes. While the program does not read its input the
+    /// session stops reading this connection, back-pressuring this client
+    /// only, for at most `session::INPUT_STALL`; after that the session
+    /// drops input until the program reads again. Input of a read-only
+    /// attachment is dropped here.
+    pub async fn input(&mut self, data: Bytes) {
+        if self.read_only {
+            return;
+        }
+        let _ = write_frame(&mut self.writer, &ToSession::Input(data)).await;
+    }
+
+    /// The client's window changed.
+    pub async fn resize(&mut self, size: PtySize) {
+        let request = Request::Resize {
+            attachment: self.id,
+            size,
+        };
+        let _ = write_frame(&mut self.writer, &ToSession::Request(request)).await;
+    }
+}
+
+/// The sessions found in a state directory at start.
+#[derive(Default)]
+pub struct Discovery {
+    /// Running sessions, connected.
+    pub live: Vec<SessionHandle>,
+    /// Sessions speaking another protocol version, as `list` shows them.
+    pub incompatible: Vec<SessionInfo>,
+    /// Sockets nobody listened on any more; removed.
+    pub stale: usize,
+}
+
+/// Connects to every session socket in `state_dir/sessions/`: live ones are
+/// returned, stale ones (their process is gone) removed, incompatible ones
+/// described for `list` and logged.
+pub async fn discover(state_dir: &Path) -> Discovery {
+    let mut found = Discovery::default();
+    let dir = crate::session::host::sessions_dir(state_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "sock") {
+            continue;
+        }
+        let connected = tokio::time::timeout(START_TIMEOUT, connect(&path)).await;
+        match connected {
+            Ok(Ok(handle)) => found.live.push(handle),
+            Ok(Err(ConnectError::Unreachable { .. })) => {
+                tracing::info!(socket = %path.display(), "removing the stale socket of a session process that is gone");
+                let _ = std::fs::remove_file(&path);
+                found.stale += 1;
+            }
+            Ok(Err(error @ ConnectError::Incompatible { .. })) => {
+                tracing::warn!(%error, "session left running but unusable; attach to it with a keepsh of its version, or kill its process");
+                if let ConnectError::Incompatible {
+                    theirs,
+                    hello: Some(hello),
+                } = error
+                {
+                    found
+                        .incompatible
+                        .push(incompatible_info(*hello, theirs, &path));
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "session socket skipped"),
+            Err(_) => {
+                tracing::warn!(socket = %path.display(), "session socket did not answer; skipped")
+            }
+        }
+    }
+    found
+}
+
+/// What `list` shows of a session that speaks protocol `theirs`.
+fn incompatible_info(hello: Hello, theirs: u16, path: &Path) -> SessionInfo {
+    let created = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| std::time::SystemTime::now());
+    SessionInfo {
+        id: hello.id,
+        name: hello.name,
+        owner: hello.owner,
+        state: SessionState::Incompatible,
+        clients: 0,
+        created,
+        last_activity: created,
+        detached_at: None,
+        size: PtySize::DEFAULT,
+        command: vec![format!(
+            "(speaks session protocol v{theirs}; this keepsh speaks v{})",
+            wire::VERSION
+        )],
+        exit: None,
+        output_offset: 0,
+        buffer_start: 0,
+    }
+}
