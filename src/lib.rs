@@ -5,10 +5,11 @@
 //! authenticated) and configures russh → the [`front`]
 //! turns SSH requests (`pty-req`, `shell`, `exec`, `window-change`, data)
 //! into [`command`]s → the [`registry`] finds or creates the user's
-//! [`session`] → the channel attaches through a session handle, speaking the
-//! messages of [`protocol`] → the session pumps PTY output into its ring
-//! buffer and out to every attached channel; a dropped connection only
-//! detaches. [`config`] reads `server.toml`, [`auth`] checks passwords and
+//! [`session`], which runs in its own process → the channel attaches over
+//! the session's Unix socket ([`remote`]), speaking the messages of
+//! [`protocol`] → the session pumps PTY output into its ring buffer and out
+//! to every attachment; a dropped connection only detaches, and a server
+//! that dies or restarts loses no session. [`config`] reads `server.toml`, [`auth`] checks passwords and
 //! keys, [`keys`] manages key files.
 
 pub mod admission;

@@ -2,10 +2,9 @@
 //! they carry.
 //!
 //! Invariant: nothing here names a russh type, and every message is a plain
-//! serializable value. Today the messages travel over in-process channels
-//! (see `session::SessionHandle`); the target transport is a Unix socket to
-//! one process per session, which must only change how these values are
-//! carried, not what they are.
+//! serializable value. They travel between the server and each session's
+//! process over the session's Unix socket ([`wire`]), and inside a session
+//! process over in-process channels (`session::SessionHandle`).
 //!
 //! Naming: requests into a session are imperative (`Attach`, `Resize`,
 //! `Kill`), events out of it are past tense (`Attached`, `Output`, `Exited`).

@@ -1,8 +1,9 @@
 //! One persistent session: a PTY and its program, a ring buffer of its
 //! output, and the attachments that watch it.
 //!
-//! The state lives in one task (`actor`); everything else holds a
-//! [`SessionHandle`] and speaks the messages of [`crate::protocol`]. Only the
+//! This code runs in the session's own process ([`host`]). The state lives
+//! in one task (`actor`); the host's connection tasks hold a local
+//! [`SessionHandle`] and speak the messages of [`crate::protocol`]. Only the
 //! session's task touches its PTY and ring buffer: no `Arc<Mutex<Session>>`.
 //! Invariant: nothing here names a russh type.
 
@@ -42,9 +43,9 @@ pub struct SessionSettings {
     pub kill_grace: Duration,
 }
 
-/// A request on the in-process transport: the serializable [`Request`] plus,
-/// for `Attach`, the queue its events go to. (Over a socket, that queue is
-/// the socket connection itself.)
+/// A request inside the session process: the serializable [`Request`] plus,
+/// for `Attach`, the queue its events go to (which the host's connection
+/// task drains onto the attachment's socket connection).
 struct Envelope {
     request: Request,
     events: Option<mpsc::Sender<Event>>,
