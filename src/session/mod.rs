@@ -379,8 +379,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_terminal_left_behind_resumes_at_a_line_boundary() {
-        // More than the attachment's queue holds (32 events of up to 32 KiB).
-        let script = "seq -f line-%g 1 300000; sleep 100";
+        // More than the attachment's queue holds (32 events of up to 32 KiB),
+        // once the client is attached from offset 0 (which a 16 KiB ring
+        // would no longer hold if the output started first).
+        let script = "read go; seq -f line-%g 1 300000; sleep 100";
         let session = start_sh(script, 16 * 1024);
         let mut stalled = session
             .attach(AttachRequest {
@@ -391,6 +393,7 @@ mod tests {
             })
             .await
             .expect("attach");
+        stalled.control.input(Bytes::from_static(b"\n")).await;
         let mut info = session.info.clone();
         tokio::time::timeout(DEADLINE, info.wait_for(|i| i.output_offset > 3_000_000))
             .await
