@@ -193,12 +193,7 @@ pub async fn connect(path: &Path) -> Result<SessionHandle, ConnectError> {
             }
             // Dropping `publish` marks the handle gone. If the process died
             // without removing its socket (kill -9), remove it now.
-            if let Err(error) = UnixStream::connect(&socket).await
-                && error.kind() == std::io::ErrorKind::ConnectionRefused
-            {
-                tracing::info!("session process gone; removed its stale socket");
-                let _ = std::fs::remove_file(&socket);
-            }
+            remove_if_stale(&socket).await;
         }
         .instrument(span),
     );
@@ -207,6 +202,33 @@ pub async fn connect(path: &Path) -> Result<SessionHandle, ConnectError> {
         requests,
         info,
     })
+}
+
+/// Removes `socket` if no session process serves it any more. A dying
+/// process may still accept a connection for a moment (its listener closes
+/// after the connection we saw end), so a connection that yields no preamble
+/// is retried, a few times, 50 ms apart.
+async fn remove_if_stale(socket: &Path) {
+    for _ in 0..20 {
+        match UnixStream::connect(socket).await {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!("session process gone; removed its stale socket");
+                let _ = std::fs::remove_file(socket);
+                return;
+            }
+            // Removed by the process itself, or something we cannot judge.
+            Err(_) => return,
+            Ok(mut stream) => {
+                let answered =
+                    tokio::time::timeout(Duration::from_millis(500), read_preamble(&mut stream))
+                        .await;
+                if matches!(answered, Ok(Ok(_) | Err(WireError::Version { .. }))) {
+                    return; // a live session process answers there
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Exchanges preambles.
