@@ -134,6 +134,8 @@ fn serve(path: &Path) -> anyhow::Result<()> {
 
 async fn serve_async(mut config: Config) -> anyhow::Result<()> {
     prepare_state_dir(&config.server.state_dir)?;
+    // Held (open and locked) for the server's whole life.
+    let _lock = lock_state_dir(&config.server.state_dir)?;
     // Session processes get it absolute: they outlive this server's cwd.
     config.server.state_dir = std::fs::canonicalize(&config.server.state_dir)
         .with_context(|| format!("state directory {}", config.server.state_dir.display()))?;
@@ -242,6 +244,26 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
     .await;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Takes an exclusive lock on `STATE_DIR/server.lock`: two servers on one
+/// state directory would both adopt its sessions. The returned file holds
+/// the lock until it is dropped (close-on-exec: sessions do not inherit it).
+fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        bail!(
+            "state directory {} is in use by another keepsh server (stop that one, or give this one another state_dir)",
+            dir.display()
+        );
+    }
+    Ok(file)
 }
 
 /// Creates the state directory with mode 0700, or checks an existing one is

@@ -315,3 +315,20 @@ fn a_session_of_another_protocol_version_is_listed_as_incompatible() {
             .success()
     );
 }
+
+#[test]
+fn a_second_server_on_the_same_state_dir_is_refused() {
+    let server = Server::start();
+    let config = server.dir.path().join("server.toml");
+    let out = crate::harness::keepsh(&["--config".as_ref(), config.as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "is in use by another keepsh server (stop that one, or give this one another state_dir)"
+        ),
+        "{err}"
+    );
+    // The first one is unaffected.
+    assert!(server.run("alice", &["version"]).status.success());
+}
