@@ -25,8 +25,9 @@ use crate::protocol::wire::{
     write_preamble,
 };
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, PtySize, Refusal, Request, SessionInfo, SessionState,
+    AttachRequest, AttachmentId, Event, PtySize, Request, SessionInfo, SessionState,
 };
+pub use crate::session::AttachError;
 use crate::session::host::{HostSpec, Ready, socket_path};
 use crate::session::{ATTACHMENT_QUEUE, SpawnError};
 
@@ -70,17 +71,6 @@ pub struct SessionHandle {
     path: Arc<PathBuf>,
     requests: mpsc::Sender<Request>,
     info: watch::Receiver<SessionInfo>,
-}
-
-/// Why an attach failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AttachError {
-    /// The session refused (e.g. `--from` outside the buffer).
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    /// The session has ended, or its process cannot be reached.
-    #[error("the session has ended")]
-    Gone,
 }
 
 /// Starts a session process (`keepsh session-host`) for `spec` and connects

@@ -32,7 +32,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The russh configuration: Ed25519 host keys, publickey and password only,
 /// no SHA-1 and no non-EtM MACs, no compression, keepalives instead of an
-/// inactivity timeout, TCP_NODELAY for keystroke latency.
+/// inactivity timeout. (TCP_NODELAY and quick ACKs: `tcp::Tuned`, since russh
+/// applies `nodelay` only in its own accept loop.)
 pub fn russh_config(server: &ServerConfig, host_keys: Vec<PrivateKey>) -> RusshConfig {
     RusshConfig {
         server_id: russh::SshId::Standard(Cow::Owned(format!(
@@ -50,7 +51,6 @@ pub fn russh_config(server: &ServerConfig, host_keys: Vec<PrivateKey>) -> RusshC
         inactivity_timeout: None,
         keepalive_interval: server.keepalive_interval,
         keepalive_max: server.keepalive_max,
-        nodelay: true,
         // Handle messages queued per connection (russh's default is 10):
         // room for several channels' output chunks in flight.
         event_buffer_size: 64,

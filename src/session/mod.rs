@@ -65,7 +65,8 @@ pub enum AttachError {
     /// The session refused (e.g. `--from` outside the buffer).
     #[error(transparent)]
     Refused(#[from] Refusal),
-    /// The session has ended and been removed.
+    /// The session has ended (or, seen from the front, its process cannot
+    /// be reached).
     #[error("the session has ended")]
     Gone,
 }
@@ -133,14 +134,8 @@ impl SessionHandle {
         while info.changed().await.is_ok() {}
     }
 
-    /// True once the session's task has ended (after `kill`, or after
-    /// `exited_retention`). A gone session is removed from the registry.
-    pub fn is_gone(&self) -> bool {
-        self.info.has_changed().is_err()
-    }
-
-    /// Sends a control request. A request to a gone session is dropped: the
-    /// caller learns of it from [`SessionHandle::is_gone`].
+    /// Sends a control request. A request to a session whose task has
+    /// ended is dropped (see [`SessionHandle::ended`]).
     pub async fn send(&self, request: Request) {
         let _ = self
             .requests
