@@ -29,7 +29,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
-fn keepsh_binary() -> &'static str {
+/// The keepsh binary under test.
+pub fn keepsh_binary() -> &'static str {
     env!("CARGO_BIN_EXE_keepsh")
 }
 
@@ -209,8 +210,13 @@ authorized_keys_file = "bob.pub"
     /// state. Its port changes; its log and stdout continue the old ones
     /// (session processes still write to the first server's stderr).
     pub fn restart(&mut self, signal: &str) {
+        self.restart_from(signal, Path::new(keepsh_binary()));
+    }
+
+    /// As [`Server::restart`], running the keepsh binary at `binary`.
+    pub fn restart_from(&mut self, signal: &str, binary: &Path) {
         self.stop(signal);
-        let mut cmd = Command::new(keepsh_binary());
+        let mut cmd = Command::new(binary);
         cmd.arg("--config").arg(self.dir.path().join("server.toml"));
         let (child, port) = Server::spawn_process(cmd, &self.log, &self.stdout);
         self.child = child;

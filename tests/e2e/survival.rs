@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use keepsh::protocol::wire::{MAGIC, VERSION};
 
-use crate::harness::{DEADLINE, Server, numbers, session_processes, stderr, wait_until};
+use crate::harness::{
+    DEADLINE, Server, keepsh_binary, numbers, session_processes, stderr, wait_until,
+};
 
 /// 3000 numbered lines, paused every 50 so output runs across the outage.
 const PRODUCER: &str = "sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo n=$i; \
@@ -331,4 +333,36 @@ fn a_second_server_on_the_same_state_dir_is_refused() {
     );
     // The first one is unaffected.
     assert!(server.run("alice", &["version"]).status.success());
+}
+
+#[test]
+fn replacing_the_binary_and_restarting_keeps_sessions_on_their_own_build() {
+    let mut server = Server::start();
+    let installed = server.dir.path().join("keepsh");
+    let install = || {
+        // A new file (new inode) in place, as a package upgrade does.
+        let _ = std::fs::remove_file(&installed);
+        std::fs::copy(keepsh_binary(), &installed).expect("install the binary");
+    };
+    install();
+    server.restart_from("TERM", &installed);
+    let mut client = server.tt("alice", &["new", "old"]);
+    client.send("echo before=$((2*21))\n");
+    client.wait_for("before=42");
+
+    install();
+    server.restart_from("TERM", &installed);
+    client.wait_exit();
+
+    // The session process still runs the build it started with.
+    let pids = session_processes(server.dir.path());
+    assert_eq!(pids.len(), 1);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", pids[0])).expect("exe");
+    assert!(exe.to_string_lossy().ends_with("(deleted)"), "{exe:?}");
+    let mut again = server.tt("alice", &["attach", "old"]);
+    again.send("echo after=$((2*22))\n");
+    let output = again.wait_for("after=44");
+    assert!(output.contains("before=42"), "the replay lost output");
+    // New sessions run the new build.
+    assert!(server.run("alice", &["new", "-d", "new"]).status.success());
 }
