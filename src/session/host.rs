@@ -88,6 +88,9 @@ pub fn run(state_dir: &Path, session: &str) -> Result<(), HostError> {
     // Out of the server's session and process group: a signal to the
     // server's group (Ctrl-C in its terminal) or its death leaves us running.
     let _ = nix::unistd::setsid();
+    // `ps -e` and `top` show "keepsh-session" rather than "exe" (the name
+    // of /proc/self/exe, which started us).
+    let _ = rustix::thread::set_name(c"keepsh-session");
     let span = tracing::info_span!("session", id = %spec.id, owner = %spec.owner);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
