@@ -205,6 +205,7 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         println!("listening on {}", listener.local_addr()?);
     }
 
+    let program_open_files = raise_open_files_limit();
     let home = keys::home_dir().unwrap_or_else(|| PathBuf::from("/"));
     let shared = Arc::new(Shared {
         authenticator: Authenticator::new(&config.users)?,
@@ -214,6 +215,7 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
                 scrollback_bytes: config.sessions.scrollback_bytes,
                 orphan_timeout: config.sessions.orphan_timeout,
                 exited_retention: config.sessions.exited_retention,
+                program_open_files,
                 kill_grace: KILL_GRACE,
             },
             config.sessions.max_per_user,
@@ -244,6 +246,36 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
     .await;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Raises the soft open-files limit (RLIMIT_NOFILE) to the hard one: the
+/// server holds a socket per session and one more per attached channel, so
+/// 1,000 sessions need more than the common soft limit of 1,024. Returns the
+/// soft limit it had, for session programs to start with (some still use
+/// select(2), which cannot handle descriptors above 1,023), or `None` if
+/// nothing changed.
+fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = match (limit.current, limit.maximum) {
+        (Some(soft), Some(hard)) if soft < hard => Some(hard),
+        (Some(_), None) => None, // hard limit "unlimited": leave as is
+        _ => return None,
+    }?;
+    let new = Rlimit {
+        current: Some(raised),
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, new) {
+        Ok(()) => {
+            tracing::info!(from = ?limit.current, to = raised, "raised the open files limit");
+            limit.current
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open files limit; fewer sessions can be served");
+            None
+        }
+    }
 }
 
 /// Takes an exclusive lock on `STATE_DIR/server.lock`: two servers on one

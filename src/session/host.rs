@@ -91,6 +91,17 @@ pub fn run(state_dir: &Path, session: &str) -> Result<(), HostError> {
     // `ps -e` and `top` show "keepsh-session" rather than "exe" (the name
     // of /proc/self/exe, which started us).
     let _ = rustix::thread::set_name(c"keepsh-session");
+    if let Some(soft) = spec.settings.program_open_files {
+        // Inherited by the program; this process needs few descriptors.
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(soft),
+                maximum: limit.maximum,
+            },
+        );
+    }
     let span = tracing::info_span!("session", id = %spec.id, owner = %spec.owner);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -39,6 +39,10 @@ pub struct SessionSettings {
     pub orphan_timeout: Option<Duration>,
     /// Keep an exited session (and its final output) listed for this long.
     pub exited_retention: Duration,
+    /// The soft open-files limit (RLIMIT_NOFILE) the program starts with:
+    /// the server raises its own to serve many sessions, and gives programs
+    /// back the limit it was started with. `None`: inherit.
+    pub program_open_files: Option<u64>,
     /// Time between SIGHUP and SIGKILL on `kill`.
     pub kill_grace: Duration,
 }
@@ -306,6 +310,7 @@ mod tests {
             scrollback_bytes,
             orphan_timeout: None,
             exited_retention: Duration::from_secs(60),
+            program_open_files: None,
             kill_grace: Duration::from_secs(2),
         }
     }

@@ -134,12 +134,13 @@ impl Server {
         Server::launch(dir, &config, log.as_slice())
     }
 
-    /// As [`Server::start`], with the server's open files limited to
-    /// `max_fds` (RLIMIT_NOFILE, set by the shell's `ulimit -n`).
-    pub fn start_with_fd_limit(options: Options, max_fds: u32) -> Server {
+    /// As [`Server::start`], with the server's open files limited by the
+    /// shell's `ulimit` with `limit`: "-n 40" sets the soft and hard
+    /// RLIMIT_NOFILE, "-S -n 256" the soft one only.
+    pub fn start_with_fd_limit(options: Options, limit: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Server::write_config(&dir, &options);
-        let script = format!("ulimit -n {max_fds} && exec \"$0\" \"$@\"");
+        let script = format!("ulimit {limit} && exec \"$0\" \"$@\"");
         let mut cmd = Command::new("sh");
         cmd.args(["-c", &script, keepsh_binary(), "--config"])
             .arg(&config);
@@ -286,6 +287,11 @@ authorized_keys_file = "bob.pub"
             }
         };
         (child, port)
+    }
+
+    /// The server process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the server printed on stdout so far.

@@ -111,7 +111,7 @@ fn running_out_of_file_descriptors_does_not_stop_the_server() {
         server: "max_startups = 1000\nmax_startups_per_source = 1000",
         ..Default::default()
     };
-    let server = Server::start_with_fd_limit(options, 40);
+    let server = Server::start_with_fd_limit(options, "-n 40");
     // Far more connections than descriptors: accept fails with EMFILE.
     let flood: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", server.port)).ok())
@@ -123,4 +123,22 @@ fn running_out_of_file_descriptors_does_not_stop_the_server() {
     wait_until("logins to work again", DEADLINE, || {
         server.run("alice", &["version"]).status.success()
     });
+}
+
+#[test]
+fn the_server_raises_its_open_files_limit_but_programs_get_the_original() {
+    let server = Server::start_with_fd_limit(crate::harness::Options::default(), "-S -n 256");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let soft: u64 = open_files
+        .split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .expect("soft limit");
+    assert!(soft > 256, "not raised: {open_files}");
+    let out = server.run("alice", &["new", "--", "sh", "-c", "'ulimit -n'"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "256");
 }
