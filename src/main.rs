@@ -133,6 +133,8 @@ fn serve(path: &Path) -> anyhow::Result<()> {
 }
 
 async fn serve_async(mut config: Config) -> anyhow::Result<()> {
+    // Before anything opens sockets (discovery holds one per session).
+    let program_open_files = raise_open_files_limit();
     prepare_state_dir(&config.server.state_dir)?;
     // Held (open and locked) for the server's whole life.
     let _lock = lock_state_dir(&config.server.state_dir)?;
@@ -205,7 +207,6 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         println!("listening on {}", listener.local_addr()?);
     }
 
-    let program_open_files = raise_open_files_limit();
     let home = keys::home_dir().unwrap_or_else(|| PathBuf::from("/"));
     let shared = Arc::new(Shared {
         authenticator: Authenticator::new(&config.users)?,

@@ -24,7 +24,7 @@ use super::{AttachError, Attachment, SessionHandle, SessionSettings, SpawnError,
 use crate::protocol::wire::{
     FromSession, Hello, ToSession, read_frame, read_preamble, write_frame, write_preamble,
 };
-use crate::protocol::{AttachRequest, Event, Request, SessionId, SessionName};
+use crate::protocol::{AttachRequest, Event, Request, SessionId, SessionInfo, SessionName};
 
 /// The directory of session sockets inside `state_dir`.
 pub fn sessions_dir(state_dir: &Path) -> PathBuf {
@@ -205,18 +205,55 @@ async fn connection(mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf, handl
     }
 }
 
-/// Pushes every new snapshot; forwards requests.
+/// How often a control connection hears of output alone (offsets, last
+/// activity); any other change is pushed at once. Without this, every PTY
+/// read would cost an encoded snapshot on the socket during bulk output.
+const OUTPUT_INFO_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Whether `a` and `b` differ at most in their output counters.
+fn only_output_differs(a: &SessionInfo, b: &SessionInfo) -> bool {
+    a.state == b.state
+        && a.clients == b.clients
+        && a.name == b.name
+        && a.size == b.size
+        && a.exit == b.exit
+        && a.detached_at == b.detached_at
+}
+
+/// Pushes new snapshots (output alone at most every
+/// [`OUTPUT_INFO_INTERVAL`]); forwards requests.
 async fn control(reader: OwnedReadHalf, mut writer: OwnedWriteHalf, handle: SessionHandle) {
     let mut info = handle.watch();
     let push = async {
         loop {
-            let snapshot = info.borrow_and_update().clone();
-            if write_frame(&mut writer, &FromSession::Info(snapshot))
+            let sent = info.borrow_and_update().clone();
+            if write_frame(&mut writer, &FromSession::Info(sent.clone()))
                 .await
                 .is_err()
-                || info.changed().await.is_err()
             {
                 return;
+            }
+            let output_due = tokio::time::Instant::now() + OUTPUT_INFO_INTERVAL;
+            // Some(alive) on a change beyond output; None once output is due.
+            let other_change = tokio::select! {
+                changed = info.wait_for(|now| !only_output_differs(&sent, now)) => {
+                    Some(changed.is_ok())
+                }
+                () = tokio::time::sleep_until(output_due) => None,
+            };
+            match other_change {
+                Some(true) => {}
+                Some(false) => return,
+                None => {
+                    let moved = {
+                        let now = info.borrow();
+                        now.output_offset != sent.output_offset
+                            || now.buffer_start != sent.buffer_start
+                    };
+                    if !moved && info.changed().await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     };
