@@ -33,6 +33,13 @@ pub enum Command {
         /// Replay from this absolute output offset (bytes).
         from: Option<u64>,
     },
+    /// `history [--raw] REF`.
+    History {
+        /// Which session.
+        reference: String,
+        /// The ring buffer's bytes instead of text.
+        raw: bool,
+    },
     /// `list [--json]`.
     List {
         /// Print a JSON array instead of a table.
@@ -91,6 +98,12 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
+    History {
+        #[arg(long)]
+        raw: bool,
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
     Kill {
         #[arg(value_name = "REF")]
         reference: String,
@@ -114,7 +127,10 @@ fn parse_name(s: &str) -> Result<SessionName, String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// Bytes for the channel's data stream.
-    pub stdout: String,
+    pub stdout: Vec<u8>,
+    /// Send `stdout` as it is, even to a client with a PTY (whose `\n`
+    /// otherwise becomes `\r\n`): a program's raw output.
+    pub verbatim: bool,
     /// Bytes for the channel's extended data stream 1 (stderr).
     pub stderr: String,
     /// The `exit-status` (RFC 4254 §6.10).
@@ -122,10 +138,19 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// Success with `stdout`.
+    /// Success with `stdout`, text.
     pub fn ok(stdout: impl Into<String>) -> Reply {
         Reply {
+            stdout: stdout.into().into_bytes(),
+            ..Reply::default()
+        }
+    }
+
+    /// Success with `stdout` sent byte for byte.
+    pub fn verbatim(stdout: impl Into<Vec<u8>>) -> Reply {
+        Reply {
             stdout: stdout.into(),
+            verbatim: true,
             ..Reply::default()
         }
     }
@@ -167,9 +192,9 @@ impl From<RegistryError> for Failure {
 impl From<Failure> for Reply {
     fn from(failure: Failure) -> Reply {
         Reply {
-            stdout: String::new(),
             stderr: format!("{}\n", failure.line),
             status: failure.status,
+            ..Reply::default()
         }
     }
 }
@@ -220,6 +245,7 @@ pub fn parse(line: &str) -> Result<Command, Failure> {
             from,
         },
         Sub::List { json } => Command::List { json },
+        Sub::History { raw, reference } => Command::History { reference, raw },
         Sub::Kill { reference } => Command::Kill { reference },
         Sub::Rename { reference, new } => Command::Rename { reference, new },
         Sub::Help => Command::Help,
@@ -239,6 +265,8 @@ usage: ssh [-t] HOST COMMAND
   attach [--read-only] [--from OFFSET] [REF]
                                     attach (default: the most recently detached session)
   list [--json]                     your sessions
+  history [--raw] REF               print a session's history lines and screen as text
+                                    (--raw: the buffered output, byte for byte)
   kill REF                          end a session's programs (SIGHUP, then SIGKILL)
   rename REF NEW                    rename a session
   help, version

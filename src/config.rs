@@ -92,6 +92,10 @@ pub struct SessionsConfig {
     pub term: String,
     /// Ring buffer per session, in bytes.
     pub scrollback_bytes: usize,
+    /// Most lines of history (newline-terminated lines of output above the
+    /// screen) sent on attach and printed by `history` (tmux's
+    /// `history-limit`, default 2000); the ring buffer bounds them too.
+    pub scrollback_lines: usize,
     /// Kill sessions orphaned this long; `None` = never.
     pub orphan_timeout: Option<Duration>,
     /// Keep exited sessions listed this long.
@@ -169,6 +173,7 @@ struct RawSessions {
     shell: Option<Spanned<String>>,
     term: Spanned<String>,
     scrollback_bytes: ConfigSize,
+    scrollback_lines: Count,
     orphan_timeout: ConfigDuration,
     exited_retention: ConfigDuration,
     max_per_user: Count,
@@ -180,6 +185,7 @@ impl Default for RawSessions {
             shell: None,
             term: Spanned::new(0..0, "xterm-256color".into()),
             scrollback_bytes: ConfigSize(1024 * 1024),
+            scrollback_lines: Count(2000),
             orphan_timeout: ConfigDuration(None),
             exited_retention: ConfigDuration(Some(Duration::from_secs(3600))),
             max_per_user: Count(100),
@@ -437,6 +443,7 @@ impl Config {
                 shell,
                 term: term.clone(),
                 scrollback_bytes: raw.sessions.scrollback_bytes.0 as usize,
+                scrollback_lines: raw.sessions.scrollback_lines.0,
                 orphan_timeout: raw.sessions.orphan_timeout.0,
                 // "never" keeps exited sessions for ~a century.
                 exited_retention: raw
@@ -503,6 +510,7 @@ mod tests {
             Some(Duration::from_secs(15))
         );
         assert_eq!(config.sessions.scrollback_bytes, 1 << 20);
+        assert_eq!(config.sessions.scrollback_lines, 2000);
         assert_eq!(config.sessions.orphan_timeout, None);
         assert_eq!(config.sessions.max_per_user, 100);
         assert!(config.users.is_empty());

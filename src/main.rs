@@ -214,6 +214,7 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
             config.server.state_dir.clone(),
             SessionSettings {
                 scrollback_bytes: config.sessions.scrollback_bytes,
+                scrollback_lines: config.sessions.scrollback_lines,
                 orphan_timeout: config.sessions.orphan_timeout,
                 exited_retention: config.sessions.exited_retention,
                 program_open_files,

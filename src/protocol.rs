@@ -19,12 +19,18 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The largest number of columns or rows a PTY is given, in cells. Clients
-/// may send any `u32` in `pty-req` and `window-change` (RFC 4254 §6.2, §6.7);
-/// larger values are clamped to this so that no absurd size reaches the kernel.
-pub const MAX_PTY_DIMENSION: u16 = 4096;
+/// The largest number of columns a PTY is given, in cells. Clients may send
+/// any `u32` in `pty-req` and `window-change` (RFC 4254 §6.2, §6.7); larger
+/// values are clamped so that no absurd size reaches the kernel or the
+/// session's screen model (32 bytes per cell, two grids: 1024 × 512 cells
+/// is at most 32 MiB).
+pub const MAX_PTY_COLS: u16 = 1024;
 
-/// A PTY size in character cells, each dimension in `1..=MAX_PTY_DIMENSION`.
+/// The largest number of rows a PTY is given, in cells (see [`MAX_PTY_COLS`]).
+pub const MAX_PTY_ROWS: u16 = 512;
+
+/// A PTY size in character cells: `1..=MAX_PTY_COLS` columns and
+/// `1..=MAX_PTY_ROWS` rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PtySize {
     cols: u16,
@@ -36,21 +42,21 @@ impl PtySize {
     pub const DEFAULT: PtySize = PtySize { cols: 80, rows: 24 };
 
     /// Builds a size from the raw `u32` cells of a `pty-req` or
-    /// `window-change` request, clamping each dimension to
-    /// `1..=MAX_PTY_DIMENSION`. A zero dimension means "unknown" and is
+    /// `window-change` request, clamping each dimension to its maximum
+    /// ([`MAX_PTY_COLS`], [`MAX_PTY_ROWS`]). A zero dimension means "unknown" and is
     /// replaced by the same dimension of `fallback` (RFC 4254 §6.2: "Zero
     /// dimension parameters MUST be ignored").
     pub fn from_request(cols: u32, rows: u32, fallback: PtySize) -> PtySize {
-        let clamp = |value: u32, fallback: u16| -> u16 {
+        let clamp = |value: u32, fallback: u16, max: u16| -> u16 {
             if value == 0 {
                 fallback
             } else {
-                value.min(u32::from(MAX_PTY_DIMENSION)) as u16
+                value.min(u32::from(max)) as u16
             }
         };
         PtySize {
-            cols: clamp(cols, fallback.cols),
-            rows: clamp(rows, fallback.rows),
+            cols: clamp(cols, fallback.cols, MAX_PTY_COLS),
+            rows: clamp(rows, fallback.rows, MAX_PTY_ROWS),
         }
     }
 
@@ -194,6 +200,20 @@ pub enum Request {
     /// End the session's program: SIGHUP to its process groups, then SIGKILL
     /// after a grace period. The session ends once the program has exited.
     Kill,
+    /// What the session holds of its past, answered with [`Event::History`]
+    /// chunks; the answer ends when its connection closes.
+    History(HistoryFormat),
+}
+
+/// The form of a [`Request::History`] answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryFormat {
+    /// The history lines and the screen as plain text, one line per `\n`
+    /// (`history REF`, like `tmux capture-pane -p -S -`).
+    Text,
+    /// The ring buffer's bytes exactly as the program wrote them
+    /// (`history REF --raw`).
+    Raw,
 }
 
 /// Keystrokes (or pasted bytes) from an attachment, for the session's PTY.
@@ -219,9 +239,11 @@ pub struct AttachRequest {
     pub size: Option<PtySize>,
     /// A read-only attachment's input is refused and it never decides the size.
     pub read_only: bool,
-    /// Where the replay starts, as an absolute output offset in bytes. `None`
-    /// replays everything the ring buffer still holds (starting at a line
-    /// boundary when the buffer has wrapped).
+    /// Where the replay starts, as an absolute output offset in bytes: the
+    /// raw bytes from there on, for scripts (`attach --from`). `None`: a
+    /// terminal (`size` given) gets history lines and the screen redrawn
+    /// ([`Event::Redraw`]); a byte stream gets everything the ring buffer
+    /// still holds.
     pub from: Option<u64>,
 }
 
@@ -242,8 +264,23 @@ pub enum Event {
         /// Raw bytes as read from the PTY.
         data: Bytes,
     },
-    /// Output from `from` to `to` (bytes) was lost to this attachment: it
-    /// fell so far behind that the ring buffer wrapped past it.
+    /// Terminal bytes that are not program output: they bring the client's
+    /// terminal to the session's screen (history lines, then every cell,
+    /// the cursor, the modes and the title; see `session::screen`). Sent to
+    /// a terminal on attach, in chunks, and again whenever it fell too far
+    /// behind to be worth catching up byte by byte; the [`Event::Output`]
+    /// that follows continues from the offset the screen was taken at.
+    Redraw {
+        /// The bytes, ready for the client's terminal.
+        data: Bytes,
+    },
+    /// Part of the answer to [`Request::History`].
+    History {
+        /// The next bytes of the answer.
+        data: Bytes,
+    },
+    /// Output from `from` to `to` (bytes) was lost to this byte-stream
+    /// attachment: it fell so far behind that the ring buffer wrapped past it.
     Skipped {
         /// First lost offset.
         from: u64,
@@ -258,7 +295,9 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {
     /// `from` is older than the ring buffer's oldest byte, or beyond its newest.
-    #[error("offset {from} is outside the buffer, which holds offsets {start} to {end}")]
+    #[error(
+        "offset {from} is outside the buffer: it holds output from offset {start} to {end}"
+    )]
     OutsideBuffer {
         /// The offset asked for, in bytes.
         from: u64,
@@ -357,14 +396,11 @@ mod tests {
         let fallback = PtySize::DEFAULT;
         assert_eq!(PtySize::from_request(0, 0, fallback), fallback);
         let huge = PtySize::from_request(65535, 65535, fallback);
-        assert_eq!(
-            (huge.cols(), huge.rows()),
-            (MAX_PTY_DIMENSION, MAX_PTY_DIMENSION)
-        );
+        assert_eq!((huge.cols(), huge.rows()), (MAX_PTY_COLS, MAX_PTY_ROWS));
         let odd = PtySize::from_request(120, 0, fallback);
         assert_eq!((odd.cols(), odd.rows()), (120, 24));
         let big = PtySize::from_request(u32::MAX, 1, fallback);
-        assert_eq!((big.cols(), big.rows()), (MAX_PTY_DIMENSION, 1));
+        assert_eq!((big.cols(), big.rows()), (MAX_PTY_COLS, 1));
     }
 
     #[test]
@@ -411,6 +447,7 @@ mod tests {
             ("session/actor.rs", include_str!("session/actor.rs")),
             ("session/pty.rs", include_str!("session/pty.rs")),
             ("session/ring.rs", include_str!("session/ring.rs")),
+            ("session/screen.rs", include_str!("session/screen.rs")),
         ];
         let needle = ["russh", "::"].concat();
         for (file, text) in sources {

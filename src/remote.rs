@@ -13,10 +13,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -25,7 +25,7 @@ use crate::protocol::wire::{
     write_preamble,
 };
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, PtySize, Request, SessionInfo, SessionState,
+    AttachRequest, AttachmentId, Event, HistoryFormat, PtySize, Request, SessionInfo, SessionState,
 };
 pub use crate::session::AttachError;
 use crate::session::host::{HostSpec, Ready, socket_path};
@@ -270,6 +270,41 @@ impl SessionHandle {
         tokio::time::timeout(limit, exited).await.is_ok()
     }
 
+    /// Opens a connection of its own and exchanges preambles.
+    async fn open(&self) -> Result<(OwnedReadHalf, OwnedWriteHalf), AttachError> {
+        let stream = UnixStream::connect(&*self.path)
+            .await
+            .map_err(|_| AttachError::Gone)?;
+        let (mut reader, mut writer) = stream.into_split();
+        handshake(&mut reader, &mut writer, &self.path)
+            .await
+            .map_err(|_| AttachError::Gone)?;
+        Ok((reader, writer))
+    }
+
+    /// What the session holds of its past (`history REF [--raw]`), read on a
+    /// connection of its own: at most the ring buffer's capacity in bytes.
+    ///
+    /// # Errors
+    /// [`AttachError::Gone`] if the session cannot be reached or its answer
+    /// breaks off.
+    pub async fn history(&self, format: HistoryFormat) -> Result<Bytes, AttachError> {
+        let (mut reader, mut writer) = self.open().await?;
+        write_frame(&mut writer, &ToSession::Request(Request::History(format)))
+            .await
+            .map_err(|_| AttachError::Gone)?;
+        let mut answer = BytesMut::new();
+        loop {
+            match read_frame::<_, FromSession>(&mut reader).await {
+                Ok(Some(FromSession::Event(Event::History { data }))) => {
+                    answer.extend_from_slice(&data);
+                }
+                Ok(None) => return Ok(answer.freeze()),
+                _ => return Err(AttachError::Gone),
+            }
+        }
+    }
+
     /// Binds a new attachment on a connection of its own. Its events (replay,
     /// then live output, then `Exited`) arrive on [`Attachment::events`].
     ///
@@ -279,13 +314,7 @@ impl SessionHandle {
     pub async fn attach(&self, request: AttachRequest) -> Result<Attachment, AttachError> {
         let id = request.attachment;
         let read_only = request.read_only;
-        let stream = UnixStream::connect(&*self.path)
-            .await
-            .map_err(|_| AttachError::Gone)?;
-        let (mut reader, mut writer) = stream.into_split();
-        handshake(&mut reader, &mut writer, &self.path)
-            .await
-            .map_err(|_| AttachError::Gone)?;
+        let (mut reader, mut writer) = self.open().await?;
         write_frame(&mut writer, &ToSession::Request(Request::Attach(request)))
             .await
             .map_err(|_| AttachError::Gone)?;

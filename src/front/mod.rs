@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use crate::admission::StartupPermit;
 use crate::auth::{Authenticator, Login};
 use crate::command::{self, Command, Failure, Reply};
-use crate::protocol::{AttachRequest, PtySize, Refusal, Request, SessionName};
+use crate::protocol::{AttachRequest, HistoryFormat, PtySize, Refusal, Request, SessionName};
 use crate::registry::{Found, Registry, RegistryError};
 use crate::remote::{AttachError, AttachmentControl};
 use crate::session::SpawnSpec;
@@ -265,6 +265,21 @@ impl Connection {
                 json,
                 SystemTime::now(),
             )),
+            Command::History { reference, raw } => {
+                let found = registry.resolve(&owner, &reference)?;
+                let format = if raw {
+                    HistoryFormat::Raw
+                } else {
+                    HistoryFormat::Text
+                };
+                let data = found.handle.history(format).await.map_err(|_| {
+                    Failure::from(RegistryError::NotFound(found.name.to_string()))
+                })?;
+                match format {
+                    HistoryFormat::Raw => Reply::verbatim(data),
+                    HistoryFormat::Text => Reply::ok(String::from_utf8_lossy(&data)),
+                }
+            }
             Command::Kill { reference } => {
                 let found = registry.resolve(&owner, &reference)?;
                 found.handle.send(Request::Kill).await;

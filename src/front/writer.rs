@@ -29,7 +29,7 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
             },
         };
         match event {
-            Event::Output { data, .. } => {
+            Event::Output { data, .. } | Event::Redraw { data } => {
                 // PTY reads are small (often 4 KiB); sending what is already
                 // queued as one message saves a wake-up of russh's loop per read.
                 let (data, after) = coalesce(data, &mut events);
@@ -60,7 +60,7 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
             Event::Skipped { from, to } => {
                 tracing::debug!(from, to, "client fell behind the ring buffer");
             }
-            Event::Attached { .. } | Event::Refused(_) => {}
+            Event::Attached { .. } | Event::Refused(_) | Event::History { .. } => {}
         }
     }
     // Exited, or the session ended (killed) without a status for us.
@@ -100,7 +100,7 @@ fn coalesce(first: Bytes, events: &mut mpsc::Receiver<Event>) -> (Bytes, Option<
     let mut merged: Option<BytesMut> = None;
     while merged.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_LIMIT {
         match events.try_recv() {
-            Ok(Event::Output { data, .. }) => {
+            Ok(Event::Output { data, .. } | Event::Redraw { data }) => {
                 merged
                     .get_or_insert_with(|| BytesMut::from(&first[..]))
                     .extend_from_slice(&data);
@@ -117,9 +117,12 @@ fn coalesce(first: Bytes, events: &mut mpsc::Receiver<Event>) -> (Bytes, Option<
 pub async fn send_reply(handle: Handle, channel: ChannelId, reply: Reply, crlf: bool) {
     let fix = |s: String| if crlf { s.replace('\n', "\r\n") } else { s };
     if !reply.stdout.is_empty() {
-        let _ = handle
-            .data(channel, bytes::Bytes::from(fix(reply.stdout)))
-            .await;
+        let stdout = if reply.verbatim {
+            reply.stdout
+        } else {
+            fix(String::from_utf8_lossy(&reply.stdout).into_owned()).into_bytes()
+        };
+        let _ = handle.data(channel, bytes::Bytes::from(stdout)).await;
     }
     if !reply.stderr.is_empty() {
         let _ = handle

@@ -1,16 +1,22 @@
-//! The session task: the only code that touches a session's PTY, ring buffer
-//! and attachments.
+//! The session task: the only code that touches a session's PTY, ring buffer,
+//! screen model and attachments.
 //!
 //! Invariants:
-//! - The PTY is always read. Output goes into the ring buffer first, then to
-//!   each attachment with `try_send`; the task never awaits a client.
+//! - The PTY is always read. Output goes into the ring buffer and the screen
+//!   model first, then to each attachment with `try_send`; the task never
+//!   awaits a client.
 //! - Each attachment has a bounded queue and a cursor (`sent_upto`, an
 //!   absolute offset). When its queue is full the attachment waits for room
 //!   and is then caught up from the ring buffer, so a slow client costs at
-//!   most its queue and never stalls the PTY or the other clients. If the
-//!   ring wraps past its cursor it is told what it missed (`Skipped`) and
-//!   resumes where a replay would start.
-//! - Replay and live output come from the same cursor, so there is neither a
+//!   most its queue and never stalls the PTY or the other clients.
+//! - A terminal (an attachment with a size and no `--from`) starts with a
+//!   redraw from the screen model at the ring's end: history lines, then the
+//!   screen. When it falls further behind than [`RESYNC_LAG`] it is redrawn
+//!   again rather than fed the backlog (as mosh and tmux do). A byte stream
+//!   that the ring wraps past is told what it missed (`Skipped`) and resumes
+//!   at the ring's start.
+//! - A redraw is taken at the ring's end and the cursor set there, and
+//!   replay comes from the same cursor as live output, so there is neither a
 //!   gap nor a duplicate at the seam.
 //! - `Exited` is sent to an attachment only after every byte of output.
 //! - The PTY size follows the writable, sized attachment that most recently
@@ -19,7 +25,7 @@
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use nix::sys::signal::Signal;
@@ -30,16 +36,24 @@ use tokio::time::Instant;
 
 use super::pty::{Pty, PtyStreams};
 use super::ring::RingBuffer;
+use super::screen::{self, Screen};
 use super::{Envelope, SessionSettings};
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, ExitStatus, Input, PtySize, Refusal, Request, SessionInfo,
-    SessionState,
+    AttachRequest, AttachmentId, Event, ExitStatus, HistoryFormat, Input, MAX_PTY_ROWS, PtySize,
+    Refusal, Request, SessionInfo, SessionState,
 };
 
-/// Largest output event sent when catching an attachment up from the ring.
+/// Largest output or redraw event sent when catching an attachment up.
 const CATCH_UP_CHUNK: usize = 32 * 1024;
-/// How far into a wrapped ring buffer a replay looks for a line start.
-const LINE_START_SEARCH: usize = 4096;
+/// A terminal this far behind the output (bytes), when it has room again,
+/// is redrawn from the screen model instead of being fed the backlog: a
+/// frozen phone that wakes up sees the current screen at once.
+pub(super) const RESYNC_LAG: u64 = 256 * 1024;
+/// How long the PTY stays one row taller when a full-screen program is made
+/// to repaint (two SIGWINCHes; shpool does the same).
+const REPAINT_HOLD: Duration = Duration::from_millis(100);
+/// Fewest time between two such repaints.
+const REPAINT_INTERVAL: Duration = Duration::from_secs(1);
 /// After the program exits, how long to wait for the PTY's EOF (a background
 /// job may keep the PTY open for ever) before declaring the session exited.
 const EOF_GRACE: Duration = Duration::from_millis(500);
@@ -52,6 +66,10 @@ struct Attached {
     tx: mpsc::Sender<Event>,
     size: Option<PtySize>,
     read_only: bool,
+    /// Fed from the screen model (a terminal), not byte-exact.
+    terminal: bool,
+    /// Redraw bytes still to send, before any output from `sent_upto`.
+    redraw: Bytes,
     /// Offset of the next output byte this attachment needs.
     sent_upto: u64,
     /// Logical clock of its last attach or input; the highest decides the size.
@@ -79,6 +97,7 @@ enum Step {
 
 enum Advance {
     To(u64),
+    Redrawn(usize),
     ExitSent,
 }
 
@@ -86,6 +105,7 @@ pub(super) struct Actor {
     info: SessionInfo,
     publish: watch::Sender<SessionInfo>,
     ring: RingBuffer,
+    screen: Screen,
     pty: Pty,
     settings: SessionSettings,
     attachments: Vec<Attached>,
@@ -101,6 +121,9 @@ pub(super) struct Actor {
     eof_deadline: Option<Instant>,
     orphan_deadline: Option<Instant>,
     retention_deadline: Option<Instant>,
+    /// The PTY is one row taller until then, to make the program repaint.
+    repaint_deadline: Option<Instant>,
+    last_repaint: Option<Instant>,
     done: bool,
 }
 
@@ -112,10 +135,12 @@ impl Actor {
         settings: SessionSettings,
     ) -> Actor {
         let orphan_deadline = settings.orphan_timeout.map(|t| Instant::now() + t);
+        let screen = Screen::new(info.size);
         Actor {
             info,
             publish,
             ring: RingBuffer::new(settings.scrollback_bytes),
+            screen,
             pty,
             settings,
             attachments: Vec::new(),
@@ -129,6 +154,8 @@ impl Actor {
             eof_deadline: None,
             orphan_deadline,
             retention_deadline: None,
+            repaint_deadline: None,
+            last_repaint: None,
             done: false,
         }
     }
@@ -196,6 +223,7 @@ impl Actor {
             self.eof_deadline,
             self.orphan_deadline,
             self.retention_deadline,
+            self.repaint_deadline,
         ]
         .into_iter()
         .flatten()
@@ -224,11 +252,18 @@ impl Actor {
         if self.retention_deadline.is_some_and(|d| d <= now) {
             self.done = true;
         }
+        if self.repaint_deadline.is_some_and(|d| d <= now) {
+            self.repaint_deadline = None;
+            if self.info.exit.is_none() {
+                self.pty.resize(self.info.size);
+            }
+        }
     }
 
     fn on_output(&mut self, chunk: Bytes) {
         let offset = self.ring.end();
         self.ring.push(&chunk);
+        self.screen.process(&chunk);
         let mut closed = Vec::new();
         for i in 0..self.attachments.len() {
             let att = &mut self.attachments[i];
@@ -288,11 +323,88 @@ impl Actor {
                 self.publish();
             }
             Request::Kill => self.kill(),
+            Request::History(format) => match envelope.events {
+                Some(events) => {
+                    let data = self.history(format);
+                    // A new queue with room for one event.
+                    let _ = events.try_send(Event::History { data });
+                }
+                None => tracing::warn!("history without an event queue ignored"),
+            },
         }
+    }
+
+    /// What the session holds of its past: the ring buffer's bytes, or the
+    /// history lines and the screen as plain text.
+    fn history(&self, format: HistoryFormat) -> Bytes {
+        match format {
+            HistoryFormat::Raw => self.ring.read(self.ring.start(), usize::MAX).1,
+            HistoryFormat::Text => {
+                let lines = plain_lines(&screen::plain(&self.history_lines()));
+                let mut text = lines;
+                text.push_str(&self.screen.text());
+                let trimmed = text.trim_end_matches(['\n', ' ']).len();
+                text.truncate(trimmed);
+                text.push('\n');
+                Bytes::from(text)
+            }
+        }
+    }
+
+    /// Up to `scrollback_lines` lines above the screen, rebuilt from the
+    /// ring buffer (see [`screen::history`]).
+    fn history_lines(&self) -> String {
+        let lines = self.settings.scrollback_lines + usize::from(self.info.size.rows());
+        let from = self.ring.tail_lines_start(lines);
+        let (_, output) = self.ring.read(from, usize::MAX);
+        screen::history(&output, self.info.size)
+    }
+
+    /// Bytes that bring a terminal to the current screen, with the history
+    /// lines first when `with_history`.
+    fn redraw(&self, with_history: bool) -> Bytes {
+        let history = if with_history {
+            self.history_lines()
+        } else {
+            String::new()
+        };
+        Bytes::from(self.screen.restore(&history))
+    }
+
+    /// Makes a full-screen program repaint itself: the PTY grows one row for
+    /// [`REPAINT_HOLD`], then takes its size back (two SIGWINCHes). Only
+    /// when the screen model says it may be needed, at most every
+    /// [`REPAINT_INTERVAL`].
+    fn request_repaint(&mut self) {
+        let now = Instant::now();
+        if !self.screen.needs_repaint()
+            || self.info.exit.is_some()
+            || self.repaint_deadline.is_some()
+            || self
+                .last_repaint
+                .is_some_and(|at| now < at + REPAINT_INTERVAL)
+        {
+            return;
+        }
+        let size = self.info.size;
+        let rows = if size.rows() < MAX_PTY_ROWS {
+            size.rows() + 1
+        } else {
+            size.rows() - 1
+        };
+        tracing::debug!("asking the program to repaint");
+        self.pty.resize(PtySize::from_request(
+            u32::from(size.cols()),
+            u32::from(rows),
+            size,
+        ));
+        self.repaint_deadline = Some(now + REPAINT_HOLD);
+        self.last_repaint = Some(now);
     }
 
     fn attach(&mut self, request: AttachRequest, events: mpsc::Sender<Event>) {
         let (start, end) = (self.ring.start(), self.ring.end());
+        let terminal = request.size.is_some() && request.from.is_none();
         let from = match request.from {
             Some(from) if from < start || from > end => {
                 let refusal = Refusal::OutsideBuffer { from, start, end };
@@ -300,7 +412,15 @@ impl Actor {
                 return;
             }
             Some(from) => from,
-            None => self.replay_start(request.size.is_some()),
+            None if terminal => end,
+            None => start,
+        };
+        // Taken before a resize to the client's size, at the same offset
+        // the output continues from.
+        let redraw = if terminal {
+            self.redraw(true)
+        } else {
+            Bytes::new()
         };
         // The queue is new and empty, so this cannot fail for lack of room.
         if events.try_send(Event::Attached { from }).is_err() {
@@ -312,6 +432,8 @@ impl Actor {
             tx: events,
             size: request.size,
             read_only: request.read_only,
+            terminal,
+            redraw,
             sent_upto: from,
             last_active: self.clock,
             exit_sent: false,
@@ -320,11 +442,15 @@ impl Actor {
         tracing::info!(
             attachment = request.attachment,
             replay_bytes = end - from,
+            terminal,
             read_only = request.read_only,
             "attached"
         );
         self.orphan_deadline = None;
-        self.apply_size();
+        // A new size makes the program repaint anyway.
+        if !self.apply_size() && terminal {
+            self.request_repaint();
+        }
         let index = self.attachments.len() - 1;
         if !self.pump(index) {
             self.detach(request.attachment);
@@ -411,18 +537,35 @@ impl Actor {
     }
 
     /// The next event attachment `index` needs, computed from its cursor.
-    fn next_step(&self, index: usize) -> Step {
+    fn next_step(&mut self, index: usize) -> Step {
+        let (start, end) = (self.ring.start(), self.ring.end());
         let att = &self.attachments[index];
-        if att.sent_upto < self.ring.start() {
-            // As for a replay: a terminal resumes at a line boundary rather
-            // than inside a line or an escape sequence.
-            let to = self.replay_start(att.size.is_some());
+        let behind = end - att.sent_upto.min(end);
+        if att.terminal && (att.redraw.is_empty() && behind > RESYNC_LAG || att.sent_upto < start) {
+            tracing::debug!(
+                attachment = att.id,
+                behind,
+                "terminal fell behind; redrawing its screen"
+            );
+            let redraw = self.redraw(false);
+            let att = &mut self.attachments[index];
+            att.redraw = redraw;
+            att.sent_upto = end;
+            self.request_repaint();
+        }
+        let att = &self.attachments[index];
+        if !att.redraw.is_empty() {
+            let data = att.redraw.slice(..att.redraw.len().min(CATCH_UP_CHUNK));
+            let len = data.len();
+            return Step::Event(Event::Redraw { data }, Advance::Redrawn(len));
+        }
+        if att.sent_upto < start {
             return Step::Event(
                 Event::Skipped {
                     from: att.sent_upto,
-                    to,
+                    to: start,
                 },
-                Advance::To(to),
+                Advance::To(start),
             );
         }
         if att.sent_upto < self.ring.end() {
@@ -442,25 +585,15 @@ impl Actor {
         let att = &mut self.attachments[index];
         match advance {
             Advance::To(offset) => att.sent_upto = offset,
+            Advance::Redrawn(len) => att.redraw.advance(len),
             Advance::ExitSent => att.exit_sent = true,
         }
     }
 
-    /// Where output to a client starts when it cannot start where it left
-    /// off: the ring buffer's oldest byte, or for a terminal, once the buffer
-    /// has wrapped (it may begin mid-line or inside an escape sequence), the
-    /// next line.
-    fn replay_start(&self, terminal: bool) -> u64 {
-        if terminal && self.ring.start() > 0 {
-            self.ring.first_line_start(LINE_START_SEARCH)
-        } else {
-            self.ring.start()
-        }
-    }
-
-    /// Gives the PTY the size of the most recently active writable client
-    /// that has one. Byte-stream and read-only clients never decide it.
-    fn apply_size(&mut self) {
+    /// Gives the PTY (and the screen model) the size of the most recently
+    /// active writable client that has one. Byte-stream and read-only
+    /// clients never decide it. Returns whether the size changed.
+    fn apply_size(&mut self) -> bool {
         let leader = self
             .attachments
             .iter()
@@ -472,9 +605,12 @@ impl Actor {
             && self.info.exit.is_none()
         {
             self.pty.resize(size);
+            self.screen.resize(size);
             self.info.size = size;
             self.publish();
+            return true;
         }
+        false
     }
 
     fn kill(&mut self) {
@@ -546,4 +682,14 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// `text` with each line ended by `\n` (an empty `text` stays empty).
+fn plain_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 1);
+    if !text.is_empty() {
+        out.push_str(text);
+        out.push('\n');
+    }
+    out
 }

@@ -24,7 +24,9 @@ use super::{AttachError, Attachment, SessionHandle, SessionSettings, SpawnError,
 use crate::protocol::wire::{
     FromSession, Hello, ToSession, read_frame, read_preamble, write_frame, write_preamble,
 };
-use crate::protocol::{AttachRequest, Event, Request, SessionId, SessionInfo, SessionName};
+use crate::protocol::{
+    AttachRequest, Event, HistoryFormat, Request, SessionId, SessionInfo, SessionName,
+};
 
 /// The directory of session sockets inside `state_dir`.
 pub fn sessions_dir(state_dir: &Path) -> PathBuf {
@@ -195,6 +197,7 @@ async fn connection(mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf, handl
         ToSession::Request(Request::Attach(request)) => {
             attachment(reader, writer, handle, request).await;
         }
+        ToSession::Request(Request::History(format)) => history(writer, &handle, format).await,
         ToSession::Request(request) => {
             handle.send(request).await;
             requests(reader, &handle).await;
@@ -282,6 +285,28 @@ async fn requests(mut reader: OwnedReadHalf, handle: &SessionHandle) {
         }
     }
 }
+
+/// Answers a history request in frames of at most [`HISTORY_CHUNK`] bytes,
+/// then closes the connection, which ends the answer.
+async fn history(mut writer: OwnedWriteHalf, handle: &SessionHandle, format: HistoryFormat) {
+    let Ok(data) = handle.history(format).await else {
+        return;
+    };
+    for chunk in data.chunks(HISTORY_CHUNK) {
+        let event = Event::History {
+            data: data.slice_ref(chunk),
+        };
+        if write_frame(&mut writer, &FromSession::Event(event))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Bytes per frame of a history answer (frames are at most 1 MiB).
+const HISTORY_CHUNK: usize = 64 * 1024;
 
 /// Binds an attachment: its events go out as frames; input and resizes come
 /// in. Closing either way detaches.

@@ -11,6 +11,7 @@ mod actor;
 pub mod host;
 pub mod pty;
 pub mod ring;
+pub mod screen;
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, Input, PtySize, Refusal, Request, SessionId, SessionInfo,
+    AttachRequest, AttachmentId, Event, HistoryFormat, Input, PtySize, Refusal, Request, SessionId, SessionInfo,
     SessionName, SessionState,
 };
 pub use pty::{SpawnError, SpawnSpec};
@@ -35,6 +36,9 @@ pub const ATTACHMENT_QUEUE: usize = 32;
 pub struct SessionSettings {
     /// Ring buffer capacity in bytes.
     pub scrollback_bytes: usize,
+    /// Most history lines sent before the screen on attach, and printed by
+    /// `history` (see [`screen::history`]).
+    pub scrollback_lines: usize,
     /// Kill a session that has had no client for this long; `None` = never.
     pub orphan_timeout: Option<Duration>,
     /// Keep an exited session (and its final output) listed for this long.
@@ -157,6 +161,26 @@ impl SessionHandle {
         let exited = info.wait_for(|i| i.state == SessionState::Exited);
         // Ok also when the sender is gone: the session has ended either way.
         tokio::time::timeout(limit, exited).await.is_ok()
+    }
+
+    /// What the session holds of its past (see [`Request::History`]), in
+    /// one piece: at most the ring buffer's capacity for `Raw`.
+    ///
+    /// # Errors
+    /// [`AttachError::Gone`] if the session ended.
+    pub async fn history(&self, format: HistoryFormat) -> Result<Bytes, AttachError> {
+        let (tx, mut events) = mpsc::channel(1);
+        self.requests
+            .send(Envelope {
+                request: Request::History(format),
+                events: Some(tx),
+            })
+            .await
+            .map_err(|_| AttachError::Gone)?;
+        match events.recv().await {
+            Some(Event::History { data }) => Ok(data),
+            _ => Err(AttachError::Gone),
+        }
     }
 
     /// Binds a new attachment. Its events (replay, then live output, then
@@ -308,6 +332,7 @@ mod tests {
     fn settings(scrollback_bytes: usize) -> SessionSettings {
         SessionSettings {
             scrollback_bytes,
+            scrollback_lines: 2000,
             orphan_timeout: None,
             exited_retention: Duration::from_secs(60),
             program_open_files: None,
@@ -378,10 +403,9 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_terminal_left_behind_resumes_at_a_line_boundary() {
-        // More than the attachment's queue holds (32 events of up to 32 KiB),
-        // once the client is attached from offset 0 (which a 16 KiB ring
-        // would no longer hold if the output started first).
+    async fn a_terminal_left_behind_is_redrawn_from_the_screen() {
+        // Far more than the attachment's queue holds (32 events of up to
+        // 32 KiB) and than actor::RESYNC_LAG.
         let script = "read go; seq -f line-%g 1 300000; sleep 100";
         let session = start_sh(script, 16 * 1024);
         let mut stalled = session
@@ -389,7 +413,7 @@ mod tests {
                 attachment: 1,
                 size: Some(PtySize::DEFAULT),
                 read_only: false,
-                from: Some(0),
+                from: None,
             })
             .await
             .expect("attach");
@@ -399,18 +423,37 @@ mod tests {
             .await
             .expect("output produced while the client was stalled")
             .expect("session alive");
-        let mut after_skip = false;
-        loop {
+        // The redraw on attach, what fit in the queue, then a redraw of the
+        // screen as it is now instead of the megabytes in between.
+        let (mut redraws, mut output) = (0, 0);
+        let screen = loop {
             match tokio::time::timeout(DEADLINE, stalled.events.recv()).await {
-                Ok(Some(Event::Skipped { .. })) => after_skip = true,
-                Ok(Some(Event::Output { data, .. })) if after_skip => {
-                    assert!(data.starts_with(b"line-"), "resumed mid-line: {data:?}");
-                    break;
+                Ok(Some(Event::Redraw { data })) => {
+                    redraws += 1;
+                    if redraws == 2 {
+                        break data;
+                    }
                 }
-                Ok(Some(Event::Output { .. })) => {}
+                Ok(Some(Event::Output { data, .. })) => output += data.len(),
                 other => panic!("unexpected {other:?}"),
             }
-        }
+        };
+        assert!(output < 3_000_000, "fed the whole backlog: {output} bytes");
+        let mut terminal = vt100::Parser::new(
+            std::num::NonZeroU16::new(24).expect("rows"),
+            std::num::NonZeroU16::new(80).expect("cols"),
+            0,
+        );
+        terminal.process(&screen);
+        let lines: Vec<u32> = terminal
+            .screen()
+            .contents()
+            .lines()
+            .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
+            .collect();
+        assert!(lines.len() >= 20, "screen: {:?}", terminal.screen().contents());
+        assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
+        assert!(lines[0] > 30_000, "not the current screen: {lines:?}");
         session.send(Request::Kill).await;
         assert!(session.wait_exited(DEADLINE).await);
     }

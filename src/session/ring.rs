@@ -78,14 +78,31 @@ impl RingBuffer {
         (from, Bytes::from(out))
     }
 
-    /// The offset just after the first `\n` within `limit` bytes of
-    /// `start()`, or `start()` if there is none. Used to begin a replay at a
-    /// line boundary once the buffer has wrapped, instead of in the middle of
-    /// a line or an escape sequence.
-    pub fn first_line_start(&self, limit: usize) -> u64 {
+    /// Where the last `lines` lines begin: the offset just after the
+    /// `lines`th `\n` counted back from the end (the unfinished last line
+    /// comes on top). When the buffer holds fewer and has wrapped, the
+    /// first line start it holds, so that a terminal parser fed from there
+    /// does not begin inside a line or an escape sequence; when nothing has
+    /// been dropped yet, `start()`.
+    pub fn tail_lines_start(&self, lines: usize) -> u64 {
+        if lines > 0 {
+            let mut seen = 0;
+            for (i, &b) in self.bytes.iter().enumerate().rev() {
+                if b == b'\n' {
+                    seen += 1;
+                    if seen == lines {
+                        return self.start + i as u64 + 1;
+                    }
+                }
+            }
+        } else {
+            return self.end();
+        }
+        if self.start == 0 {
+            return 0;
+        }
         self.bytes
             .iter()
-            .take(limit)
             .position(|&b| b == b'\n')
             .map_or(self.start, |i| self.start + i as u64 + 1)
     }
@@ -158,11 +175,19 @@ mod tests {
     }
 
     #[test]
-    fn first_line_start_skips_a_partial_line() {
+    fn tail_lines_start_counts_newlines_back_from_the_end() {
+        let mut ring = RingBuffer::new(100);
+        ring.push(b"a\nb\nc\nprompt");
+        assert_eq!(ring.tail_lines_start(0), 12);
+        assert_eq!(ring.tail_lines_start(1), 6);
+        assert_eq!(ring.tail_lines_start(2), 4);
+        assert_eq!(ring.tail_lines_start(9), 0);
+        // Wrapped: never start inside the partial first line.
         let mut ring = RingBuffer::new(8);
         ring.push(b"xxxxab\ncd\n");
         assert_eq!(ring.start(), 2);
-        assert_eq!(ring.first_line_start(100), 7);
-        assert_eq!(ring.first_line_start(2), 2);
+        assert_eq!(ring.tail_lines_start(1), 10);
+        assert_eq!(ring.tail_lines_start(2), 7);
+        assert_eq!(ring.tail_lines_start(5), 7);
     }
 }

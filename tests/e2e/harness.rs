@@ -441,6 +441,76 @@ impl Drop for Server {
     }
 }
 
+/// A terminal emulator (the `vt100` crate, independent of keepsh's own
+/// model) that keeps every line scrolled off its top, like a real terminal's
+/// scrollback: what a user of an SSH client sees.
+pub struct Terminal {
+    parser: vt100::Parser<Scrolled>,
+}
+
+#[derive(Default)]
+struct Scrolled {
+    lines: Vec<String>,
+}
+
+impl vt100::Callbacks for Scrolled {
+    fn on_scroll(&mut self, row: vt100::capture::RowContents<'_>, alternate_screen: bool) {
+        if !alternate_screen {
+            let mut text = String::new();
+            let mut state = vt100::capture::BasicFormattedCaptureState::new();
+            let _ = row.write_formatted_basic(&mut text, &mut state);
+            self.lines
+                .push(vt100::capture::basic_formatted_to_plain(&text).collect());
+        }
+    }
+}
+
+impl Terminal {
+    /// A blank terminal of `cols` × `rows` cells.
+    pub fn new(cols: u16, rows: u16) -> Terminal {
+        let size = |n: u16| std::num::NonZeroU16::new(n).expect("non-zero size");
+        Terminal {
+            parser: vt100::Parser::new_with_callbacks(size(rows), size(cols), 0, Scrolled::default()),
+        }
+    }
+
+    /// An 80×24 terminal (what `ssh -tt` without a local terminal asks for)
+    /// that was sent `bytes`.
+    pub fn of(bytes: &[u8]) -> Terminal {
+        let mut terminal = Terminal::new(80, 24);
+        terminal.parser.process(bytes);
+        terminal
+    }
+
+    /// The screen.
+    pub fn screen(&self) -> &vt100::Screen {
+        self.parser.screen()
+    }
+
+    /// Scrollback rows, then the screen's, as plain text lines.
+    pub fn all_text(&self) -> String {
+        let mut text = self.parser.callbacks().lines.join("\n");
+        text.push('\n');
+        text.push_str(&self.screen().contents());
+        text
+    }
+
+    /// Everything that decides what a user sees and what their keys send:
+    /// every cell with its colours and attributes, the cursor, the alternate
+    /// screen and the input modes, as one comparable string.
+    pub fn state(&self) -> String {
+        let s = self.screen();
+        format!(
+            "{}\ncursor {:?} hidden {} alternate {} modes {:?}",
+            s.contents_formatted().escape_debug(),
+            s.cursor_position(),
+            s.hide_cursor(),
+            s.alternate_screen(),
+            s.input_mode_formatted(),
+        )
+    }
+}
+
 /// Numbers printed as `n=<i>` tokens in `output`, in order.
 pub fn numbers(output: &str) -> Vec<u32> {
     output
@@ -605,6 +675,16 @@ impl Client {
         std::thread::spawn(move || {
             let _ = stdin.write_all(&data);
         });
+    }
+
+    /// Everything received so far, as bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.output.lock().expect("output").clone()
+    }
+
+    /// What an 80×24 terminal shows after everything received so far.
+    pub fn terminal(&self) -> Terminal {
+        Terminal::of(&self.bytes())
     }
 
     /// Everything received so far, lossily decoded.

@@ -1,11 +1,18 @@
 //! Detach and reattach: orphaned sessions keep running; a reattach replays
 //! what was missed, then live output, with no gap and no duplicate.
 
-use crate::harness::{ALICE_PASSWORD, DEADLINE, Server, block_on, numbers, stdout, wait_until};
+use crate::harness::{
+    ALICE_PASSWORD, DEADLINE, Options, Server, block_on, numbers, stdout, wait_until,
+};
 
 #[test]
 fn a_client_killed_mid_output_reattaches_to_every_line_exactly_once() {
-    let server = Server::start();
+    // History lines enough for all 3000: the terminal's scrollback then
+    // holds every line above the redrawn screen.
+    let server = Server::start_with(Options {
+        sessions: "scrollback_lines = 5000",
+        ..Options::default()
+    });
     // 3000 numbered lines, paused every 50, so output is still running when
     // the first client dies and when the second one attaches.
     let producer = "sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo n=$i; \
@@ -21,7 +28,9 @@ fn a_client_killed_mid_output_reattaches_to_every_line_exactly_once() {
     let before = orphaned["output_offset"].as_u64().expect("offset");
 
     let mut second = server.tt("alice", &["attach", "counter"]);
-    let output = second.wait_for("ALL-DONE");
+    // A script attached without a PTY at the same time gets the raw bytes.
+    let mut script = server.stream("alice", &["attach", "counter"]);
+    second.wait_for("ALL-DONE");
     let after = server.session("alice", "counter").expect("session")["output_offset"]
         .as_u64()
         .expect("offset");
@@ -29,11 +38,19 @@ fn a_client_killed_mid_output_reattaches_to_every_line_exactly_once() {
         after > before,
         "the session stopped producing while orphaned"
     );
-    let seen = numbers(&output);
+    // What the user sees: history lines in the terminal's scrollback, the
+    // screen, then live output.
+    let terminal = second.terminal();
     assert_eq!(
-        seen,
+        numbers(&terminal.all_text()),
         (1..=3000).collect::<Vec<_>>(),
-        "gap or duplicate in the replay"
+        "gap or duplicate in the terminal"
+    );
+    let output = script.wait_for("ALL-DONE");
+    assert_eq!(
+        numbers(&output),
+        (1..=3000).collect::<Vec<_>>(),
+        "gap or duplicate in the byte stream"
     );
 }
 

@@ -44,7 +44,7 @@ fn survives(signal: &str) {
         .as_u64()
         .expect("offset");
 
-    let mut second = server.tt("alice", &["attach", "counter"]);
+    let mut second = server.stream("alice", &["attach", "counter"]);
     let output = second.wait_for("ALL-DONE");
     let after = server.session("alice", "counter").expect("session")["output_offset"]
         .as_u64()
