@@ -295,9 +295,7 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {
     /// `from` is older than the ring buffer's oldest byte, or beyond its newest.
-    #[error(
-        "offset {from} is outside the buffer: it holds output from offset {start} to {end}"
-    )]
+    #[error("offset {from} is outside the buffer: it holds output from offset {start} to {end}")]
     OutsideBuffer {
         /// The offset asked for, in bytes.
         from: u64,

@@ -272,9 +272,10 @@ impl Connection {
                 } else {
                     HistoryFormat::Text
                 };
-                let data = found.handle.history(format).await.map_err(|_| {
-                    Failure::from(RegistryError::NotFound(found.name.to_string()))
-                })?;
+                let data =
+                    found.handle.history(format).await.map_err(|_| {
+                        Failure::from(RegistryError::NotFound(found.name.to_string()))
+                    })?;
                 match format {
                     HistoryFormat::Raw => Reply::verbatim(data),
                     HistoryFormat::Text => Reply::ok(String::from_utf8_lossy(&data)),

@@ -49,6 +49,10 @@ const CATCH_UP_CHUNK: usize = 32 * 1024;
 /// is redrawn from the screen model instead of being fed the backlog: a
 /// frozen phone that wakes up sees the current screen at once.
 pub(super) const RESYNC_LAG: u64 = 256 * 1024;
+/// How far back from the output's end a redraw looks for the start of an
+/// unfinished escape sequence (OSC titles and hyperlinks fit; a longer
+/// sequence cut by a redraw prints its remainder as text).
+const UNFINISHED_SEARCH: u64 = 64 * 1024;
 /// How long the PTY stays one row taller when a full-screen program is made
 /// to repaint (two SIGWINCHes; shpool does the same).
 const REPAINT_HOLD: Duration = Duration::from_millis(100);
@@ -361,14 +365,24 @@ impl Actor {
     }
 
     /// Bytes that bring a terminal to the current screen, with the history
-    /// lines first when `with_history`.
+    /// lines first when `with_history`, as of the ring's end: output then
+    /// continues from there. An escape sequence the output stopped inside
+    /// is repeated after the screen, so that the terminal reads the rest of
+    /// it as the program meant (see [`screen::unfinished_suffix`]).
     fn redraw(&self, with_history: bool) -> Bytes {
         let history = if with_history {
             self.history_lines()
         } else {
             String::new()
         };
-        Bytes::from(self.screen.restore(&history))
+        let mut redraw = self.screen.restore(&history);
+        let end = self.ring.end();
+        let (_, tail) = self
+            .ring
+            .read(end.saturating_sub(UNFINISHED_SEARCH), usize::MAX);
+        let unfinished = screen::unfinished_suffix(&tail);
+        redraw.extend_from_slice(&tail[tail.len() - unfinished..]);
+        Bytes::from(redraw)
     }
 
     /// Makes a full-screen program repaint itself: the PTY grows one row for

@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, HistoryFormat, Input, PtySize, Refusal, Request, SessionId, SessionInfo,
-    SessionName, SessionState,
+    AttachRequest, AttachmentId, Event, HistoryFormat, Input, PtySize, Refusal, Request, SessionId,
+    SessionInfo, SessionName, SessionState,
 };
 pub use pty::{SpawnError, SpawnSpec};
 
@@ -451,7 +451,11 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
             .collect();
-        assert!(lines.len() >= 20, "screen: {:?}", terminal.screen().contents());
+        assert!(
+            lines.len() >= 20,
+            "screen: {:?}",
+            terminal.screen().contents()
+        );
         assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
         assert!(lines[0] > 30_000, "not the current screen: {lines:?}");
         session.send(Request::Kill).await;

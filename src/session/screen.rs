@@ -204,6 +204,46 @@ pub fn history(output: &[u8], size: PtySize) -> String {
     std::mem::take(&mut parser.callbacks_mut().text)
 }
 
+/// How many bytes at the end of `output` are an escape sequence (CSI, OSC,
+/// DCS…) or a UTF-8 character not finished yet. A terminal brought to the
+/// screen by [`Screen::restore`] must be sent these bytes too before the
+/// output that follows, or it would print the sequence's remainder as text.
+/// Only an escape sequence that starts within `output` is seen: pass at
+/// least the last few KiB.
+pub fn unfinished_suffix(output: &[u8]) -> usize {
+    let mut len = 0;
+    if let Some(esc) = output.iter().rposition(|&b| b == 0x1b)
+        && !ends_in_ground_state(&output[esc..])
+    {
+        len = output.len() - esc;
+    }
+    let last = output.len().saturating_sub(3);
+    if let Some(lead) = output[last..].iter().rposition(|&b| b >= 0xc0) {
+        let lead = last + lead;
+        if matches!(std::str::from_utf8(&output[lead..]), Err(e) if e.error_len().is_none()) {
+            len = len.max(output.len() - lead);
+        }
+    }
+    len
+}
+
+/// Whether a parser that read `bytes` is back in its ground state: the next
+/// printable byte is printed rather than taken as part of a sequence.
+fn ends_in_ground_state(bytes: &[u8]) -> bool {
+    struct Probe(Option<char>);
+    impl vte::Perform for Probe {
+        fn print(&mut self, c: char) {
+            self.0 = Some(c);
+        }
+    }
+    let mut parser = vte::Parser::new();
+    let mut probe = Probe(None);
+    parser.advance(&mut probe, bytes);
+    probe.0 = None;
+    parser.advance(&mut probe, b"x");
+    probe.0 == Some('x')
+}
+
 /// `formatted` (as returned by [`history`]) without its escape sequences.
 pub fn plain(formatted: &str) -> String {
     vt100::capture::basic_formatted_to_plain(formatted).collect()
@@ -271,7 +311,10 @@ mod tests {
         let history = history(&output, size);
         let lines: Vec<String> = plain(&history).lines().map(str::to_owned).collect();
         // 10 lines and an empty one on a 3-row screen: 8 scrolled off.
-        assert_eq!(lines, (0..8).map(|i| format!("line {i}")).collect::<Vec<_>>());
+        assert_eq!(
+            lines,
+            (0..8).map(|i| format!("line {i}")).collect::<Vec<_>>()
+        );
         assert!(history.contains("\x1b[32m"), "colours kept: {history:?}");
     }
 
@@ -288,6 +331,71 @@ mod tests {
         fresh.process(&model.restore(&history(&output, size)));
         assert_same(fresh.screen(), terminal(size, &output).screen());
         fresh.screen_mut().set_scrollback(3);
-        assert!(fresh.screen().contents().starts_with("line 5\nline 6\nline 7"));
+        assert!(
+            fresh
+                .screen()
+                .contents()
+                .starts_with("line 5\nline 6\nline 7")
+        );
+    }
+
+    /// The wrap test's output: colours and cursor moves on every cell.
+    fn busy_output() -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 1..=600u32 {
+            out.extend_from_slice(
+                format!(
+                    "\x1b[{};{}H\x1b[38;2;{};7;9m\x1b[48;2;1;2;3m#\x1b[38;5;{}mx\x1b[1;4mw\x1b[m",
+                    i % 24 + 1,
+                    i % 80 + 1,
+                    i % 256,
+                    i % 256
+                )
+                .as_bytes(),
+            );
+            if i % 7 == 0 {
+                out.extend_from_slice(b"wrapping text that runs past the edge\r\n");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unfinished_sequences_and_characters_are_found() {
+        assert_eq!(unfinished_suffix(b"plain text"), 0);
+        assert_eq!(unfinished_suffix(b"a\x1b[1;31mb"), 0);
+        assert_eq!(unfinished_suffix(b"a\x1b[1;3"), 5);
+        assert_eq!(unfinished_suffix(b"a\x1b"), 1);
+        assert_eq!(unfinished_suffix(b"a\x1b]2;title"), 9);
+        assert_eq!(unfinished_suffix(b"a\x1b]2;title\x07"), 0);
+        assert_eq!(unfinished_suffix("a\u{4e2d}".as_bytes()), 0);
+        assert_eq!(unfinished_suffix(&"a\u{4e2d}".as_bytes()[..3]), 2);
+        assert_eq!(unfinished_suffix(b"\x1b[1m\xe4"), 1);
+    }
+
+    /// The seam: a restore taken after any byte of the output, followed by
+    /// the rest of the output, ends in the same screen as the whole output.
+    #[test]
+    fn a_restore_at_any_byte_then_the_rest_of_the_output_matches() {
+        let size = size(80, 24);
+        let output = busy_output();
+        let reference = terminal(size, &output);
+        for cut in (0..output.len()).step_by(37) {
+            let mut model = Screen::new(size);
+            model.process(&output[..cut]);
+            let mut fresh = terminal(size, b"");
+            fresh.process(&model.restore(""));
+            fresh.process(&output[cut - unfinished_suffix(&output[..cut])..cut]);
+            fresh.process(&output[cut..]);
+            assert_eq!(
+                fresh.screen().contents_formatted(),
+                reference.screen().contents_formatted(),
+                "cut at {cut}"
+            );
+            assert_eq!(
+                fresh.screen().cursor_position(),
+                reference.screen().cursor_position()
+            );
+        }
     }
 }

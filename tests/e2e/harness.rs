@@ -90,6 +90,7 @@ fn capture_into(mut stream: impl Read + Send + 'static, sink: Arc<Mutex<Vec<u8>>
         let mut chunk = [0u8; 8192];
         loop {
             match stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Ok(0) | Err(_) => return,
                 Ok(n) => sink.lock().expect("buffer").extend_from_slice(&chunk[..n]),
             }
@@ -470,7 +471,12 @@ impl Terminal {
     pub fn new(cols: u16, rows: u16) -> Terminal {
         let size = |n: u16| std::num::NonZeroU16::new(n).expect("non-zero size");
         Terminal {
-            parser: vt100::Parser::new_with_callbacks(size(rows), size(cols), 0, Scrolled::default()),
+            parser: vt100::Parser::new_with_callbacks(
+                size(rows),
+                size(cols),
+                0,
+                Scrolled::default(),
+            ),
         }
     }
 
@@ -478,8 +484,13 @@ impl Terminal {
     /// that was sent `bytes`.
     pub fn of(bytes: &[u8]) -> Terminal {
         let mut terminal = Terminal::new(80, 24);
-        terminal.parser.process(bytes);
+        terminal.process(bytes);
         terminal
+    }
+
+    /// Feeds the terminal what a server sent.
+    pub fn process(&mut self, bytes: &[u8]) {
+        self.parser.process(bytes);
     }
 
     /// The screen.

@@ -13,5 +13,7 @@ mod isolation;
 mod lifetimes;
 mod putty;
 mod reattach;
+mod screen;
 mod shell;
+mod slow_clients;
 mod survival;
