@@ -11,10 +11,11 @@
 //!   most its queue and never stalls the PTY or the other clients.
 //! - A terminal (an attachment with a size and no `--from`) starts with a
 //!   redraw from the screen model at the ring's end: history lines, then the
-//!   screen. When it falls further behind than [`RESYNC_LAG`] it is redrawn
-//!   again rather than fed the backlog (as mosh and tmux do). A byte stream
-//!   that the ring wraps past is told what it missed (`Skipped`) and resumes
-//!   at the ring's start.
+//!   screen. Behind, it is caught up byte for byte (its terminal's own
+//!   scrollback gets every line) as long as the ring still holds its cursor;
+//!   once the ring wraps past it, it is redrawn from the model instead (as
+//!   mosh and tmux do). A byte stream that the ring wraps past is told what
+//!   it missed (`Skipped`) and resumes at the ring's start.
 //! - A redraw is taken at the ring's end and the cursor set there, and
 //!   replay comes from the same cursor as live output, so there is neither a
 //!   gap nor a duplicate at the seam.
@@ -45,10 +46,6 @@ use crate::protocol::{
 
 /// Largest output or redraw event sent when catching an attachment up.
 const CATCH_UP_CHUNK: usize = 32 * 1024;
-/// A terminal this far behind the output (bytes), when it has room again,
-/// is redrawn from the screen model instead of being fed the backlog: a
-/// frozen phone that wakes up sees the current screen at once.
-pub(super) const RESYNC_LAG: u64 = 256 * 1024;
 /// How far back from the output's end a redraw looks for the start of an
 /// unfinished escape sequence (OSC titles and hyperlinks fit; a longer
 /// sequence cut by a redraw prints its remainder as text).
@@ -554,8 +551,10 @@ impl Actor {
     fn next_step(&mut self, index: usize) -> Step {
         let (start, end) = (self.ring.start(), self.ring.end());
         let att = &self.attachments[index];
-        let behind = end - att.sent_upto.min(end);
-        if att.terminal && (att.redraw.is_empty() && behind > RESYNC_LAG || att.sent_upto < start) {
+        // The ring no longer holds what it needs: a frozen phone that wakes
+        // up sees the current screen at once.
+        if att.terminal && att.sent_upto < start {
+            let behind = end - att.sent_upto;
             tracing::debug!(
                 attachment = att.id,
                 behind,

@@ -224,7 +224,17 @@ fn read_loop(master: &OwnedFd, output: &mpsc::Sender<Bytes>) {
     loop {
         match rustix::io::read(master, &mut buf[..]) {
             Ok(0) => return,
-            Ok(n) => {
+            Ok(mut n) => {
+                // A read returns at most ~4 KiB; take what else is already
+                // there, so that bulk output wakes the session task (ring,
+                // screen model, fan-out) once per up to 32 KiB. EAGAIN, EOF
+                // or an error ends this; the next read sees them again.
+                while n < buf.len() {
+                    match rustix::io::read(master, &mut buf[n..]) {
+                        Ok(m) if m > 0 => n += m,
+                        _ => break,
+                    }
+                }
                 if output
                     .blocking_send(Bytes::copy_from_slice(&buf[..n]))
                     .is_err()
