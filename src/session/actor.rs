@@ -426,13 +426,6 @@ impl Actor {
             None if terminal => end,
             None => start,
         };
-        // Taken before a resize to the client's size, at the same offset
-        // the output continues from.
-        let redraw = if terminal {
-            self.redraw(true)
-        } else {
-            Bytes::new()
-        };
         // The queue is new and empty, so this cannot fail for lack of room.
         if events.try_send(Event::Attached { from }).is_err() {
             return;
@@ -444,7 +437,7 @@ impl Actor {
             size: request.size,
             read_only: request.read_only,
             terminal,
-            redraw,
+            redraw: Bytes::new(),
             sent_upto: from,
             last_active: self.clock,
             exit_sent: false,
@@ -458,11 +451,17 @@ impl Actor {
             "attached"
         );
         self.orphan_deadline = None;
-        // A new size makes the program repaint anyway.
-        if !self.apply_size() && terminal {
-            self.request_repaint();
-        }
+        let resized = self.apply_size();
         let index = self.attachments.len() - 1;
+        if terminal {
+            // Drawn after the model took the client's size (as a terminal
+            // resized: cells cut or padded, no reflow), at the offset the
+            // output continues from; the program repaints for the new size.
+            self.attachments[index].redraw = self.redraw(true);
+            if !resized {
+                self.request_repaint();
+            }
+        }
         if !self.pump(index) {
             self.detach(request.attachment);
         }

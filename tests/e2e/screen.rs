@@ -311,3 +311,56 @@ fn the_first_screen_of_a_reattach_has_the_history_in_the_scrollback() {
     let seen = crate::harness::numbers(&text.replace("hist ", "n="));
     assert_eq!(seen, (1..=300).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_client_of_another_size_resizes_the_session_and_the_program_redraws() {
+    let server = Server::start();
+    // Prints its size at start and on every SIGWINCH.
+    let script = r#"
+show() { printf '\033[H\033[2Jsize %s\n' "$(stty size)"; }
+trap show WINCH
+show
+while :; do read -r line; done
+"#;
+    let quoted = sh(script);
+    let out = server.run(
+        "alice",
+        &["new", "-d", "sized", "--", "bash", "-c", &quoted],
+    );
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    crate::harness::block_on(async {
+        let handle = server.russh_key("alice").await;
+        let mut channel = handle.channel_open_session().await.expect("channel");
+        channel
+            .request_pty(false, "xterm", 100, 30, 0, 0, &[])
+            .await
+            .expect("pty-req");
+        channel.exec(false, "attach sized").await.expect("exec");
+        let mut terminal = crate::harness::Terminal::new(100, 30);
+        let start = Instant::now();
+        // bash runs the trap once `read` returns: type a line.
+        let mut typed = false;
+        while !terminal.screen().contents().contains("size 30 100") {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no redraw at 100x30:\n{}",
+                terminal.screen().contents()
+            );
+            match tokio::time::timeout(std::time::Duration::from_millis(200), channel.wait()).await
+            {
+                Ok(Some(russh::ChannelMsg::Data { data })) => terminal.process(&data),
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => panic!("channel closed"),
+            }
+            if !typed && terminal.screen().contents().contains("size 24 80") {
+                channel.data(&b"\n"[..]).await.expect("type");
+                typed = true;
+            }
+        }
+    });
+    let session = server.session("alice", "sized").expect("session");
+    assert_eq!(
+        (session["cols"].as_u64(), session["rows"].as_u64()),
+        (Some(100), Some(30))
+    );
+}
