@@ -107,6 +107,16 @@ pub enum Error {
     #[error("invalid SSH version string")]
     Version,
 
+    /// The peer's identification line is not one this implementation
+    /// speaks or breaks RFC 4253 §4.2 (keepsh patch).
+    #[error("invalid SSH identification line: {0}")]
+    Identification(&'static str),
+
+    /// A packet's padding is shorter than the 4 bytes RFC 4253 §6
+    /// requires (keepsh patch).
+    #[error("packet padding of {0} bytes, fewer than the 4 that RFC 4253 section 6 requires")]
+    PaddingTooShort(usize),
+
     /// Error during key exchange.
     #[error("Key exchange failed")]
     Kex,

@@ -37,15 +37,23 @@ impl OpenChannelMessage {
     /// intentionally opaque so applications can implement extension-specific
     /// parsing and compatibility behavior.
     pub fn parse<R: Reader>(r: &mut R) -> Result<Self, crate::Error> {
+        let msg = Self::parse_any_packet_size(r)?;
+        // A zero max packet size can never be satisfied, so writes would stall forever.
+        if msg.recipient_maximum_packet_size == 0 {
+            return Err(crate::Error::Inconsistent);
+        }
+        Ok(msg)
+    }
+
+    /// As [`OpenChannelMessage::parse`], but a maximum packet size of 0 is
+    /// returned for the caller to refuse the channel, not the connection
+    /// (keepsh patch).
+    pub fn parse_any_packet_size<R: Reader>(r: &mut R) -> Result<Self, crate::Error> {
         // https://tools.ietf.org/html/rfc4254#section-5.1
         let typ = map_err!(String::decode(r))?;
         let sender = map_err!(u32::decode(r))?;
         let window = map_err!(u32::decode(r))?;
         let maxpacket = map_err!(u32::decode(r))?;
-        // A zero max packet size can never be satisfied, so writes would stall forever.
-        if maxpacket == 0 {
-            return Err(crate::Error::Inconsistent);
-        }
 
         let typ = match typ.as_str() {
             "session" => {

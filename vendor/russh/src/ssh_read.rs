@@ -186,6 +186,19 @@ impl<R: AsyncRead + Unpin> SshRead<R> {
                     return Err(Error::Version);
                 }
                 // If we have a full line, handle it.
+                #[allow(clippy::indexing_slicing)] // i < total
+                let line = &ssh_id.buf[..i];
+                // keepsh patch: say why an identification line is refused.
+                // RFC 4253 §4.2: printable US-ASCII only; SSH-1 is another
+                // protocol (OpenSSH answers "Protocol major versions differ").
+                if line.starts_with(b"SSH-") {
+                    if line.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
+                        return Err(Error::Identification("it contains a control character or NUL"));
+                    }
+                    if line.starts_with(b"SSH-1.") && !line.starts_with(b"SSH-1.99-") {
+                        return Err(Error::Identification("SSH protocol 1 is not supported"));
+                    }
+                }
                 if i >= 8 {
                     // Check if we have a valid SSH protocol identifier
                     #[allow(clippy::indexing_slicing)]

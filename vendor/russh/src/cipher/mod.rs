@@ -345,6 +345,11 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
 
     let padding_length = *plaintext.first().to_owned().unwrap_or(&0) as usize;
     trace!("reading, padding_length {padding_length:?}");
+    // keepsh patch: RFC 4253 §6, "There MUST be at least four bytes of
+    // padding." Anything shorter is not a packet of a conforming peer.
+    if padding_length < 4 {
+        return Err(Error::PaddingTooShort(padding_length));
+    }
     let plaintext_end = plaintext
         .len()
         .checked_sub(padding_length)
@@ -379,6 +384,7 @@ const MAXIMUM_PACKET_LEN_HEADROOM: usize =
 const MAXIMUM_PACKET_LEN: usize = MAXIMUM_PACKET_LEN_BASELINE + MAXIMUM_PACKET_LEN_HEADROOM;
 // Keep post-decompression growth within the same packet-acceptance model as
 // the transport read path.
+#[cfg_attr(not(feature = "flate2"), allow(dead_code))] // keepsh patch: unused without compression
 pub(crate) const MAXIMUM_DECOMPRESSED_PACKET_LEN: usize = MAXIMUM_PACKET_LEN;
 
 #[cfg(feature = "_bench")]

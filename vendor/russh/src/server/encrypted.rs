@@ -105,6 +105,21 @@ impl Session {
                 }
                 Ok(())
             }
+            // keepsh patch: a client may ask for "ssh-userauth" again before
+            // each attempt (paramiko does); sshd accepts it again until
+            // authenticated (auth2.c input_service_request). Left
+            // unanswered, such a client waits until its auth timeout.
+            (EncryptedState::WaitingAuthRequest(_), Some((&msg::SERVICE_REQUEST, mut r))) => {
+                let request = map_err!(String::decode(&mut r))?;
+                map_err!(ensure_end(&r))?;
+                if request == "ssh-userauth" {
+                    push_packet!(enc.write, {
+                        enc.write.push(msg::SERVICE_ACCEPT);
+                        map_err!("ssh-userauth".encode(&mut enc.write))?;
+                    });
+                }
+                Ok(())
+            }
             (EncryptedState::WaitingAuthRequest(_), Some((&msg::USERAUTH_REQUEST, mut r))) => {
                 enc.server_read_auth_request(
                     rejection_wait_until,
@@ -2029,7 +2044,20 @@ impl Session {
         handler: &mut H,
         r: &mut R,
     ) -> Result<(), H::Error> {
-        let msg = OpenChannelMessage::parse(r)?;
+        let msg = OpenChannelMessage::parse_any_packet_size(r)?;
+        // keepsh patch: nothing can ever be sent on a channel whose maximum
+        // packet size is 0; refuse the channel (RFC 4254 §5.1), not the
+        // whole connection with its other channels.
+        if msg.recipient_maximum_packet_size == 0 {
+            if let Some(ref mut enc) = self.common.encrypted {
+                msg.fail(
+                    &mut enc.write,
+                    msg::SSH_OPEN_ADMINISTRATIVELY_PROHIBITED,
+                    b"a maximum packet size of 0 is not usable",
+                )?;
+            }
+            return Ok(());
+        }
 
         let sender_channel = if let Some(ref mut enc) = self.common.encrypted {
             enc.new_channel_id()
