@@ -223,7 +223,8 @@ pub fn parse(line: &str) -> Result<Command, Failure> {
             .collect::<Vec<_>>()
             .join(" ");
         let what = what.trim_start_matches("error: ");
-        Failure::usage(what, "run 'help' for usage")
+        // clap quotes the user's words: never echo them raw.
+        Failure::usage(escape_controls(what), "run 'help' for usage")
     })?;
     Ok(match parsed.command {
         Sub::New {
@@ -240,17 +241,57 @@ pub fn parse(line: &str) -> Result<Command, Failure> {
             from,
             reference,
         } => Command::Attach {
-            reference,
+            reference: reference.map(checked_ref).transpose()?,
             read_only,
             from,
         },
         Sub::List { json } => Command::List { json },
-        Sub::History { raw, reference } => Command::History { reference, raw },
-        Sub::Kill { reference } => Command::Kill { reference },
-        Sub::Rename { reference, new } => Command::Rename { reference, new },
+        Sub::History { raw, reference } => Command::History {
+            reference: checked_ref(reference)?,
+            raw,
+        },
+        Sub::Kill { reference } => Command::Kill {
+            reference: checked_ref(reference)?,
+        },
+        Sub::Rename { reference, new } => Command::Rename {
+            reference: checked_ref(reference)?,
+            new,
+        },
         Sub::Help => Command::Help,
         Sub::Version => Command::Version,
     })
+}
+
+/// A REF as typed, if it can be one: a name, a full id and an id prefix
+/// are all made of name characters, at most 64 of them.
+///
+/// # Errors
+/// A usage [`Failure`] ("invalid session name '...'", the value escaped
+/// and cut) for anything else: empty, `../x`, a NUL, 4 KiB.
+fn checked_ref(reference: String) -> Result<String, Failure> {
+    match reference.parse::<SessionName>() {
+        Ok(_) => Ok(reference),
+        Err(invalid) => Err(Failure::usage(invalid, SessionName::RULE)),
+    }
+}
+
+/// `text` with control characters escaped and long runs cut, for a
+/// one-line error that quotes what the user typed.
+fn escape_controls(text: &str) -> String {
+    const LONGEST: usize = 300;
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == LONGEST {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The text of `help`.
@@ -393,6 +434,42 @@ mod tests {
 
     fn check(line: &str) -> Result<Command, Failure> {
         parse(line)
+    }
+
+    #[test]
+    fn refs_that_cannot_be_a_name_or_id_are_usage_errors_quoted_safely() {
+        let long = "x".repeat(4096);
+        for line in [
+            "attach ../x",
+            "kill ''",
+            "history \"a\u{0}b\"",
+            "kill \"\u{1b}]0;pwned\u{7}\"",
+            &format!("attach {long}"),
+        ] {
+            let failure = check(line).expect_err(line);
+            assert_eq!(failure.status, 2, "{line}");
+            assert!(failure.line.contains("invalid session name"), "{line}");
+            assert!(!failure.line.chars().any(char::is_control), "{line}");
+            assert!(
+                failure.line.len() < 200,
+                "{line}: {} bytes",
+                failure.line.len()
+            );
+        }
+        assert!(check("kill 0123abcd").is_ok());
+        assert!(check("attach 6f1e2c3a-0000-4000-8000-000000000000").is_ok());
+    }
+
+    #[test]
+    fn clap_errors_never_echo_control_characters_or_long_words() {
+        let failure = check(&format!("new \"\u{1b}[2J{}\"", "y".repeat(4096))).expect_err("bad");
+        assert_eq!(failure.status, 2);
+        assert!(
+            !failure.line.chars().any(char::is_control),
+            "{}",
+            failure.line
+        );
+        assert!(failure.line.len() < 500, "{} bytes", failure.line.len());
     }
 
     #[test]

@@ -230,6 +230,7 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         default_term: config.sessions.term.clone(),
         home,
         os_user: keys::os_user_name(),
+        max_auth_attempts: config.server.max_auth_attempts,
     });
     for handle in found.live {
         shared.registry.adopt(handle);

@@ -139,15 +139,30 @@ impl FromStr for SessionName {
         if valid {
             Ok(SessionName(s.to_owned()))
         } else {
-            // Keep the echoed value printable and short: it goes into a one-line error.
-            let shown: String = s
-                .chars()
-                .take(80)
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect();
-            Err(InvalidName(shown))
+            Err(InvalidName(printable(s)))
         }
     }
+}
+
+/// `text` as it may be echoed in a one-line error or a log: control
+/// characters escaped (`\u{1b}`), at most 64 characters, "..." when cut.
+pub fn printable(text: &str) -> String {
+    const SHOWN: usize = 64;
+    let mut shown: String = text
+        .chars()
+        .take(SHOWN)
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push_str("...");
+    }
+    shown
 }
 
 impl TryFrom<String> for SessionName {

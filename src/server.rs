@@ -10,19 +10,20 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::Config as RusshConfig;
-use russh::{MethodKind, MethodSet, Preferred, cipher, compression, kex, mac};
+use russh::{Preferred, cipher, compression, kex, mac};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::admission::Startups;
 use crate::config::ServerConfig;
-use crate::front::{Connection, Shared};
+use crate::front::{self, Connection, Shared};
 
 mod tcp;
 use tcp::Tuned;
@@ -40,12 +41,15 @@ pub fn russh_config(server: &ServerConfig, host_keys: Vec<PrivateKey>) -> RusshC
             "SSH-2.0-keepsh_{}",
             env!("CARGO_PKG_VERSION")
         ))),
-        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        methods: front::auth_methods(),
         auth_rejection_time: Duration::from_secs(1),
         // OpenSSH probes with "none" first; answering it at once is not a leak.
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: host_keys,
-        max_auth_attempts: server.max_auth_attempts,
+        // Failures are counted by the handler (sshd's MaxAuthTries:
+        // password and publickey together, not the `none` probe); russh's
+        // own count includes `none` and would cut one attempt short.
+        max_auth_attempts: 0,
         // Idle attached users must not be cut off; half-open connections are
         // found by keepalives instead.
         inactivity_timeout: None,
@@ -158,6 +162,7 @@ async fn serve(accepted: Accepted, grace: Option<Duration>) {
         startups,
     } = accepted;
     tracing::debug!("connection accepted");
+    let closer = stream.closer();
     let grace_timer = async {
         match grace {
             Some(grace) => tokio::time::sleep(grace).await,
@@ -175,15 +180,22 @@ async fn serve(accepted: Accepted, grace: Option<Duration>) {
             return;
         }
     };
-    let authenticated = Arc::new(AtomicBool::new(false));
-    let handler = Connection::new(shared, Some(peer), Arc::clone(&authenticated), permit);
+    let (authenticated, mut authenticated_rx) = watch::channel(false);
+    let handle = Arc::new(OnceLock::new());
+    let handler = Connection::new(
+        shared,
+        Some(peer),
+        Arc::clone(&handle),
+        authenticated,
+        permit,
+    );
     let handshake = russh::server::run_stream(config, stream, handler);
     // The banner exchange may itself hang on a silent client.
     let running = tokio::select! {
         running = handshake => match running {
             Ok(running) => running,
             Err(error) => {
-                tracing::debug!(%error, "handshake failed");
+                log_end(&error);
                 return;
             }
         },
@@ -192,28 +204,38 @@ async fn serve(accepted: Accepted, grace: Option<Duration>) {
             return;
         }
     };
-    let handle = running.handle();
+    let _ = handle.set(running.handle());
     tokio::pin!(running);
     tokio::select! {
         result = &mut running => {
             if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
+                log_end(&error);
             }
             return;
         }
-        () = &mut grace_timer => {}
-    }
-    if !authenticated.load(Ordering::SeqCst) {
-        tracing::info!("login grace time exceeded; closed");
-        let _ = handle
-            .disconnect(
-                russh::Disconnect::ByApplication,
-                "login grace time exceeded".into(),
-                String::new(),
-            )
-            .await;
+        // Authenticated (or the handler is gone): no deadline any more.
+        _ = authenticated_rx.wait_for(|done| *done) => drop(closer),
+        () = &mut grace_timer => {
+            tracing::info!("login grace time exceeded; closed");
+            if let Some(closer) = closer {
+                closer.shut();
+            }
+        }
     }
     if let Err(error) = running.await {
-        tracing::debug!(%error, "connection ended with an error");
+        log_end(&error);
+    }
+}
+
+/// Logs why a connection ended: a peer that breaks the protocol at info
+/// level (one line naming the problem), a plain disconnect at debug.
+fn log_end(error: &russh::Error) {
+    use russh::Error as E;
+    match error {
+        E::IO(_) | E::Disconnect | E::HUP | E::ConnectionTimeout | E::SendError => {
+            tracing::debug!(%error, "connection ended");
+        }
+        E::KeepaliveTimeout => tracing::info!("client stopped answering keepalives; closed"),
+        _ => tracing::info!(%error, "closed: the client broke the SSH protocol"),
     }
 }

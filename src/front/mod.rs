@@ -1,48 +1,59 @@
 //! The SSH front: everything that knows russh.
 //!
 //! One [`Connection`] per SSH connection implements russh's `Handler` as a
-//! thin adapter: each request becomes a registry call or a message to a
-//! session through its handle. It never touches a PTY or a ring buffer.
+//! thin adapter: authentication, channel bookkeeping (`pty-req`, `env`),
+//! and for a shell or exec request a task of the channel's own (`channel`)
+//! that does the work and owns the attachment. It never waits on a session
+//! and never touches a PTY or a ring buffer.
 //!
 //! Invariants:
 //! - Every `want_reply` channel request gets exactly one success or failure
 //!   (russh sends none on its own).
+//! - A failed authentication leaves every offered method available until
+//!   `max_auth_attempts` failures (password and publickey together, the
+//!   `none` probe not counted: sshd's `MaxAuthTries`); then the connection
+//!   is told "too many authentication failures" and closed.
 //! - A connection ending only detaches: dropping the `Connection` drops its
-//!   attachments, which detach; sessions carry on.
-//! - The russh `Channel` object is dropped at open (input arrives through
-//!   `Handler::data`); a `Channel` kept but never read would stall the
-//!   whole connection after `channel_buffer_size` packets.
-//! - Output runs in one task per attached channel (`writer`), so a full
-//!   client window never blocks this handler.
+//!   channels' tasks and so their attachments; sessions carry on.
+//! - The russh `Channel` is split at open: its reading half is dropped
+//!   (input arrives through `Handler::data`; a reader kept but never read
+//!   would stall the whole connection after `channel_buffer_size` packets),
+//!   its writing half goes to the channel's task, so output respects each
+//!   channel's own window and a full channel never delays another.
 
+mod channel;
 mod writer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
 
 use russh::keys::{Algorithm, HashAlg};
-use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, MethodKind, MethodSet};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::admission::StartupPermit;
 use crate::auth::{Authenticator, Login};
-use crate::command::{self, Command, Failure, Reply};
-use crate::protocol::{AttachRequest, HistoryFormat, PtySize, Refusal, Request, SessionName};
-use crate::registry::{Found, Registry, RegistryError};
-use crate::remote::{AttachError, AttachmentControl};
-use crate::session::SpawnSpec;
+use crate::command::{self, Failure};
+use crate::protocol::PtySize;
+use crate::registry::Registry;
+use channel::ToChannel;
 
 /// Channels one connection may have open at once (sshd's `MaxSessions`).
 const MAX_CHANNELS: usize = 10;
 /// `env` requests accepted per channel (sshd accepts 128).
 const MAX_ENV: usize = 64;
-/// How long `kill` waits for the program to exit (its grace + margin).
-const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// The authentication methods offered, in every USERAUTH_FAILURE too
+/// (RFC 4252 §5.1): public key and password.
+pub fn auth_methods() -> MethodSet {
+    MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+}
 
 /// What every connection shares.
 pub struct Shared {
@@ -58,9 +69,10 @@ pub struct Shared {
     pub home: PathBuf,
     /// `$USER` of sessions (the OS user running keepsh).
     pub os_user: String,
+    /// Failed authentication attempts allowed per connection (sshd's
+    /// `MaxAuthTries`, `[server] max_auth_attempts`).
+    pub max_auth_attempts: usize,
 }
-
-static NEXT_ATTACHMENT: AtomicU64 = AtomicU64::new(1);
 
 /// Per-channel state.
 #[derive(Default)]
@@ -69,17 +81,26 @@ struct ChannelState {
     pty: Option<(String, PtySize)>,
     /// Accepted `env` requests.
     env: Vec<(String, String)>,
-    /// A shell or exec request was handled: later ones are refused.
-    started: bool,
-    attachment: Option<AttachmentControl>,
-    writer: Option<JoinHandle<()>>,
+    /// The channel's writing half, until a shell or exec request takes it
+    /// (`None` then: later ones are refused).
+    out: Option<ChannelWriteHalf<Msg>>,
+    /// Input and resizes for the channel's task, once started.
+    inbox: Option<mpsc::Sender<ToChannel>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ChannelState {
+    /// Whether the channel's task has closed the channel (see `channel`).
+    fn closed(&self) -> bool {
+        self.task.as_ref().is_some_and(JoinHandle::is_finished)
+    }
 }
 
 impl Drop for ChannelState {
     fn drop(&mut self) {
-        // The attachment detaches on drop; its writer has nothing left to do.
-        if let Some(writer) = self.writer.take() {
-            writer.abort();
+        // Ending the task drops its attachment, which detaches.
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
     }
 }
@@ -89,25 +110,34 @@ pub struct Connection {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     login: Option<Login>,
-    /// Set on successful authentication; read by the login-grace timer.
-    authenticated: Arc<AtomicBool>,
+    /// Failed password and publickey attempts so far.
+    failures: usize,
+    /// The connection's russh handle, set once its handshake started: for
+    /// disconnecting after too many failures.
+    handle: Arc<OnceLock<Handle>>,
+    /// Set on successful authentication; ends the login-grace timer.
+    authenticated: watch::Sender<bool>,
     /// Held until authentication: counts against `max_startups`.
     startup_permit: Option<StartupPermit>,
     channels: HashMap<ChannelId, ChannelState>,
 }
 
 impl Connection {
-    /// A handler for a new connection from `peer`.
+    /// A handler for a new connection from `peer`; `handle` is filled in
+    /// by the caller once russh has started the connection.
     pub fn new(
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
-        authenticated: Arc<AtomicBool>,
+        handle: Arc<OnceLock<Handle>>,
+        authenticated: watch::Sender<bool>,
         startup_permit: StartupPermit,
     ) -> Connection {
         Connection {
             shared,
             peer,
             login: None,
+            failures: 0,
+            handle,
             authenticated,
             startup_permit: Some(startup_permit),
             channels: HashMap::new(),
@@ -118,210 +148,74 @@ impl Connection {
         self.login.as_ref().map_or("", |l| l.user.as_str())
     }
 
-    fn has_pty(&self, channel: ChannelId) -> bool {
-        self.channels.get(&channel).is_some_and(|c| c.pty.is_some())
-    }
-
-    /// The environment and program for a new session started from `channel`.
-    fn spawn_spec(&self, channel: ChannelId, command: Vec<String>) -> SpawnSpec {
-        let state = self.channels.get(&channel);
-        let (term, size) = state
-            .and_then(|c| c.pty.clone())
-            .unwrap_or_else(|| (self.shared.default_term.clone(), PtySize::DEFAULT));
-        let shared = &self.shared;
-        let mut env = vec![
-            ("TERM".to_owned(), term),
-            ("HOME".to_owned(), shared.home.display().to_string()),
-            ("USER".to_owned(), shared.os_user.clone()),
-            ("LOGNAME".to_owned(), shared.os_user.clone()),
-            (
-                "PATH".to_owned(),
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            ),
-        ];
-        if let Ok(lang) = std::env::var("LANG") {
-            env.push(("LANG".to_owned(), lang));
-        }
-        for (key, value) in state.map(|c| c.env.as_slice()).unwrap_or_default() {
-            env.retain(|(k, _)| k != key);
-            env.push((key.clone(), value.clone()));
-        }
-        SpawnSpec {
-            command,
-            shell: shared.shell.clone(),
-            env,
-            cwd: shared.home.clone(),
-            size,
-        }
-    }
-
-    /// Binds `channel` to `found` and starts its writer task.
-    async fn attach(
-        &mut self,
-        channel: ChannelId,
-        found: Found,
-        read_only: bool,
-        from: Option<u64>,
-        session: &mut Session,
-    ) -> Result<(), Failure> {
-        let size = self
-            .channels
-            .get(&channel)
-            .and_then(|c| c.pty.as_ref())
-            .map(|(_, size)| *size);
-        let request = AttachRequest {
-            attachment: NEXT_ATTACHMENT.fetch_add(1, Ordering::Relaxed),
-            size,
-            read_only,
-            from,
-        };
-        let attachment = found.handle.attach(request).await.map_err(|e| match e {
-            AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {
-                Failure::operational(
-                    refusal,
-                    &format!("use --from {start} for the oldest byte kept"),
-                )
+    /// Logs a failed attempt and answers it with every method still
+    /// offered; past `max_auth_attempts` failures, disconnects.
+    fn failed(&mut self, user: &str, method: &str) -> Auth {
+        self.failures += 1;
+        tracing::info!(
+            user,
+            method,
+            failures = self.failures,
+            "authentication failed"
+        );
+        if self.failures >= self.shared.max_auth_attempts {
+            tracing::warn!(user, "too many authentication failures; disconnecting");
+            if let Some(handle) = self.handle.get().cloned() {
+                // Queued behind this attempt's USERAUTH_FAILURE.
+                tokio::spawn(async move {
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::NoMoreAuthMethodsAvailable,
+                            "too many authentication failures".into(),
+                            String::new(),
+                        )
+                        .await;
+                });
             }
-            AttachError::Gone => Failure::from(RegistryError::NotFound(found.name.to_string())),
-        })?;
-        tracing::info!(session = %found.id, name = %found.name, "channel attached");
-        let writer = tokio::spawn(writer::forward(
-            session.handle(),
-            channel,
-            attachment.events,
-        ));
-        if let Some(state) = self.channels.get_mut(&channel) {
-            state.attachment = Some(attachment.control);
-            state.writer = Some(writer);
         }
-        Ok(())
+        Auth::Reject {
+            proceed_with_methods: Some(auth_methods()),
+            partial_success: false,
+        }
     }
 
-    /// Creates a session for this user (its own process).
-    async fn create(&self, name: Option<SessionName>, spec: SpawnSpec) -> Result<Found, Failure> {
-        self.shared
-            .registry
-            .create(self.owner(), name, spec)
-            .await
-            .map_err(Failure::from)
-    }
-
-    /// Creates a session (named `name`, running `command` or the shell) and
-    /// attaches `channel` to it.
-    async fn create_and_attach(
+    /// Starts `channel`'s task for a shell or exec request's `command`;
+    /// false if the channel already ran one (or is unknown).
+    fn start(
         &mut self,
         channel: ChannelId,
-        name: Option<SessionName>,
-        command: Vec<String>,
-        session: &mut Session,
-    ) -> Result<(), Failure> {
-        let spec = self.spawn_spec(channel, command);
-        let found = self.create(name, spec).await?;
-        self.attach(channel, found, false, None, session).await
-    }
-
-    /// Handles a shell request, or an exec request's command, on `channel`.
-    async fn start(
-        &mut self,
-        channel: ChannelId,
-        command: Result<Command, Failure>,
-        session: &mut Session,
-    ) -> Result<(), Failure> {
+        command: Result<command::Command, Failure>,
+        session: &Session,
+    ) -> bool {
         let owner = self.owner().to_owned();
         let shared = Arc::clone(&self.shared);
-        let registry = &shared.registry;
-        let reply = match command? {
-            Command::New {
-                name,
-                detach: false,
-                command,
-            } => {
-                return self
-                    .create_and_attach(channel, name, command, session)
-                    .await;
-            }
-            Command::Attach {
-                reference,
-                read_only,
-                from,
-            } => {
-                let found = match reference {
-                    Some(reference) => registry.resolve(&owner, &reference)?,
-                    None => registry.last_detached(&owner)?,
-                };
-                return self.attach(channel, found, read_only, from, session).await;
-            }
-            Command::New {
-                name,
-                detach: true,
-                command,
-            } => {
-                let spec = self.spawn_spec(channel, command);
-                let found = self.create(name, spec).await?;
-                Reply::ok(format!("{}\n", found.id))
-            }
-            Command::List { json } => Reply::ok(command::render_list(
-                &registry.list(&owner),
-                json,
-                SystemTime::now(),
-            )),
-            Command::History { reference, raw } => {
-                let found = registry.resolve(&owner, &reference)?;
-                let format = if raw {
-                    HistoryFormat::Raw
-                } else {
-                    HistoryFormat::Text
-                };
-                let data =
-                    found.handle.history(format).await.map_err(|_| {
-                        Failure::from(RegistryError::NotFound(found.name.to_string()))
-                    })?;
-                match format {
-                    HistoryFormat::Raw => Reply::verbatim(data),
-                    HistoryFormat::Text => Reply::ok(String::from_utf8_lossy(&data)),
-                }
-            }
-            Command::Kill { reference } => {
-                let found = registry.resolve(&owner, &reference)?;
-                found.handle.send(Request::Kill).await;
-                // Reply once the program is gone, so that a following `list`
-                // no longer shows it.
-                if !found.handle.wait_exited(KILL_WAIT).await {
-                    return Err(Failure::operational(
-                        format!("session '{}' did not exit after SIGKILL", found.name),
-                        "check for processes stuck in the kernel (state D)",
-                    ));
-                }
-                registry.remove(&owner, found.id);
-                Reply::ok("")
-            }
-            Command::Rename { reference, new } => {
-                let found = registry.rename(&owner, &reference, new.clone())?;
-                found.handle.send(Request::Rename { name: new }).await;
-                Reply::ok("")
-            }
-            Command::Help => Reply::ok(command::HELP),
-            Command::Version => Reply::ok(command::version()),
+        let Some(state) = self.channels.get_mut(&channel) else {
+            return false;
         };
-        self.finish(channel, reply, session);
-        Ok(())
+        let Some(out) = state.out.take() else {
+            return false;
+        };
+        let (inbox, receiver) = mpsc::channel(channel::INBOX);
+        let start = channel::Start {
+            shared,
+            owner,
+            command,
+            pty: state.pty.clone(),
+            env: std::mem::take(&mut state.env),
+            out,
+            handle: session.handle(),
+            inbox: receiver,
+        };
+        state.inbox = Some(inbox);
+        state.task = Some(tokio::spawn(channel::run(start)));
+        true
     }
 
-    /// Sends a command's result and closes the channel, from a task so that
-    /// a full client window never blocks the handler.
-    fn finish(&self, channel: ChannelId, reply: Reply, session: &mut Session) {
-        let crlf = self.has_pty(channel);
-        tokio::spawn(writer::send_reply(session.handle(), channel, reply, crlf));
-    }
-
-    /// Claims `channel` for a shell or exec request; false if it already ran one.
-    fn claim(&mut self, channel: ChannelId) -> bool {
-        match self.channels.get_mut(&channel) {
-            Some(state) if !state.started => {
-                state.started = true;
-                true
-            }
-            _ => false,
+    /// Passes `message` to `channel`'s task, if it runs; waits while its
+    /// inbox is full (back-pressure on this connection's input).
+    async fn pass(&mut self, channel: ChannelId, message: ToChannel) {
+        if let Some(inbox) = self.channels.get(&channel).and_then(|c| c.inbox.clone()) {
+            let _ = inbox.send(message).await;
         }
     }
 }
@@ -338,7 +232,11 @@ impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Auth::reject())
+        // The client's probe for the methods (RFC 4252 §5.2): not a failure.
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(auth_methods()),
+            partial_success: false,
+        })
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
@@ -353,8 +251,7 @@ impl russh::server::Handler for Connection {
             self.login = Some(login);
             Ok(Auth::Accept)
         } else {
-            tracing::info!(user = %login.user, method = "password", "authentication failed");
-            Ok(Auth::reject())
+            Ok(self.failed(&login.user, "password"))
         }
     }
 
@@ -363,19 +260,18 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        // ssh-rsa signatures use SHA-1: refused, as OpenSSH does since 8.8.
-        if matches!(offer.algorithm, Algorithm::Rsa { hash: None }) {
-            return Ok(Auth::reject());
-        }
         let login = Login::parse(user);
-        if self
-            .shared
-            .authenticator
-            .check_key(&login.user, offer.public_key)
-        {
+        // ssh-rsa signatures use SHA-1: refused, as OpenSSH does since 8.8.
+        let allowed = !matches!(offer.algorithm, Algorithm::Rsa { hash: None })
+            && self
+                .shared
+                .authenticator
+                .check_key(&login.user, offer.public_key);
+        if allowed {
             Ok(Auth::Accept)
         } else {
-            Ok(Auth::reject())
+            // sshd counts a key it will not take as a failure too.
+            Ok(self.failed(&login.user, "publickey"))
         }
     }
 
@@ -400,13 +296,12 @@ impl russh::server::Handler for Connection {
             self.login = Some(login);
             Ok(Auth::Accept)
         } else {
-            tracing::info!(user = %login.user, method = "publickey", "authentication failed");
-            Ok(Auth::reject())
+            Ok(self.failed(&login.user, "publickey"))
         }
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        self.authenticated.store(true, Ordering::SeqCst);
+        self.authenticated.send_replace(true);
         self.startup_permit = None; // no longer counts against max_startups
         Ok(())
     }
@@ -417,14 +312,21 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // Channels keepsh closed itself are gone from russh's table without a
+        // `channel_close` call: count only those still open.
+        self.channels.retain(|_, state| !state.closed());
         if self.channels.len() >= MAX_CHANNELS {
-            tracing::warn!("too many channels on one connection; refused");
-            drop(reply); // rejects the open
+            tracing::warn!(
+                limit = MAX_CHANNELS,
+                "too many open channels on one connection; refused"
+            );
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
-        self.channels.insert(channel.id(), ChannelState::default());
-        // Input arrives through `data`; the Channel object must not be held unread.
-        drop(channel);
+        let id = channel.id();
+        let (_input, out) = channel.split();
+        let state = self.channels.entry(id).or_default();
+        state.out = Some(out);
         reply.accept().await;
         Ok(())
     }
@@ -434,7 +336,7 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.remove(&channel); // detaches
+        self.channels.remove(&channel); // ends its task, which detaches
         Ok(())
     }
 
@@ -452,7 +354,7 @@ impl russh::server::Handler for Connection {
         let default_term = self.shared.default_term.clone();
         match self.channels.get_mut(&channel) {
             // A second pty-req, or one after the shell started, is refused (sshd does the same).
-            Some(state) if state.pty.is_none() && !state.started => {
+            Some(state) if state.pty.is_none() && state.out.is_some() => {
                 let term = if !term.is_empty()
                     && term.len() <= 64
                     && term.bytes().all(|b| b.is_ascii_graphic())
@@ -483,7 +385,7 @@ impl russh::server::Handler for Connection {
         match self.channels.get_mut(&channel) {
             Some(state)
                 if allowed
-                    && !state.started
+                    && state.out.is_some()
                     && state.env.len() < MAX_ENV
                     && value.len() <= 256
                     && !value.contains('\0') =>
@@ -501,37 +403,12 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.claim(channel) {
+        let target = self.login.as_ref().and_then(|l| l.target.clone());
+        let command = channel::shell_command(&self.shared, self.owner(), target);
+        if self.start(channel, command, session) {
+            session.channel_success(channel)?;
+        } else {
             session.channel_failure(channel)?;
-            return Ok(());
-        }
-        session.channel_success(channel)?;
-        let command = match self.login.as_ref().and_then(|l| l.target.clone()) {
-            // `ssh alice+work@host`: attach `work`, creating it if needed.
-            Some(Ok(name)) => match self.shared.registry.resolve(self.owner(), name.as_str()) {
-                Ok(_) => Ok(Command::Attach {
-                    reference: Some(name.to_string()),
-                    read_only: false,
-                    from: None,
-                }),
-                Err(_) => Ok(Command::New {
-                    name: Some(name),
-                    detach: false,
-                    command: vec![],
-                }),
-            },
-            Some(Err(invalid)) => Err(Failure::usage(
-                format!("{invalid} after '+' in the login name"),
-                SessionName::RULE,
-            )),
-            None => Ok(Command::New {
-                name: None,
-                detach: false,
-                command: vec![],
-            }),
-        };
-        if let Err(failure) = self.start(channel, command, session).await {
-            self.finish(channel, failure.into(), session);
         }
         Ok(())
     }
@@ -542,11 +419,6 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.claim(channel) {
-            session.channel_failure(channel)?;
-            return Ok(());
-        }
-        session.channel_success(channel)?;
         let command = match std::str::from_utf8(data) {
             Ok(line) => command::parse(line),
             Err(_) => Err(Failure::usage(
@@ -554,8 +426,10 @@ impl russh::server::Handler for Connection {
                 "run 'help' for usage",
             )),
         };
-        if let Err(failure) = self.start(channel, command, session).await {
-            self.finish(channel, failure.into(), session);
+        if self.start(channel, command, session) {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
         }
         Ok(())
     }
@@ -579,14 +453,18 @@ impl russh::server::Handler for Connection {
         _pix_height: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(state) = self.channels.get_mut(&channel)
-            && let Some((_, size)) = state.pty.as_mut()
-        {
-            *size = PtySize::from_request(col_width, row_height, *size);
-            let size = *size;
-            if let Some(attachment) = &mut state.attachment {
-                attachment.resize(size).await;
+        let resized = match self.channels.get_mut(&channel) {
+            Some(ChannelState {
+                pty: Some((_, size)),
+                ..
+            }) => {
+                *size = PtySize::from_request(col_width, row_height, *size);
+                Some(*size)
             }
+            _ => None,
+        };
+        if let Some(size) = resized {
+            self.pass(channel, ToChannel::Resize(size)).await;
         }
         session.channel_success(channel)?;
         Ok(())
@@ -598,13 +476,8 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(attachment) = self
-            .channels
-            .get_mut(&channel)
-            .and_then(|c| c.attachment.as_mut())
-        {
-            attachment.input(bytes::Bytes::copy_from_slice(data)).await;
-        }
+        let data = bytes::Bytes::copy_from_slice(data);
+        self.pass(channel, ToChannel::Input(data)).await;
         Ok(())
     }
 

@@ -1,15 +1,18 @@
-//! Per-channel output: one task per attached channel forwards the session's
-//! events to the client through russh's `Handle`.
+//! Per-channel output: the session's events, or a command's reply, to the
+//! client, on the channel's own task (`channel`).
 //!
-//! Why a task per channel: `Handle::data` waits while the client's window is
-//! full, and russh's gate is per connection. Waiting here, off the handler,
-//! keeps the connection's request loop (keepalives, input, resizes) running;
-//! the session never waits on it, because it only `try_send`s into the
-//! bounded event queue this task drains.
+//! Output goes through the channel's `ChannelWriteHalf`, which sends no more
+//! than the client's window for that channel allows and otherwise waits, on
+//! this channel only. Never `Handle::data`: russh queues what exceeds a
+//! channel's window and, while any channel of a connection has such queued
+//! data, stops taking messages for *every* channel of that connection
+//! (`has_any_pending_data` in russh's server loop), so one paused terminal
+//! would freeze its neighbours. The session never waits on this either: it
+//! only `try_send`s into the bounded event queue drained here.
 
 use bytes::{Bytes, BytesMut};
-use russh::server::Handle;
-use russh::{ChannelId, Sig};
+use russh::server::{Handle, Msg};
+use russh::{ChannelWriteHalf, Sig};
 use tokio::sync::mpsc;
 
 use crate::command::Reply;
@@ -18,7 +21,11 @@ use crate::protocol::Event;
 /// Forwards `events` to `channel` until the session exits (then sends
 /// `exit-status` or `exit-signal`, EOF and close, RFC 4254 §6.10, §5.3) or
 /// the connection is gone.
-pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Receiver<Event>) {
+pub async fn forward(
+    out: &ChannelWriteHalf<Msg>,
+    handle: &Handle,
+    mut events: mpsc::Receiver<Event>,
+) {
     let mut next = None;
     loop {
         let event = match next.take() {
@@ -34,7 +41,7 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
                 // queued as one message saves a wake-up of russh's loop per read.
                 let (data, after) = coalesce(data, &mut events);
                 next = after;
-                if handle.data(channel, data).await.is_err() {
+                if out.data_bytes(data).await.is_err() {
                     return; // connection gone; the handler's drop detaches
                 }
             }
@@ -45,7 +52,7 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
                         let signal = ssh_signal(&name);
                         handle
                             .exit_signal_request(
-                                channel,
+                                out.id(),
                                 signal,
                                 false,
                                 String::new(),
@@ -53,7 +60,7 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
                             )
                             .await
                     }
-                    None => handle.exit_status_request(channel, status.code).await,
+                    None => out.exit_status(status.code).await.map_err(|_| ()),
                 };
                 break;
             }
@@ -64,8 +71,8 @@ pub async fn forward(handle: Handle, channel: ChannelId, mut events: mpsc::Recei
         }
     }
     // Exited, or the session ended (killed) without a status for us.
-    let _ = handle.eof(channel).await;
-    let _ = handle.close(channel).await;
+    let _ = out.eof().await;
+    let _ = out.close().await;
 }
 
 /// The russh value for a signal name without "SIG".
@@ -114,7 +121,7 @@ fn coalesce(first: Bytes, events: &mut mpsc::Receiver<Event>) -> (Bytes, Option<
 
 /// Sends a finished command's output, its exit status, EOF and close. With
 /// `crlf` (the client has a PTY in raw mode), `\n` becomes `\r\n`.
-pub async fn send_reply(handle: Handle, channel: ChannelId, reply: Reply, crlf: bool) {
+pub async fn send_reply(out: &ChannelWriteHalf<Msg>, reply: Reply, crlf: bool) {
     let fix = |s: String| if crlf { s.replace('\n', "\r\n") } else { s };
     if !reply.stdout.is_empty() {
         let stdout = if reply.verbatim {
@@ -122,14 +129,12 @@ pub async fn send_reply(handle: Handle, channel: ChannelId, reply: Reply, crlf: 
         } else {
             fix(String::from_utf8_lossy(&reply.stdout).into_owned()).into_bytes()
         };
-        let _ = handle.data(channel, bytes::Bytes::from(stdout)).await;
+        let _ = out.data_bytes(stdout).await;
     }
     if !reply.stderr.is_empty() {
-        let _ = handle
-            .extended_data(channel, 1, bytes::Bytes::from(fix(reply.stderr)))
-            .await;
+        let _ = out.extended_data_bytes(1, fix(reply.stderr)).await;
     }
-    let _ = handle.exit_status_request(channel, reply.status).await;
-    let _ = handle.eof(channel).await;
-    let _ = handle.close(channel).await;
+    let _ = out.exit_status(reply.status).await;
+    let _ = out.eof().await;
+    let _ = out.close().await;
 }

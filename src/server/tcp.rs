@@ -46,6 +46,38 @@ impl Tuned {
     }
 }
 
+impl Tuned {
+    /// A second handle on the same socket that can shut it down while
+    /// russh owns the stream (see [`Closer`]); `None` if the fd cannot be
+    /// duplicated (EMFILE), logged at debug level.
+    pub fn closer(&self) -> Option<Closer> {
+        use std::os::fd::AsFd;
+        match self.stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(Closer(socket2::Socket::from(fd))),
+            Err(error) => {
+                tracing::debug!(%error, "duplicating the socket failed");
+                None
+            }
+        }
+    }
+}
+
+/// Shuts a connection's socket down from outside: russh runs a connection
+/// on a task of its own that cannot be cancelled, and a DISCONNECT it is
+/// asked to send waits behind an unfinished key exchange. After
+/// `shutdown(2)` its reads see EOF and its writes fail, so it ends and
+/// closes its side. Holds one fd until dropped.
+pub struct Closer(socket2::Socket);
+
+impl Closer {
+    /// Shuts both directions down and lets go of the duplicate fd.
+    pub fn shut(self) {
+        if let Err(error) = self.0.shutdown(std::net::Shutdown::Both) {
+            tracing::debug!(%error, "shutting the socket down failed");
+        }
+    }
+}
+
 impl AsyncRead for Tuned {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -1,9 +1,12 @@
 //! Logging in: keys, passwords, refusals, attempt limits, login grace time.
 
 use std::io::Read;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::harness::{ALICE_PASSWORD, DEADLINE, Server, block_on, run_with_deadline, stdout};
+use crate::harness::{
+    ALICE_PASSWORD, DEADLINE, Server, block_on, run_with_deadline, stderr, stdout, wait_until,
+};
 
 #[test]
 fn key_login_with_openssh_runs_a_command() {
@@ -227,4 +230,152 @@ fn a_storm_of_clients_from_one_address_is_served_in_turn() {
         failed += usize::from(!status.success());
     }
     assert_eq!(failed, 0, "{failed} of 40 clients failed");
+}
+
+/// OpenSSH offering mallory's key (refused), then asking for a password
+/// with `askpass`: `-o` options first, then `version`.
+fn openssh_with_askpass(server: &Server, askpass: &std::path::Path, options: &[&str]) -> Output {
+    let mut cmd = server.ssh_with("alice", "mallory", false);
+    cmd.args(options)
+        .arg("version")
+        .env("SSH_ASKPASS", askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0");
+    run_with_deadline(cmd, DEADLINE)
+}
+
+#[test]
+fn a_refused_key_and_a_password_typo_still_let_the_right_password_in() {
+    // The test server allows 3 failures: the key and the typo are two.
+    let server = Server::start();
+    let (askpass, calls) = server.askpass(&["a typo", ALICE_PASSWORD]);
+    let out = openssh_with_askpass(&server, &askpass, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("keepsh "));
+    let asked = std::fs::read_to_string(calls).expect("askpass ran");
+    assert_eq!(
+        asked.trim(),
+        "2",
+        "the password was asked for {asked} times"
+    );
+}
+
+#[test]
+fn too_many_failures_end_in_a_disconnect_that_says_so() {
+    let server = Server::start();
+    let (askpass, calls) = server.askpass(&["wrong"]);
+    let out = openssh_with_askpass(
+        &server,
+        &askpass,
+        &[
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=10",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("too many authentication failures"),
+        "{}",
+        stderr(&out)
+    );
+    // max_auth_attempts is 3 in the test server. (OpenSSH may show a 4th
+    // prompt: it reads the third FAILURE before the DISCONNECT behind it.)
+    let asked: u32 = std::fs::read_to_string(calls)
+        .expect("askpass ran")
+        .trim()
+        .parse()
+        .expect("a count");
+    assert!((3..=4).contains(&asked), "asked {asked} times");
+    let log = server.log();
+    assert_eq!(log.matches("authentication failed").count(), 3, "{log}");
+    assert!(log.contains("too many authentication failures"));
+    assert!(server.run("alice", &["version"]).status.success());
+}
+
+#[test]
+fn paramiko_logs_in_with_its_second_key_after_the_first_is_refused() {
+    let server = Server::start();
+    let out = server.paramiko("alice", &["mallory", "alice"], &["version"]);
+    assert!(
+        stdout(&out).starts_with("status=0 keepsh "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Connects to the server and sends `bytes`; returns the stream.
+fn raw_client(server: &Server, bytes: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream.write_all(bytes).expect("send");
+    stream
+}
+
+/// Reads until EOF (or a reset); panics if none comes within the deadline.
+pub fn until_closed(mut stream: std::net::TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return received,
+            Err(e) => panic!("not closed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn clients_that_send_only_a_banner_are_closed_at_the_grace_time_and_lock_nobody_out() {
+    let server = Server::start_with(crate::harness::Options {
+        server: "login_grace_time = \"2s\"\nmax_startups = 128\nmax_startups_per_source = 64",
+        ..Default::default()
+    });
+    assert!(server.run("alice", &["version"]).status.success());
+    let baseline = open_fds(server.pid());
+    let idle: Vec<_> = (0..50)
+        .map(|_| raw_client(&server, b"SSH-2.0-x\r\n"))
+        .collect();
+    // A real login from the same address while they hang.
+    assert!(server.run("alice", &["version"]).status.success());
+    for stream in idle {
+        until_closed(stream);
+    }
+    wait_until("the server's fds to return to baseline", DEADLINE, || {
+        open_fds(server.pid()) <= baseline
+    });
+    assert!(server.run("alice", &["version"]).status.success());
+}
+
+#[test]
+fn banner_only_clients_that_fill_the_per_source_slots_free_them_at_the_grace_time() {
+    let server = Server::start_with(crate::harness::Options {
+        server: "login_grace_time = \"2s\"\nmax_startups_per_source = 16",
+        ..Default::default()
+    });
+    let idle: Vec<_> = (0..16)
+        .map(|_| raw_client(&server, b"SSH-2.0-x\r\n"))
+        .collect();
+    for stream in idle {
+        until_closed(stream);
+    }
+    // All 16 slots are free again: a real login is admitted at once.
+    let started = Instant::now();
+    assert!(server.run("alice", &["version"]).status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

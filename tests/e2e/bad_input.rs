@@ -182,3 +182,94 @@ fn a_state_dir_others_can_read_is_refused() {
     assert!(err.contains("is accessible by others (mode 755)"), "{err}");
     assert!(err.contains("chmod 700"), "{err}");
 }
+
+#[test]
+fn refs_that_cannot_be_a_session_are_usage_errors_that_never_echo_raw_bytes() {
+    let server = Server::start();
+    check_error(
+        &server,
+        &["attach", "../x"],
+        2,
+        "invalid session name '../x'",
+    );
+    check_error(&server, &["kill", "''"], 2, "invalid session name ''");
+    let long = "y".repeat(4096);
+    check_error(
+        &server,
+        &["history", &long],
+        2,
+        "invalid session name 'yyyy",
+    );
+    let out = server.run("alice", &["history", &long]);
+    assert!(stderr(&out).len() < 300, "{} bytes", stderr(&out).len());
+    // A NUL and an escape sequence, which OpenSSH cannot send in a command.
+    block_on(async {
+        let handle = server.russh_key("alice").await;
+        for command in [&b"kill a\0b"[..], b"attach \x1b]0;pwned\x07"] {
+            let mut channel = handle.channel_open_session().await.expect("channel");
+            channel.exec(true, command).await.expect("exec sent");
+            let (mut err, mut status) = (Vec::new(), None);
+            while let Ok(Some(msg)) = tokio::time::timeout(DEADLINE, channel.wait()).await {
+                match msg {
+                    ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
+                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            let err = String::from_utf8_lossy(&err);
+            assert_eq!(status, Some(2), "{err}");
+            assert!(err.contains("invalid session name"), "{err}");
+            assert!(!err.trim_end().chars().any(char::is_control), "{err:?}");
+        }
+    });
+    assert!(server.run("alice", &["version"]).status.success());
+}
+
+/// Sends `bytes` on a fresh TCP connection; returns whether the server
+/// closed it (EOF or reset) within 5 s, long before the grace time.
+fn closed_at_once(server: &Server, bytes: &[u8]) -> bool {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(bytes).expect("send");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn a_nul_banner_short_padding_and_ssh1_are_closed_at_once_with_a_reason() {
+    let server = Server::start();
+    assert!(server.run("alice", &["version"]).status.success());
+    let baseline = crate::auth::open_fds(server.pid());
+    // A packet of 16 bytes whose padding is 2 bytes (RFC 4253 §6 wants 4+):
+    // length 12, padding length 2, a 9-byte payload, 2 bytes of padding.
+    let mut short_padding = b"SSH-2.0-test\r\n".to_vec();
+    short_padding.extend_from_slice(&12u32.to_be_bytes());
+    short_padding.push(2);
+    short_padding.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for (bytes, reason) in [
+        (&b"SSH-2.0-x\0y\r\n"[..], "control character or NUL"),
+        (b"SSH-1.5-old\r\n", "SSH protocol 1 is not supported"),
+        (&short_padding, "fewer than the 4"),
+    ] {
+        assert!(closed_at_once(&server, bytes), "{reason}: kept open");
+        wait_until(&format!("a log line saying {reason}"), DEADLINE, || {
+            server.log().contains(reason)
+        });
+    }
+    wait_until("the server's fds to return to baseline", DEADLINE, || {
+        crate::auth::open_fds(server.pid()) <= baseline
+    });
+    assert!(server.run("alice", &["version"]).status.success());
+}

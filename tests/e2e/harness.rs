@@ -400,6 +400,50 @@ authorized_keys_file = "bob.pub"
         Client::spawn(cmd)
     }
 
+    /// Runs a scenario of `clients/paramiko_client.py` (paramiko, a client we
+    /// did not write) as `user` offering the keys of `key_users` in order.
+    pub fn paramiko(&self, user: &str, key_users: &[&str], scenario: &[&str]) -> Output {
+        let keys: Vec<String> = key_users
+            .iter()
+            .map(|k| self.key(k).display().to_string())
+            .collect();
+        let mut cmd = Command::new("python3");
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/clients/paramiko_client.py"
+        ))
+        .args([&self.port.to_string(), user, &keys.join(",")])
+        .args(scenario);
+        run_with_deadline(cmd, DEADLINE * 3)
+    }
+
+    /// An askpass program (`SSH_ASKPASS`) that answers the passwords in
+    /// `answers` in turn, the last one from then on; it counts its calls
+    /// in the file it returns alongside.
+    pub fn askpass(&self, answers: &[&str]) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let script = self.dir.path().join(format!("askpass-{n}"));
+        let calls = self.dir.path().join(format!("askpass-{n}.calls"));
+        let mut body = format!(
+            "#!/bin/sh\nn=$(cat '{calls}' 2>/dev/null || echo 0)\necho $((n+1)) > '{calls}'\ncase $n in\n",
+            calls = calls.display()
+        );
+        for (i, answer) in answers.iter().enumerate() {
+            let pattern = if i + 1 == answers.len() {
+                "*".to_owned()
+            } else {
+                i.to_string()
+            };
+            body.push_str(&format!("{pattern}) echo '{answer}' ;;\n"));
+        }
+        body.push_str("esac\n");
+        std::fs::write(&script, body).expect("askpass script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        (script, calls)
+    }
+
     /// Connects an in-process russh client and authenticates `user` with its key.
     pub async fn russh_key(&self, user: &str) -> client::Handle<TestClient> {
         let mut handle = self.russh_connect().await;

@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod bad_input;
+mod channels;
 mod commands;
 mod first_run;
 mod hygiene;

@@ -1,0 +1,279 @@
+//! One task per started channel: it runs the channel's shell or exec
+//! request (creating, finding, killing sessions) and, for an attachment,
+//! carries input and resizes in while `writer::forward` carries output out.
+//!
+//! Why a task: a command may wait (a session process starting, `kill`'s
+//! grace period of up to 10 s, a session answering an attach). Waiting here
+//! instead of in the russh handler keeps the connection's loop running:
+//! keepalives, and typing and output on its other channels (a ControlMaster
+//! user's `kill` never pauses their shell next to it).
+//!
+//! Invariant: the task ends only after it has closed its channel (or the
+//! connection is gone), so a finished task means a closed channel; the
+//! handler counts open channels that way (russh forgets a channel the
+//! server closed first and never reports the client's answering close).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use russh::ChannelWriteHalf;
+use russh::server::{Handle, Msg};
+use tokio::sync::mpsc;
+
+use super::{Shared, writer};
+use crate::command::{self, Command, Failure, Reply};
+use crate::protocol::{AttachRequest, HistoryFormat, PtySize, Refusal, Request, SessionName};
+use crate::registry::{Found, RegistryError};
+use crate::remote::{AttachError, AttachmentControl};
+use crate::session::SpawnSpec;
+
+/// How long `kill` waits for the program to exit (its grace + margin).
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// Input and resize messages queued for a channel's task. When full, the
+/// handler waits (back-pressure on the typing connection, as before).
+pub const INBOX: usize = 64;
+
+/// What the handler passes on to a started channel's task.
+#[derive(Debug)]
+pub enum ToChannel {
+    /// Typed bytes (`Handler::data`).
+    Input(Bytes),
+    /// A `window-change` (RFC 4254 §6.7), already clamped.
+    Resize(PtySize),
+}
+
+/// A shell or exec request, with everything its task needs.
+pub struct Start {
+    /// Shared server state.
+    pub shared: Arc<Shared>,
+    /// The SSH user.
+    pub owner: String,
+    /// What to run: a parsed command or the error to report.
+    pub command: Result<Command, Failure>,
+    /// `pty-req`'s terminal type and size, if any.
+    pub pty: Option<(String, PtySize)>,
+    /// Accepted `env` requests.
+    pub env: Vec<(String, String)>,
+    /// The channel's writing side: window-aware, so a full channel waits
+    /// on its own and never holds russh's queue for the others.
+    pub out: ChannelWriteHalf<Msg>,
+    /// The connection, for `exit-signal` (not on the write half).
+    pub handle: Handle,
+    /// Input and resizes from the handler.
+    pub inbox: mpsc::Receiver<ToChannel>,
+}
+
+/// What a command ended in.
+enum Outcome {
+    /// A finished command's output.
+    Reply(Reply),
+    /// The channel is bound to a session.
+    Attached(Found, crate::remote::Attachment),
+}
+
+/// Runs a started channel until it closes.
+pub async fn run(mut start: Start) {
+    let outcome = execute(&mut start).await;
+    let crlf = start.pty.is_some();
+    match outcome {
+        Err(failure) => writer::send_reply(&start.out, failure.into(), crlf).await,
+        Ok(Outcome::Reply(reply)) => writer::send_reply(&start.out, reply, crlf).await,
+        Ok(Outcome::Attached(found, attachment)) => {
+            tracing::info!(session = %found.id, name = %found.name, "channel attached");
+            let crate::remote::Attachment { events, control } = attachment;
+            let output = writer::forward(&start.out, &start.handle, events);
+            tokio::select! {
+                () = output => {}
+                // The handler dropped its side: the client closed the channel.
+                () = pump(&mut start.inbox, control) => {}
+            }
+        }
+    }
+}
+
+/// Forwards input and resizes to the session until the handler lets go.
+async fn pump(inbox: &mut mpsc::Receiver<ToChannel>, mut control: AttachmentControl) {
+    while let Some(message) = inbox.recv().await {
+        match message {
+            ToChannel::Input(data) => control.input(data).await,
+            ToChannel::Resize(size) => control.resize(size).await,
+        }
+    }
+}
+
+/// Carries out the command.
+async fn execute(start: &mut Start) -> Result<Outcome, Failure> {
+    let shared = Arc::clone(&start.shared);
+    let registry = &shared.registry;
+    let owner = start.owner.as_str();
+    let command = std::mem::replace(&mut start.command, Ok(Command::Help))?;
+    let reply = match command {
+        Command::New {
+            name,
+            detach,
+            command,
+        } => {
+            let spec = spawn_spec(start, command);
+            let found = registry
+                .create(owner, name, spec)
+                .await
+                .map_err(Failure::from)?;
+            if !detach {
+                return attach(start, found, false, None).await;
+            }
+            Reply::ok(format!("{}\n", found.id))
+        }
+        Command::Attach {
+            reference,
+            read_only,
+            from,
+        } => {
+            let found = match reference {
+                Some(reference) => registry.resolve(owner, &reference)?,
+                None => registry.last_detached(owner)?,
+            };
+            return attach(start, found, read_only, from).await;
+        }
+        Command::List { json } => Reply::ok(command::render_list(
+            &registry.list(owner),
+            json,
+            SystemTime::now(),
+        )),
+        Command::History { reference, raw } => {
+            let found = registry.resolve(owner, &reference)?;
+            let format = if raw {
+                HistoryFormat::Raw
+            } else {
+                HistoryFormat::Text
+            };
+            let data = found
+                .handle
+                .history(format)
+                .await
+                .map_err(|_| Failure::from(RegistryError::NotFound(found.name.to_string())))?;
+            match format {
+                HistoryFormat::Raw => Reply::verbatim(data),
+                HistoryFormat::Text => Reply::ok(String::from_utf8_lossy(&data)),
+            }
+        }
+        Command::Kill { reference } => {
+            let found = registry.resolve(owner, &reference)?;
+            found.handle.send(Request::Kill).await;
+            // Reply once the program is gone, so that a following `list`
+            // no longer shows it.
+            if !found.handle.wait_exited(KILL_WAIT).await {
+                return Err(Failure::operational(
+                    format!("session '{}' did not exit after SIGKILL", found.name),
+                    "check for processes stuck in the kernel (state D)",
+                ));
+            }
+            registry.remove(owner, found.id);
+            Reply::ok("")
+        }
+        Command::Rename { reference, new } => {
+            let found = registry.rename(owner, &reference, new.clone())?;
+            found.handle.send(Request::Rename { name: new }).await;
+            Reply::ok("")
+        }
+        Command::Help => Reply::ok(command::HELP),
+        Command::Version => Reply::ok(command::version()),
+    };
+    Ok(Outcome::Reply(reply))
+}
+
+/// Binds the channel to `found`.
+async fn attach(
+    start: &Start,
+    found: Found,
+    read_only: bool,
+    from: Option<u64>,
+) -> Result<Outcome, Failure> {
+    let request = AttachRequest {
+        attachment: next_attachment(),
+        size: start.pty.as_ref().map(|(_, size)| *size),
+        read_only,
+        from,
+    };
+    let attachment = found.handle.attach(request).await.map_err(|e| match e {
+        AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {
+            Failure::operational(
+                refusal,
+                &format!("use --from {start} for the oldest byte kept"),
+            )
+        }
+        AttachError::Gone => Failure::from(RegistryError::NotFound(found.name.to_string())),
+    })?;
+    Ok(Outcome::Attached(found, attachment))
+}
+
+fn next_attachment() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT_ATTACHMENT: AtomicU64 = AtomicU64::new(1);
+    NEXT_ATTACHMENT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The command of a shell request: `ssh alice+work@host` attaches `work`,
+/// creating it if needed; a plain login creates a new session.
+pub fn shell_command(
+    shared: &Shared,
+    owner: &str,
+    target: Option<Result<SessionName, crate::protocol::InvalidName>>,
+) -> Result<Command, Failure> {
+    match target {
+        Some(Ok(name)) => match shared.registry.resolve(owner, name.as_str()) {
+            Ok(_) => Ok(Command::Attach {
+                reference: Some(name.to_string()),
+                read_only: false,
+                from: None,
+            }),
+            Err(_) => Ok(Command::New {
+                name: Some(name),
+                detach: false,
+                command: vec![],
+            }),
+        },
+        Some(Err(invalid)) => Err(Failure::usage(
+            format!("{invalid} after '+' in the login name"),
+            SessionName::RULE,
+        )),
+        None => Ok(Command::New {
+            name: None,
+            detach: false,
+            command: vec![],
+        }),
+    }
+}
+
+/// The environment and program for a new session started from this channel.
+fn spawn_spec(start: &Start, command: Vec<String>) -> SpawnSpec {
+    let shared = &start.shared;
+    let (term, size) = start
+        .pty
+        .clone()
+        .unwrap_or_else(|| (shared.default_term.clone(), PtySize::DEFAULT));
+    let mut env = vec![
+        ("TERM".to_owned(), term),
+        ("HOME".to_owned(), shared.home.display().to_string()),
+        ("USER".to_owned(), shared.os_user.clone()),
+        ("LOGNAME".to_owned(), shared.os_user.clone()),
+        (
+            "PATH".to_owned(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+    ];
+    if let Ok(lang) = std::env::var("LANG") {
+        env.push(("LANG".to_owned(), lang));
+    }
+    for (key, value) in &start.env {
+        env.retain(|(k, _)| k != key);
+        env.push((key.clone(), value.clone()));
+    }
+    SpawnSpec {
+        command,
+        shell: shared.shell.clone(),
+        env,
+        cwd: shared.home.clone(),
+        size,
+    }
+}

@@ -1,0 +1,207 @@
+"""paramiko against a keepsh test server: what a Python SSH library does.
+
+Usage: paramiko_client.py PORT USER KEY[,KEY...] SCENARIO [ARGS...]
+
+Each scenario prints one line per fact the Rust test checks and exits 0,
+or prints the exception and exits 1. Every wait has a deadline.
+"""
+
+import sys
+import time
+
+import paramiko
+
+DEADLINE = 20.0
+
+
+def connect(port, user, keys):
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=port,
+        username=user,
+        key_filename=keys,
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=DEADLINE,
+        auth_timeout=DEADLINE,
+        banner_timeout=DEADLINE,
+    )
+    return client
+
+
+def run(transport, command):
+    """Runs `command` on a new channel; returns (status, stdout)."""
+    channel = transport.open_session(timeout=DEADLINE)
+    channel.settimeout(DEADLINE)
+    channel.exec_command(command)
+    out = b""
+    while True:
+        chunk = channel.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    status = channel.recv_exit_status()
+    channel.close()
+    return status, out.decode()
+
+
+def read_until(channel, needle, deadline=DEADLINE):
+    """Reads `channel` until `needle` appears; returns the seconds it took."""
+    started = time.monotonic()
+    seen = b""
+    while needle.encode() not in seen:
+        if time.monotonic() - started > deadline:
+            raise TimeoutError(f"no {needle!r} within {deadline} s; got {seen[-200:]!r}")
+        try:
+            seen += channel.recv(65536)
+        except TimeoutError:
+            pass
+    return time.monotonic() - started
+
+
+def attach(transport, name):
+    channel = transport.open_session(timeout=DEADLINE)
+    channel.settimeout(0.2)
+    channel.get_pty(term="xterm", width=80, height=24)
+    channel.exec_command(f"attach {name}")
+    return channel
+
+
+def scenario_version(client, _args):
+    status, out = run(client.get_transport(), "version")
+    print(f"status={status} {out.strip()}")
+
+
+def scenario_sequential(client, args):
+    """N commands, one after the other, each on a new channel."""
+    transport = client.get_transport()
+    ok = 0
+    for _ in range(int(args[0])):
+        status, out = run(transport, "version")
+        if status == 0 and out.startswith("keepsh "):
+            ok += 1
+    print(f"ok={ok}")
+
+
+def scenario_concurrent(client, _args):
+    """Ten channels open at once; the eleventh is refused; the ten work."""
+    transport = client.get_transport()
+    channels = [transport.open_session(timeout=DEADLINE) for _ in range(10)]
+    try:
+        transport.open_session(timeout=DEADLINE)
+        print("eleventh=opened")
+    except paramiko.ChannelException as e:
+        print(f"eleventh=refused code={e.code}")
+    first = channels[0]
+    first.settimeout(DEADLINE)
+    first.exec_command("version")
+    out = first.makefile().read().decode()
+    print(f"first={out.strip()}")
+    for channel in channels:
+        channel.close()
+    status, out = run(transport, "version")
+    print(f"after-close status={status}")
+
+
+def scenario_stalled(client, _args):
+    """Channel 'noisy' is never read (its window fills); 'quiet' must echo."""
+    transport = client.get_transport()
+    noisy = attach(transport, "noisy")
+    # Wait until the server has filled the window granted to 'noisy'
+    # (paramiko extends it only as the application reads).
+    started = time.monotonic()
+    while len(noisy.in_buffer) < noisy.in_window_size - 65536:
+        if time.monotonic() - started > DEADLINE:
+            raise TimeoutError(f"noisy got only {len(noisy.in_buffer)} bytes")
+        time.sleep(0.02)
+    print(f"noisy-buffered={len(noisy.in_buffer)}")
+    quiet = attach(transport, "quiet")
+    worst = 0.0
+    for i in range(5):
+        quiet.send(f"echo tick-$(({i}+100))\n")
+        worst = max(worst, read_until(quiet, f"tick-{i + 100}"))
+    print(f"quiet-worst={worst:.3f}")
+
+
+def raw_open(transport, window_size, max_packet_size):
+    """Opens a session channel with exactly these values, which paramiko
+    would otherwise raise to its minimums (2**15, 2**12)."""
+    transport._sanitize_window_size = lambda w: w
+    transport._sanitize_packet_size = lambda p: p
+    try:
+        return transport.open_channel(
+            "session",
+            window_size=window_size,
+            max_packet_size=max_packet_size,
+            timeout=DEADLINE,
+        )
+    finally:
+        del transport._sanitize_window_size
+        del transport._sanitize_packet_size
+
+
+def scenario_zero_window(client, _args):
+    """A channel opened with a window of 0 is attached to a noisy session;
+    another channel of the same connection must still echo."""
+    transport = client.get_transport()
+    frozen = raw_open(transport, 0, 32768)
+    frozen.get_pty(term="xterm", width=80, height=24)
+    frozen.exec_command("attach noisy")
+    quiet = attach(transport, "quiet")
+    worst = 0.0
+    for i in range(5):
+        quiet.send(f"echo tock-$(({i}+200))\n")
+        worst = max(worst, read_until(quiet, f"tock-{i + 200}"))
+    print(f"quiet-worst={worst:.3f} frozen-got={len(frozen.in_buffer)}")
+
+
+def scenario_zero_packet(client, _args):
+    """A channel open with a maximum packet size of 0 is refused; the
+    connection carries on."""
+    transport = client.get_transport()
+    try:
+        raw_open(transport, 2**21, 0)
+        print("zero-packet=opened")
+    except paramiko.ChannelException as e:
+        print(f"zero-packet=refused code={e.code}")
+    status, out = run(transport, "version")
+    print(f"after status={status} {out.strip()}")
+
+
+def scenario_echo_during(client, args):
+    """Types on an attached channel while another channel runs `args`;
+    prints the slowest echo seen while that command ran."""
+    transport = client.get_transport()
+    shell = attach(transport, "typing")
+    other = transport.open_session(timeout=DEADLINE)
+    other.settimeout(DEADLINE)
+    other.exec_command(" ".join(args))
+    worst = 0.0
+    i = 0
+    started = time.monotonic()
+    while not other.exit_status_ready():
+        i += 1
+        shell.send(f"echo e-$(({i}+100000))\n")
+        worst = max(worst, read_until(shell, f"e-{i + 100000}"))
+        if time.monotonic() - started > DEADLINE:
+            raise RuntimeError("the command never finished")
+    print(f"echoes={i} worst={worst:.3f} status={other.recv_exit_status()}")
+
+
+def main():
+    port, user, keys, scenario = sys.argv[1:5]
+    client = connect(int(port), user, keys.split(","))
+    try:
+        globals()[f"scenario_{scenario}"](client, sys.argv[5:])
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # the test prints it
+        print(f"error: {type(e).__name__}: {e}")
+        sys.exit(1)
