@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::auth::{PasswordHash, parse_authorized_key};
+use crate::penalty::PenaltyConfig;
 use russh::keys::PublicKey;
 
 /// Why a configuration file was refused.
@@ -81,6 +82,9 @@ pub struct ServerConfig {
     /// Of those, from one IP address (like OpenSSH's `PerSourceMaxStartups`),
     /// so one source cannot take every slot.
     pub max_startups_per_source: usize,
+    /// Per-source penalties (OpenSSH's `PerSourcePenalties`); `None` = off
+    /// (`per_source_penalties = false`).
+    pub penalties: Option<PenaltyConfig>,
 }
 
 /// `[sessions]`: what sessions run and how long they live.
@@ -149,10 +153,19 @@ struct RawServer {
     max_auth_attempts: Count,
     max_startups: Count,
     max_startups_per_source: Count,
+    per_source_penalties: bool,
+    penalty_authfail: ConfigDuration,
+    penalty_noauth: ConfigDuration,
+    penalty_grace_exceeded: ConfigDuration,
+    penalty_min: ConfigDuration,
+    penalty_max: ConfigDuration,
+    penalty_max_sources: Count,
+    penalty_exempt: Vec<Spanned<String>>,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
+        let defaults = PenaltyConfig::default();
         RawServer {
             listen: vec![Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 2222)))],
             host_keys: vec!["keys/ssh_host_ed25519_key".into()],
@@ -163,6 +176,14 @@ impl Default for RawServer {
             max_auth_attempts: Count(6),
             max_startups: Count(64),
             max_startups_per_source: Count(16),
+            per_source_penalties: true,
+            penalty_authfail: ConfigDuration(Some(defaults.authfail)),
+            penalty_noauth: ConfigDuration(Some(defaults.noauth)),
+            penalty_grace_exceeded: ConfigDuration(Some(defaults.grace_exceeded)),
+            penalty_min: ConfigDuration(Some(defaults.min)),
+            penalty_max: ConfigDuration(Some(defaults.max)),
+            penalty_max_sources: Count(defaults.max_sources),
+            penalty_exempt: Vec::new(),
         }
     }
 }
@@ -402,6 +423,30 @@ impl Config {
                 "name at least one key file, e.g. [\"keys/ssh_host_ed25519_key\"]",
             ));
         }
+        let mut exempt = Vec::new();
+        for net in &raw.server.penalty_exempt {
+            let text = net.get_ref();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            exempt.push(parsed.map_err(|_| {
+                invalid(
+                    Some(net.span()),
+                    format!("\"{text}\" is not an address or a network"),
+                    "write CIDRs such as \"192.0.2.0/24\" or \"2001:db8::/32\"",
+                )
+            })?);
+        }
+        let seconds = |d: ConfigDuration| d.0.unwrap_or(Duration::ZERO);
+        let penalties = raw.server.per_source_penalties.then(|| PenaltyConfig {
+            authfail: seconds(raw.server.penalty_authfail),
+            noauth: seconds(raw.server.penalty_noauth),
+            grace_exceeded: seconds(raw.server.penalty_grace_exceeded),
+            min: seconds(raw.server.penalty_min),
+            max: seconds(raw.server.penalty_max),
+            max_sources: raw.server.penalty_max_sources.0,
+            exempt,
+        });
         let term = raw.sessions.term.get_ref();
         if term.is_empty() || term.len() > 64 || !term.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(invalid(
@@ -438,6 +483,7 @@ impl Config {
                 max_auth_attempts: raw.server.max_auth_attempts.0,
                 max_startups: raw.server.max_startups.0,
                 max_startups_per_source: raw.server.max_startups_per_source.0,
+                penalties,
             },
             sessions: SessionsConfig {
                 shell,
@@ -514,6 +560,34 @@ mod tests {
         assert_eq!(config.sessions.orphan_timeout, None);
         assert_eq!(config.sessions.max_per_user, 100);
         assert!(config.users.is_empty());
+    }
+
+    #[test]
+    fn penalties_default_to_sshds_values_and_take_cidrs() {
+        let penalties = parse("")
+            .expect("defaults")
+            .server
+            .penalties
+            .expect("on by default");
+        assert_eq!(penalties.authfail, Duration::from_secs(5));
+        assert_eq!(penalties.min, Duration::from_secs(15));
+        assert_eq!(penalties.max, Duration::from_secs(600));
+        assert!(penalties.exempt.is_empty(), "loopback is not exempt");
+        let config = parse(
+            "[server]\npenalty_exempt = [\"192.0.2.0/24\", \"2001:db8::1\"]\npenalty_max = \"1h\"\n",
+        )
+        .expect("valid");
+        let penalties = config.server.penalties.expect("on");
+        assert_eq!(penalties.exempt.len(), 2);
+        assert_eq!(penalties.max, Duration::from_secs(3600));
+        let off = parse("[server]\nper_source_penalties = false\n").expect("valid");
+        assert!(off.server.penalties.is_none());
+        let err = parse("[server]\npenalty_exempt = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(
+            err.starts_with("server.toml:2:19: server.penalty_exempt:"),
+            "{err}"
+        );
+        assert!(err.contains("not an address or a network"), "{err}");
     }
 
     #[test]

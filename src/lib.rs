@@ -1,8 +1,9 @@
 //! keepsh: an SSH server whose shells outlive the connection.
 //!
 //! The tour, in the order a connection travels:
-//! the [`server`] accepts a connection ([`admission`] limits those not yet
-//! authenticated) and configures russh → the [`front`]
+//! the [`server`] accepts a connection ([`penalty`] refuses sources that
+//! misbehaved, [`admission`] limits those not yet authenticated) and
+//! configures russh → the [`front`]
 //! turns SSH requests (`pty-req`, `shell`, `exec`, `window-change`, data)
 //! into [`command`]s → the [`registry`] finds or creates the user's
 //! [`session`], which runs in its own process → the channel attaches over
@@ -18,6 +19,7 @@ pub mod command;
 pub mod config;
 pub mod front;
 pub mod keys;
+pub mod penalty;
 pub mod protocol;
 pub mod registry;
 pub mod remote;

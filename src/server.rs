@@ -6,13 +6,14 @@
 //! Before the handshake, each connection waits for one of `max_startups`
 //! slots, at most `max_startups_per_source` from one IP address (see
 //! `admission`; released on authentication), and gets `login_grace_time`
-//! from accept to authenticate.
+//! from accept to authenticate. Sources whose connections fail or abandon
+//! authentication are penalised (`penalty`): refused at accept for a while.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::Config as RusshConfig;
@@ -23,7 +24,8 @@ use tracing::Instrument;
 
 use crate::admission::Startups;
 use crate::config::ServerConfig;
-use crate::front::{self, Connection, Shared};
+use crate::front::{self, AuthProgress, Connection, Shared};
+use crate::penalty::{Offence, Penalties, Verdict};
 
 mod tcp;
 use tcp::Tuned;
@@ -96,28 +98,37 @@ pub async fn run(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let startups = Startups::new(server.max_startups, server.max_startups_per_source);
-    let grace = server.login_grace_time;
+    let limits = Arc::new(Limits {
+        startups: Startups::new(server.max_startups, server.max_startups_per_source),
+        penalties: server.penalties.clone().map(Penalties::new),
+        grace: server.login_grace_time,
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
         tasks.spawn(accept_loop(
             listener,
             Arc::clone(&config),
             Arc::clone(&shared),
-            Arc::clone(&startups),
-            grace,
+            Arc::clone(&limits),
         ));
     }
     shutdown.await;
     tasks.abort_all();
 }
 
+/// What bounds connections before they authenticate, shared by every listener.
+struct Limits {
+    startups: Arc<Startups>,
+    /// `None` with `per_source_penalties = false`.
+    penalties: Option<Penalties>,
+    grace: Option<Duration>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     config: Arc<RusshConfig>,
     shared: Arc<Shared>,
-    startups: Arc<Startups>,
-    grace: Option<Duration>,
+    limits: Arc<Limits>,
 ) {
     static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
     loop {
@@ -129,6 +140,19 @@ async fn accept_loop(
                 continue;
             }
         };
+        if let Some(penalties) = &limits.penalties
+            && let Verdict::Refuse { remaining, log } = penalties.check(peer.ip(), Instant::now())
+        {
+            if log {
+                tracing::info!(
+                    source = %peer.ip(),
+                    remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs() + 1)),
+                    "source penalised for failed or abandoned logins; its connections are refused (logged once a minute)"
+                );
+            }
+            drop(stream); // closed before the banner
+            continue;
+        }
         let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("connection", id, %peer);
         let connection = Accepted {
@@ -136,9 +160,9 @@ async fn accept_loop(
             peer,
             config: Arc::clone(&config),
             shared: Arc::clone(&shared),
-            startups: Arc::clone(&startups),
+            limits: Arc::clone(&limits),
         };
-        tokio::spawn(serve(connection, grace).instrument(span));
+        tokio::spawn(serve(connection).instrument(span));
     }
 }
 
@@ -148,75 +172,95 @@ struct Accepted {
     peer: SocketAddr,
     config: Arc<RusshConfig>,
     shared: Arc<Shared>,
-    startups: Arc<Startups>,
+    limits: Arc<Limits>,
 }
 
 /// Runs one connection: waits for admission, then the handshake; closes it
-/// if it has not authenticated within `grace` of being accepted.
-async fn serve(accepted: Accepted, grace: Option<Duration>) {
+/// if it has not authenticated within `login_grace_time` of being accepted;
+/// penalises its source if it never authenticated.
+async fn serve(accepted: Accepted) {
+    let peer = accepted.peer;
+    let limits = Arc::clone(&accepted.limits);
+    let outcome = handshake_and_run(accepted).await;
+    if let (Some(penalties), Some(offence)) = (&limits.penalties, outcome) {
+        tracing::debug!(?offence, "source penalised");
+        penalties.record(peer.ip(), offence, Instant::now());
+    }
+}
+
+/// The connection's life; returns how it failed to authenticate, if it did.
+async fn handshake_and_run(accepted: Accepted) -> Option<Offence> {
     let Accepted {
         stream,
         peer,
         config,
         shared,
-        startups,
+        limits,
     } = accepted;
     tracing::debug!("connection accepted");
     let closer = stream.closer();
     let grace_timer = async {
-        match grace {
+        match limits.grace {
             Some(grace) => tokio::time::sleep(grace).await,
             None => std::future::pending().await,
         }
     };
     tokio::pin!(grace_timer);
-    if startups.would_wait(peer.ip()) {
+    if limits.startups.would_wait(peer.ip()) {
         tracing::info!("max_startups or max_startups_per_source reached; waiting for a slot");
     }
     let permit = tokio::select! {
-        permit = startups.admit(peer.ip()) => permit,
+        permit = limits.startups.admit(peer.ip()) => permit,
         () = &mut grace_timer => {
+            // Our own queue, not the client's doing: no penalty.
             tracing::info!("login grace time exceeded waiting for a startup slot; closed");
-            return;
+            return None;
         }
     };
-    let (authenticated, mut authenticated_rx) = watch::channel(false);
+    let (progress, progress_rx) = watch::channel(AuthProgress::default());
     let handle = Arc::new(OnceLock::new());
-    let handler = Connection::new(
-        shared,
-        Some(peer),
-        Arc::clone(&handle),
-        authenticated,
-        permit,
-    );
+    let handler = Connection::new(shared, Some(peer), Arc::clone(&handle), progress, permit);
     let handshake = russh::server::run_stream(config, stream, handler);
+    let never_authenticated = |progress: &watch::Receiver<AuthProgress>| {
+        let progress = *progress.borrow();
+        if progress.authenticated {
+            None
+        } else if progress.failures > 0 {
+            Some(Offence::AuthFail)
+        } else {
+            Some(Offence::NoAuth)
+        }
+    };
     // The banner exchange may itself hang on a silent client.
     let running = tokio::select! {
         running = handshake => match running {
             Ok(running) => running,
             Err(error) => {
                 log_end(&error);
-                return;
+                return Some(Offence::NoAuth);
             }
         },
         () = &mut grace_timer => {
             tracing::info!("login grace time exceeded before the banner; closed");
-            return;
+            return Some(Offence::GraceExceeded);
         }
     };
     let _ = handle.set(running.handle());
     tokio::pin!(running);
+    let mut offence = None;
+    let mut waiter = progress_rx.clone();
     tokio::select! {
         result = &mut running => {
             if let Err(error) = result {
                 log_end(&error);
             }
-            return;
+            return never_authenticated(&progress_rx);
         }
         // Authenticated (or the handler is gone): no deadline any more.
-        _ = authenticated_rx.wait_for(|done| *done) => drop(closer),
+        _ = waiter.wait_for(|p| p.authenticated) => drop(closer),
         () = &mut grace_timer => {
             tracing::info!("login grace time exceeded; closed");
+            offence = Some(Offence::GraceExceeded);
             if let Some(closer) = closer {
                 closer.shut();
             }
@@ -225,6 +269,7 @@ async fn serve(accepted: Accepted, grace: Option<Duration>) {
     if let Err(error) = running.await {
         log_end(&error);
     }
+    offence.or_else(|| never_authenticated(&progress_rx))
 }
 
 /// Logs why a connection ended: a peer that breaks the protocol at info

@@ -74,6 +74,16 @@ pub struct Shared {
     pub max_auth_attempts: usize,
 }
 
+/// How far a connection got with authentication: read by the server for
+/// `login_grace_time` and per-source penalties.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthProgress {
+    /// It authenticated.
+    pub authenticated: bool,
+    /// Failed password and publickey attempts.
+    pub failures: usize,
+}
+
 /// Per-channel state.
 #[derive(Default)]
 struct ChannelState {
@@ -110,13 +120,11 @@ pub struct Connection {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     login: Option<Login>,
-    /// Failed password and publickey attempts so far.
-    failures: usize,
     /// The connection's russh handle, set once its handshake started: for
     /// disconnecting after too many failures.
     handle: Arc<OnceLock<Handle>>,
-    /// Set on successful authentication; ends the login-grace timer.
-    authenticated: watch::Sender<bool>,
+    /// Failures and success, for the server (grace timer, penalties).
+    progress: watch::Sender<AuthProgress>,
     /// Held until authentication: counts against `max_startups`.
     startup_permit: Option<StartupPermit>,
     channels: HashMap<ChannelId, ChannelState>,
@@ -129,16 +137,15 @@ impl Connection {
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
         handle: Arc<OnceLock<Handle>>,
-        authenticated: watch::Sender<bool>,
+        progress: watch::Sender<AuthProgress>,
         startup_permit: StartupPermit,
     ) -> Connection {
         Connection {
             shared,
             peer,
             login: None,
-            failures: 0,
             handle,
-            authenticated,
+            progress,
             startup_permit: Some(startup_permit),
             channels: HashMap::new(),
         }
@@ -151,14 +158,10 @@ impl Connection {
     /// Logs a failed attempt and answers it with every method still
     /// offered; past `max_auth_attempts` failures, disconnects.
     fn failed(&mut self, user: &str, method: &str) -> Auth {
-        self.failures += 1;
-        tracing::info!(
-            user,
-            method,
-            failures = self.failures,
-            "authentication failed"
-        );
-        if self.failures >= self.shared.max_auth_attempts {
+        self.progress.send_modify(|p| p.failures += 1);
+        let failures = self.progress.borrow().failures;
+        tracing::info!(user, method, failures, "authentication failed");
+        if failures >= self.shared.max_auth_attempts {
             tracing::warn!(user, "too many authentication failures; disconnecting");
             if let Some(handle) = self.handle.get().cloned() {
                 // Queued behind this attempt's USERAUTH_FAILURE.
@@ -301,7 +304,7 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        self.authenticated.send_replace(true);
+        self.progress.send_modify(|p| p.authenticated = true);
         self.startup_permit = None; // no longer counts against max_startups
         Ok(())
     }

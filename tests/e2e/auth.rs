@@ -379,3 +379,71 @@ fn banner_only_clients_that_fill_the_per_source_slots_free_them_at_the_grace_tim
         started.elapsed()
     );
 }
+
+/// A TCP connection to the server from `source` (a loopback address).
+fn connect_from(server: &Server, source: [u8; 4]) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::from((source, 0)).into())
+        .expect("bind to a loopback address");
+    socket
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], server.port)).into())
+        .expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+}
+
+/// OpenSSH from `source` as alice with `key_user`'s key, running `version`.
+fn ssh_from(server: &Server, source: &str, key_user: &str) -> Output {
+    let mut cmd = server.ssh_as("alice", key_user);
+    cmd.args(["-b", source, "version"]);
+    run_with_deadline(cmd, DEADLINE)
+}
+
+#[test]
+fn a_penalised_source_is_refused_at_accept_while_others_log_in_until_it_expires() {
+    let server = Server::start_with(crate::harness::Options {
+        server: "penalty_exempt = []\npenalty_authfail = \"1s\"\npenalty_min = \"2s\"\npenalty_max = \"3s\"",
+        ..Default::default()
+    });
+    // Two connections that fail to log in (mallory's key is nobody's).
+    for _ in 0..2 {
+        assert_eq!(
+            ssh_from(&server, "127.0.0.2", "mallory").status.code(),
+            Some(255)
+        );
+    }
+    // The penalty (2 s) reached penalty_min: closed at accept, no banner.
+    wait_until(
+        "127.0.0.2 to be refused before the banner",
+        DEADLINE,
+        || {
+            let mut stream = connect_from(&server, [127, 0, 0, 2]);
+            let mut buf = [0u8; 64];
+            // EOF (or a reset) with nothing read: refused; the banner: served.
+            match stream.read(&mut buf) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        },
+    );
+    assert!(
+        server.log().contains("source penalised"),
+        "{}",
+        server.log()
+    );
+    // Another source logs in at once.
+    let started = Instant::now();
+    assert!(ssh_from(&server, "127.0.0.3", "alice").status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The penalty expires (at most penalty_max, 3 s): 127.0.0.2 gets in again.
+    wait_until("127.0.0.2's penalty to expire", DEADLINE, || {
+        ssh_from(&server, "127.0.0.2", "alice").status.success()
+    });
+}

@@ -159,10 +159,20 @@ impl Server {
                 .trim()
                 .to_owned()
         };
+        // Loopback is not exempt from per-source penalties by default; the
+        // tests' own connections from 127.0.0.1 are (their raw sockets and
+        // refused logins would otherwise lock the next test step out). The
+        // penalty test uses 127.0.0.2 and 127.0.0.3.
+        let exempt = if options.server.contains("penalty_exempt") {
+            ""
+        } else {
+            "penalty_exempt = [\"127.0.0.1\"]"
+        };
         let config = format!(
             r#"[server]
 listen = ["127.0.0.1:0"]
 max_auth_attempts = 3
+{exempt}
 {server}
 [sessions]
 shell = "/bin/sh"
