@@ -44,9 +44,7 @@ impl Tuned {
             quickack_reads: QUICKACK_READS,
         }
     }
-}
 
-impl Tuned {
     /// A second handle on the same socket that can shut it down while
     /// russh owns the stream (see [`Closer`]); `None` if the fd cannot be
     /// duplicated (EMFILE), logged at debug level.
