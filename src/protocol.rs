@@ -218,6 +218,67 @@ pub enum Request {
     /// What the session holds of its past, answered with [`Event::History`]
     /// chunks; the answer ends when its connection closes.
     History(HistoryFormat),
+    /// Deliver a signal to the PTY's foreground process group, as the
+    /// terminal's own keys (^C) or a `kill` from another terminal would
+    /// (RFC 4254 §6.9). Sent as the first frame of a connection of its own
+    /// and last in this enum, so that a session process of an older build,
+    /// which cannot decode it, only closes that one connection.
+    Signal(SignalName),
+}
+
+/// A signal a client may send (RFC 4254 §6.9), named as in §6.10 without
+/// "SIG".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignalName {
+    /// SIGABRT.
+    Abrt,
+    /// SIGALRM.
+    Alrm,
+    /// SIGFPE.
+    Fpe,
+    /// SIGHUP.
+    Hup,
+    /// SIGILL.
+    Ill,
+    /// SIGINT.
+    Int,
+    /// SIGKILL.
+    Kill,
+    /// SIGPIPE.
+    Pipe,
+    /// SIGQUIT.
+    Quit,
+    /// SIGSEGV.
+    Segv,
+    /// SIGTERM.
+    Term,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+}
+
+impl SignalName {
+    /// The name RFC 4254 §6.10 uses (`"INT"`), if it is one of them.
+    pub fn from_rfc(name: &str) -> Option<SignalName> {
+        use SignalName::*;
+        Some(match name {
+            "ABRT" => Abrt,
+            "ALRM" => Alrm,
+            "FPE" => Fpe,
+            "HUP" => Hup,
+            "ILL" => Ill,
+            "INT" => Int,
+            "KILL" => Kill,
+            "PIPE" => Pipe,
+            "QUIT" => Quit,
+            "SEGV" => Segv,
+            "TERM" => Term,
+            "USR1" => Usr1,
+            "USR2" => Usr2,
+            _ => return None,
+        })
+    }
 }
 
 /// The form of a [`Request::History`] answer.
@@ -435,6 +496,7 @@ mod tests {
                 name: "w".parse().expect("name"),
             },
             Request::Kill,
+            Request::Signal(SignalName::Usr2),
         ];
         for request in requests {
             let text = serde_json::to_string(&request).expect("serialize");
@@ -450,6 +512,15 @@ mod tests {
         assert!(matches!(back, Event::Output { offset: 3, data } if &data[..] == b"\x1b[1mhi"));
         // An invalid name cannot be smuggled in through deserialization.
         assert!(serde_json::from_str::<SessionName>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn signal_names_are_rfc_4254_names_without_sig() {
+        assert_eq!(SignalName::from_rfc("INT"), Some(SignalName::Int));
+        assert_eq!(SignalName::from_rfc("USR2"), Some(SignalName::Usr2));
+        for bad in ["SIGINT", "int", "", "WINCH"] {
+            assert_eq!(SignalName::from_rfc(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

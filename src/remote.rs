@@ -26,6 +26,7 @@ use crate::protocol::wire::{
 };
 use crate::protocol::{
     AttachRequest, AttachmentId, Event, HistoryFormat, PtySize, Request, SessionInfo, SessionState,
+    SignalName,
 };
 pub use crate::session::AttachError;
 use crate::session::host::{HostSpec, Ready, socket_path};
@@ -303,6 +304,19 @@ impl SessionHandle {
                 _ => return Err(AttachError::Gone),
             }
         }
+    }
+
+    /// Delivers `signal` to the session's foreground process group, on a
+    /// connection of its own that closes at once: a session process of an
+    /// older build that cannot decode it only drops that connection.
+    ///
+    /// # Errors
+    /// [`AttachError::Gone`] if the session cannot be reached.
+    pub async fn signal(&self, signal: SignalName) -> Result<(), AttachError> {
+        let (_reader, mut writer) = self.open().await?;
+        write_frame(&mut writer, &ToSession::Request(Request::Signal(signal)))
+            .await
+            .map_err(|_| AttachError::Gone)
     }
 
     /// Binds a new attachment on a connection of its own. Its events (replay,

@@ -23,9 +23,11 @@ use tokio::sync::mpsc;
 
 use super::{Shared, writer};
 use crate::command::{self, Command, Failure, Reply};
-use crate::protocol::{AttachRequest, HistoryFormat, PtySize, Refusal, Request, SessionName};
+use crate::protocol::{
+    AttachRequest, HistoryFormat, PtySize, Refusal, Request, SessionName, SignalName,
+};
 use crate::registry::{Found, RegistryError};
-use crate::remote::{AttachError, AttachmentControl};
+use crate::remote::{AttachError, AttachmentControl, SessionHandle};
 use crate::session::SpawnSpec;
 
 /// How long `kill` waits for the program to exit (its grace + margin).
@@ -41,6 +43,8 @@ pub enum ToChannel {
     Input(Bytes),
     /// A `window-change` (RFC 4254 §6.7), already clamped.
     Resize(PtySize),
+    /// A `signal` request (RFC 4254 §6.9).
+    Signal(SignalName),
 }
 
 /// A shell or exec request, with everything its task needs.
@@ -86,20 +90,43 @@ pub async fn run(mut start: Start) {
             tokio::select! {
                 () = output => {}
                 // The handler dropped its side: the client closed the channel.
-                () = pump(&mut start.inbox, control) => {}
+                () = pump(&mut start.inbox, control, &found.handle) => {}
             }
         }
     }
 }
 
-/// Forwards input and resizes to the session until the handler lets go.
-async fn pump(inbox: &mut mpsc::Receiver<ToChannel>, mut control: AttachmentControl) {
+/// Forwards input, resizes and signals to the session until the handler
+/// lets go.
+async fn pump(
+    inbox: &mut mpsc::Receiver<ToChannel>,
+    mut control: AttachmentControl,
+    session: &SessionHandle,
+) {
     while let Some(message) = inbox.recv().await {
         match message {
             ToChannel::Input(data) => control.input(data).await,
             ToChannel::Resize(size) => control.resize(size).await,
+            ToChannel::Signal(signal) => {
+                if session.signal(signal).await.is_err() {
+                    tracing::debug!(?signal, "signal to a session that is gone");
+                }
+            }
         }
     }
+}
+
+/// Whether a channel running `command` takes `signal` requests: one that
+/// attaches with the keyboard (a read-only watcher may not interrupt).
+pub fn takes_signals(command: &Result<Command, Failure>) -> bool {
+    matches!(
+        command,
+        Ok(Command::New { detach: false, .. }
+            | Command::Attach {
+                read_only: false,
+                ..
+            })
+    )
 }
 
 /// Carries out the command.

@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 use crate::admission::StartupPermit;
 use crate::auth::{Authenticator, Login};
 use crate::command::{self, Failure};
-use crate::protocol::PtySize;
+use crate::protocol::{PtySize, SignalName};
 use crate::registry::Registry;
 use channel::ToChannel;
 
@@ -96,6 +96,8 @@ struct ChannelState {
     out: Option<ChannelWriteHalf<Msg>>,
     /// Input and resizes for the channel's task, once started.
     inbox: Option<mpsc::Sender<ToChannel>>,
+    /// The channel attaches with the keyboard: `signal` requests pass.
+    takes_signals: bool,
     task: Option<JoinHandle<()>>,
 }
 
@@ -198,6 +200,7 @@ impl Connection {
         let Some(out) = state.out.take() else {
             return false;
         };
+        state.takes_signals = channel::takes_signals(&command);
         let (inbox, receiver) = mpsc::channel(channel::INBOX);
         let start = channel::Start {
             shared,
@@ -484,6 +487,27 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: russh::Sig,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // RFC 4254 §6.9; the reply (when wanted) says whether it was passed on.
+        let takes = self.channels.get(&channel).is_some_and(|c| c.takes_signals);
+        match signal_name(&signal).filter(|_| takes) {
+            Some(name) => {
+                self.pass(channel, ToChannel::Signal(name)).await;
+                session.channel_success(channel)?;
+            }
+            None => {
+                tracing::debug!(?signal, "signal request refused");
+                session.channel_failure(channel)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn x11_request(
         &mut self,
         channel: ChannelId,
@@ -496,4 +520,25 @@ impl russh::server::Handler for Connection {
         session.channel_failure(channel)?;
         Ok(())
     }
+}
+
+/// The protocol's name for a russh signal; `None` for one outside RFC 4254
+/// §6.10's list.
+fn signal_name(signal: &russh::Sig) -> Option<SignalName> {
+    use russh::Sig;
+    Some(match signal {
+        Sig::ABRT => SignalName::Abrt,
+        Sig::ALRM => SignalName::Alrm,
+        Sig::FPE => SignalName::Fpe,
+        Sig::HUP => SignalName::Hup,
+        Sig::ILL => SignalName::Ill,
+        Sig::INT => SignalName::Int,
+        Sig::KILL => SignalName::Kill,
+        Sig::PIPE => SignalName::Pipe,
+        Sig::QUIT => SignalName::Quit,
+        Sig::SEGV => SignalName::Segv,
+        Sig::TERM => SignalName::Term,
+        Sig::USR1 => SignalName::Usr1,
+        Sig::Custom(name) => return SignalName::from_rfc(name),
+    })
 }

@@ -41,7 +41,7 @@ use super::screen::{self, Screen};
 use super::{Envelope, SessionSettings};
 use crate::protocol::{
     AttachRequest, AttachmentId, Event, ExitStatus, HistoryFormat, Input, MAX_PTY_ROWS, PtySize,
-    Refusal, Request, SessionInfo, SessionState,
+    Refusal, Request, SessionInfo, SessionState, SignalName,
 };
 
 /// Largest output or redraw event sent when catching an attachment up.
@@ -324,6 +324,12 @@ impl Actor {
                 self.publish();
             }
             Request::Kill => self.kill(),
+            Request::Signal(name) => {
+                if self.info.exit.is_none() {
+                    tracing::info!(signal = ?name, "signal to the foreground process group");
+                    self.pty.signal_foreground(nix_signal(name));
+                }
+            }
             Request::History(format) => match envelope.events {
                 Some(events) => {
                     let data = self.history(format);
@@ -704,4 +710,23 @@ fn plain_lines(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The OS signal for a [`SignalName`].
+fn nix_signal(name: SignalName) -> Signal {
+    match name {
+        SignalName::Abrt => Signal::SIGABRT,
+        SignalName::Alrm => Signal::SIGALRM,
+        SignalName::Fpe => Signal::SIGFPE,
+        SignalName::Hup => Signal::SIGHUP,
+        SignalName::Ill => Signal::SIGILL,
+        SignalName::Int => Signal::SIGINT,
+        SignalName::Kill => Signal::SIGKILL,
+        SignalName::Pipe => Signal::SIGPIPE,
+        SignalName::Quit => Signal::SIGQUIT,
+        SignalName::Segv => Signal::SIGSEGV,
+        SignalName::Term => Signal::SIGTERM,
+        SignalName::Usr1 => Signal::SIGUSR1,
+        SignalName::Usr2 => Signal::SIGUSR2,
+    }
 }

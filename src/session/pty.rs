@@ -281,6 +281,20 @@ impl Pty {
         }
     }
 
+    /// Sends `signal` to the PTY's foreground process group (the job at the
+    /// prompt, or the program itself), as the terminal's ^C would;
+    /// to the program's group if the PTY has no foreground group.
+    pub fn signal_foreground(&self, signal: Signal) {
+        let group = rustix::termios::tcgetpgrp(&self.control)
+            .ok()
+            .map(|pid| Pid::from_raw(pid.as_raw_nonzero().get()))
+            .or(self.pid);
+        if let Some(group) = group {
+            // ESRCH (already gone) is the expected outcome of a race with exit.
+            let _ = killpg(group, signal);
+        }
+    }
+
     /// Sends `signal` to the program's process group and to the PTY's
     /// foreground process group (a job the shell started), so that `kill`
     /// ends the whole session, not just its first process.

@@ -141,3 +141,43 @@ fn kill_on_one_channel_never_pauses_typing_on_another() {
         server.session("alice", "stubborn").is_none()
     });
 }
+
+#[test]
+fn a_signal_request_reaches_the_foreground_job_and_is_answered() {
+    let server = Server::start();
+    // A program with no children that reports each signal it catches.
+    let trapper = "bash -c 'for s in INT QUIT HUP USR1 USR2; do trap \"echo got-$s\" $s; done; \
+                   echo armed; while :; do read -r -t 0.2 _; done'";
+    for (name, program) in [("target", None), ("trapper", Some(trapper))] {
+        let mut args = vec!["new", "-d", name];
+        args.extend(program.iter().flat_map(|p| ["--", p]));
+        let out = server.run("alice", &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = server.paramiko("alice", &["alice"], &["signal"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for (key, want) in [
+        // The shell's foreground job is interrupted; the shell carries on.
+        ("int", "success"),
+        ("kill", "success"),
+        // Not a signal of RFC 4254 §6.10; a watcher may not interrupt;
+        // a channel that runs nothing has nothing to signal.
+        ("unknown", "failure"),
+        ("read-only", "failure"),
+        ("unstarted", "failure"),
+        ("trapped-int", "success"),
+        ("trapped-quit", "success"),
+        ("trapped-hup", "success"),
+        ("trapped-usr1", "success"),
+        ("trapped-usr2", "success"),
+        ("term", "success"),
+        ("trapper-ended", "yes"),
+    ] {
+        assert_eq!(field(&text, key), Some(want), "{key}: {text}");
+    }
+    // paramiko ignores exit-signal; `list` tells what ended the program.
+    wait_until("trapper to be listed as ended by SIGTERM", DEADLINE, || {
+        stdout(&server.run("alice", &["list"])).contains("exited(SIGTERM)")
+    });
+}

@@ -190,6 +190,62 @@ def scenario_echo_during(client, args):
     print(f"echoes={i} worst={worst:.3f} status={other.recv_exit_status()}")
 
 
+def send_signal(channel, name):
+    """Sends a `signal` request (RFC 4254 §6.9; paramiko has no call for
+    it) with want_reply set; returns "success" or "failure"."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(channel.remote_chanid)
+    m.add_string("signal")
+    m.add_boolean(True)
+    m.add_string(name)
+    channel._event_pending()
+    channel.transport._send_user_message(m)
+    if not channel.event.wait(DEADLINE):
+        raise TimeoutError(f"no reply to signal {name} within {DEADLINE} s")
+    # paramiko closes a channel whose request failed.
+    return "success" if channel.event_ready else "failure"
+
+
+def scenario_signal(client, _args):
+    """Signals to an attached shell's foreground job, to a read-only
+    watcher, to a channel that runs nothing yet, one outside RFC 4254
+    §6.10, and each catchable one to a program that traps them."""
+    transport = client.get_transport()
+    shell = attach(transport, "target")
+    # The marker is computed, so the echo of the typed line cannot match it.
+    shell.send("sh -c 'echo sleeping-$((1+1)); exec sleep 1000'\n")
+    read_until(shell, "sleeping-2")
+    print(f"int={send_signal(shell, 'INT')}")
+    shell.send("echo back-$((2+3))\n")
+    waited = read_until(shell, "back-5")
+    print(f"shell-back={waited:.3f}")
+    shell.send("sh -c 'echo sleeping-$((3+4)); exec sleep 1000'\n")
+    read_until(shell, "sleeping-7")
+    print(f"kill={send_signal(shell, 'KILL')}")
+    shell.send("echo back-$((5+6))\n")
+    read_until(shell, "back-11")
+    print(f"unknown={send_signal(shell, 'NOSUCH')}")
+    watcher = transport.open_session(timeout=DEADLINE)
+    watcher.get_pty(term="xterm", width=80, height=24)
+    watcher.exec_command("attach --read-only target")
+    print(f"read-only={send_signal(watcher, 'INT')}")
+    idle = transport.open_session(timeout=DEADLINE)
+    print(f"unstarted={send_signal(idle, 'INT')}")
+    shell2 = attach(transport, "trapper")
+    read_until(shell2, "armed")
+    for name in ["INT", "QUIT", "HUP", "USR1", "USR2"]:
+        print(f"trapped-{name.lower()}={send_signal(shell2, name)}")
+        read_until(shell2, f"got-{name}")
+    print(f"term={send_signal(shell2, 'TERM')}")
+    started = time.monotonic()
+    while not shell2.exit_status_ready():
+        if time.monotonic() - started > DEADLINE:
+            raise TimeoutError("TERM did not end the session")
+        time.sleep(0.02)
+    print("trapper-ended=yes")
+
+
 def main():
     port, user, keys, scenario = sys.argv[1:5]
     client = connect(int(port), user, keys.split(","))
