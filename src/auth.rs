@@ -165,6 +165,10 @@ pub struct Authenticator {
     verifiers: Verifiers,
 }
 
+/// How long a verification worker keeps its buffer without a job: a burst
+/// reuses it, and it is given back once the burst is over.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One verification for a worker.
 struct Job {
     password: String,
@@ -178,56 +182,140 @@ struct Job {
 /// may land on a new blocking thread, and glibc keeps each thread's freed
 /// 19 MiB in that thread's arena; measured, 30 concurrent wrong passwords
 /// took the server from 7 MiB to 398 MiB of RSS, for good. Here the
-/// memory is at most one buffer per worker, whatever the burst.
+/// memory is at most one buffer per worker, whatever the burst, and a
+/// worker idle for [`IDLE`] frees its buffer and has the allocator give
+/// it back to the system.
 struct Verifiers {
-    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+    queue: std::sync::Arc<Queue>,
+    /// Workers that started; with none, verification fails closed.
+    workers: usize,
+}
+
+/// Jobs waiting for a worker, shared by all of them. A condition variable
+/// rather than a channel so that each idle worker waits with its own
+/// deadline.
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    ready: std::sync::Condvar,
+    /// How long a worker keeps its buffer without a job ([`IDLE`]).
+    idle: std::time::Duration,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: std::collections::VecDeque<Job>,
+    /// The authenticator is gone: workers end.
+    closed: bool,
+}
+
+impl Queue {
+    fn new(idle: std::time::Duration) -> Queue {
+        Queue {
+            state: std::sync::Mutex::default(),
+            ready: std::sync::Condvar::new(),
+            idle,
+        }
+    }
+
+    /// The next job; `None` once closed. Frees `blocks` (and has the
+    /// allocator give the memory back) after `idle` without a job.
+    fn next(&self, blocks: &mut Vec<argon2::Block>) -> Option<Job> {
+        let mut state = self.state.lock().ok()?;
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            let (next, wait) = self.ready.wait_timeout(state, self.idle).ok()?;
+            state = next;
+            if wait.timed_out() && !blocks.is_empty() && state.jobs.is_empty() {
+                drop(state);
+                *blocks = Vec::new();
+                give_back_freed_memory();
+                state = self.state.lock().ok()?;
+            }
+        }
+    }
 }
 
 impl Verifiers {
     fn start(workers: usize) -> Verifiers {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let queue = std::sync::Arc::new(Queue::new(IDLE));
+        let mut started = 0;
         for n in 0..workers {
             let queue = std::sync::Arc::clone(&queue);
             let spawned = std::thread::Builder::new()
                 .name(format!("keepsh-argon2-{n}"))
                 .spawn(move || {
                     let mut blocks: Vec<argon2::Block> = Vec::new();
-                    loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = match queue.lock().map(|q| q.recv()) {
-                            Ok(Ok(job)) => job,
-                            _ => return, // the authenticator is gone
-                        };
+                    while let Some(job) = queue.next(&mut blocks) {
                         let verified = verify(&job.password, &job.hash, &mut blocks);
                         let _ = job.reply.send(verified);
                     }
                 });
-            if let Err(error) = spawned {
-                tracing::warn!(%error, "starting a password verification thread failed");
+            match spawned {
+                Ok(_) => started += 1,
+                Err(error) => {
+                    tracing::warn!(%error, "starting a password verification thread failed");
+                }
             }
         }
         Verifiers {
-            jobs: std::sync::Mutex::new(jobs),
+            queue,
+            workers: started,
         }
     }
 
     /// Verifies on a worker; false if none is running.
     async fn verify(&self, password: &str, hash: PasswordHash) -> bool {
+        if self.workers == 0 {
+            return false;
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Job {
             password: password.to_owned(),
             hash,
             reply,
         };
-        let sent = self
-            .jobs
-            .lock()
-            .map(|jobs| jobs.send(job).is_ok())
-            .unwrap_or(false);
-        sent && answer.await.unwrap_or(false)
+        match self.queue.state.lock() {
+            Ok(mut state) => state.jobs.push_back(job),
+            Err(_) => return false,
+        }
+        self.queue.ready.notify_one();
+        answer.await.unwrap_or(false)
     }
 }
+
+impl Drop for Verifiers {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.queue.state.lock() {
+            state.closed = true;
+        }
+        self.queue.ready.notify_all();
+    }
+}
+
+/// Has glibc return the pages of freed memory to the system
+/// (`malloc_trim(3)`). glibc raises its mmap threshold after a large block
+/// is freed, so the next 19 MiB buffer comes from the thread's arena, and
+/// an arena gives memory back on its own only above its trim threshold
+/// (mallopt(3) M_TRIM_THRESHOLD): without this, RSS stays at the burst's
+/// peak. Measured with `cargo bench --bench compare` (auth): see
+/// BENCHMARKS.md.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[expect(unsafe_code, reason = "malloc_trim, a glibc call with no safe binding")]
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim takes no pointer and glibc serialises it with
+    // every other allocator call; it only releases pages no block uses.
+    let released = unsafe { nix::libc::malloc_trim(0) } == 1;
+    tracing::debug!(released, "argon2 workers idle: freed memory given back");
+}
+
+/// Elsewhere (musl, other systems) the allocator has no such call.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_freed_memory() {}
 
 /// Whether `password` matches `hash`, computing argon2 in `blocks` (grown
 /// to the hash's `m_cost` once, then reused). The comparison is constant
@@ -405,6 +493,24 @@ mod tests {
         }
         // The default parameters' 19 MiB (19456 blocks of 1 KiB), kept.
         assert_eq!(blocks.len(), 19456);
+    }
+
+    #[test]
+    fn an_idle_worker_frees_its_buffer_and_a_closed_queue_ends_it() {
+        let queue = std::sync::Arc::new(Queue::new(std::time::Duration::from_millis(1)));
+        let worker = {
+            let queue = std::sync::Arc::clone(&queue);
+            std::thread::spawn(move || {
+                let mut blocks = vec![argon2::Block::default(); 16];
+                let job = queue.next(&mut blocks);
+                (job.is_none(), blocks.len())
+            })
+        };
+        // The scenario is "idle for far longer than `idle`", then closed.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        queue.state.lock().expect("lock").closed = true;
+        queue.ready.notify_all();
+        assert_eq!(worker.join().expect("worker"), (true, 0));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Environment: `KEEPSH_BENCH_QUICK=1` for smaller sizes and fewer runs
 //! (while developing); `KEEPSH_BENCH_ONLY=throughput,echo` to run some
-//! sections only (handshake, throughput, reattach, echo, storm, memory).
+//! sections only (handshake, throughput, reattach, echo, storm, auth,
+//! memory).
 
 #[allow(dead_code, reason = "the bench uses part of the shared test harness")]
 #[path = "../../tests/e2e/harness.rs"]
@@ -92,12 +93,13 @@ fn main() {
     let mut report = Report::default();
     sections::context(&bench, &mut report);
     type Section = fn(&Bench, &mut Report);
-    let all: [(&str, Section); 6] = [
+    let all: [(&str, Section); 7] = [
         ("handshake", sections::handshake),
         ("throughput", sections::throughput),
         ("reattach", sections::reattach),
         ("echo", sections::echo),
         ("storm", sections::storm),
+        ("auth", sections::auth),
         // Last: it leaves 1,000 sessions behind.
         ("memory", sections::memory),
     ];

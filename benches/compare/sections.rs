@@ -505,6 +505,53 @@ pub fn memory(bench: &Bench, report: &mut Report) {
     }
 }
 
+/// A status field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Concurrent wrong passwords (OpenSSH clients, one attempt each): the
+/// server process's resident memory before, at its peak and once settled.
+/// argon2id with the default parameters takes ~19 MiB per verification.
+pub fn auth(_bench: &Bench, report: &mut Report) {
+    const CLIENTS: usize = 30;
+    // A fresh server: its peak (VmHWM) is this burst's.
+    let keepsh = crate::start_keepsh();
+    assert!(keepsh.run("alice", &["version"]).status.success());
+    let pid = keepsh.pid();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let before = status_kib(pid, "VmRSS");
+    let (askpass, _calls) = keepsh.askpass(&["not the password"]);
+    let clients: Vec<usize> = (0..CLIENTS).collect();
+    let refused = parallel(CLIENTS, &clients, |_| {
+        let mut cmd = keepsh.ssh_with("alice", "alice", false);
+        cmd.args(["-o", "PubkeyAuthentication=no", "-o"])
+            .args(["PreferredAuthentications=password", "-o"])
+            .args(["NumberOfPasswordPrompts=1", "version"])
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0");
+        crate::harness::run_with_deadline(cmd, DEADLINE * 3).status.code() == Some(255)
+    });
+    assert!(refused.iter().all(|r| *r), "every wrong password is refused");
+    let peak = status_kib(pid, "VmHWM");
+    // What stays once the burst is over: a reading after a fixed quiet
+    // time, since "settled" is defined by it (not a synchronisation).
+    std::thread::sleep(Duration::from_secs(2));
+    let settled = status_kib(pid, "VmRSS");
+    let what = |w: &str| format!("server RSS, {CLIENTS} concurrent wrong passwords: {w}");
+    for (w, kib) in [("before", before), ("peak", peak), ("settled 2 s after", settled)] {
+        report.add("auth", what(w), KEEPSH, "MiB", Stats::of(vec![mib(kib)]));
+    }
+}
+
 /// Compares the keepsh rows with DESIGN §7's targets.
 pub fn targets(report: &mut Report) {
     let mut targets = Vec::new();
