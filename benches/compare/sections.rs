@@ -538,16 +538,26 @@ pub fn auth(_bench: &Bench, report: &mut Report) {
             .env("SSH_ASKPASS", &askpass)
             .env("SSH_ASKPASS_REQUIRE", "force")
             .env("DISPLAY", ":0");
-        crate::harness::run_with_deadline(cmd, DEADLINE * 3).status.code() == Some(255)
+        crate::harness::run_with_deadline(cmd, DEADLINE * 3)
+            .status
+            .code()
+            == Some(255)
     });
-    assert!(refused.iter().all(|r| *r), "every wrong password is refused");
+    assert!(
+        refused.iter().all(|r| *r),
+        "every wrong password is refused"
+    );
     let peak = status_kib(pid, "VmHWM");
     // What stays once the burst is over: a reading after a fixed quiet
     // time, since "settled" is defined by it (not a synchronisation).
     std::thread::sleep(Duration::from_secs(2));
     let settled = status_kib(pid, "VmRSS");
     let what = |w: &str| format!("server RSS, {CLIENTS} concurrent wrong passwords: {w}");
-    for (w, kib) in [("before", before), ("peak", peak), ("settled 2 s after", settled)] {
+    for (w, kib) in [
+        ("before", before),
+        ("peak", peak),
+        ("settled 2 s after", settled),
+    ] {
         report.add("auth", what(w), KEEPSH, "MiB", Stats::of(vec![mib(kib)]));
     }
 }
