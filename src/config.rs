@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::algorithms::{self, Algorithms, Kind};
 use crate::auth::{PasswordHash, parse_authorized_key};
 use crate::penalty::PenaltyConfig;
 use russh::keys::PublicKey;
@@ -85,6 +86,9 @@ pub struct ServerConfig {
     /// Per-source penalties (OpenSSH's `PerSourcePenalties`); `None` = off
     /// (`per_source_penalties = false`).
     pub penalties: Option<PenaltyConfig>,
+    /// The algorithms offered (`kex_algorithms`, `host_key_algorithms`,
+    /// `ciphers`, `macs`: sshd_config(5)'s lists and forms).
+    pub algorithms: Algorithms,
 }
 
 /// `[sessions]`: what sessions run and how long they live.
@@ -161,6 +165,42 @@ struct RawServer {
     penalty_max: ConfigDuration,
     penalty_max_sources: Count,
     penalty_exempt: Vec<Spanned<String>>,
+    kex_algorithms: Option<Spanned<AlgorithmList>>,
+    host_key_algorithms: Option<Spanned<AlgorithmList>>,
+    ciphers: Option<Spanned<AlgorithmList>>,
+    macs: Option<Spanned<AlgorithmList>>,
+}
+
+impl RawServer {
+    /// The list written for `kind`, if any.
+    fn algorithms(&self, kind: Kind) -> Option<&Spanned<AlgorithmList>> {
+        match kind {
+            Kind::Kex => self.kex_algorithms.as_ref(),
+            Kind::HostKey => self.host_key_algorithms.as_ref(),
+            Kind::Cipher => self.ciphers.as_ref(),
+            Kind::Mac => self.macs.as_ref(),
+        }
+    }
+}
+
+/// An algorithm list as sshd_config(5) writes it (`"+hmac-sha1"`,
+/// `"-*-cbc"`, `"^aes128-gcm@openssh.com"`, `"a,b"`), or an array of
+/// names, which replaces the defaults.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AlgorithmList {
+    Text(String),
+    Names(Vec<String>),
+}
+
+impl AlgorithmList {
+    /// The sshd_config(5) form.
+    fn spec(&self) -> String {
+        match self {
+            AlgorithmList::Text(text) => text.clone(),
+            AlgorithmList::Names(names) => names.join(","),
+        }
+    }
 }
 
 impl Default for RawServer {
@@ -184,6 +224,10 @@ impl Default for RawServer {
             penalty_max: ConfigDuration(Some(defaults.max)),
             penalty_max_sources: Count(defaults.max_sources),
             penalty_exempt: Vec::new(),
+            kex_algorithms: None,
+            host_key_algorithms: None,
+            ciphers: None,
+            macs: None,
         }
     }
 }
@@ -437,6 +481,20 @@ impl Config {
                 )
             })?);
         }
+        let mut offered = Algorithms::default();
+        for kind in Kind::ALL {
+            let Some(list) = raw.server.algorithms(kind) else {
+                continue;
+            };
+            let names = algorithms::resolve(kind, &list.get_ref().spec()).map_err(|e| {
+                invalid(
+                    Some(list.span()),
+                    e.to_string(),
+                    &format!("supported: {}", kind.supported().join(", ")),
+                )
+            })?;
+            offered.set(kind, names);
+        }
         let seconds = |d: ConfigDuration| d.0.unwrap_or(Duration::ZERO);
         let penalties = raw.server.per_source_penalties.then(|| PenaltyConfig {
             authfail: seconds(raw.server.penalty_authfail),
@@ -484,6 +542,7 @@ impl Config {
                 max_startups: raw.server.max_startups.0,
                 max_startups_per_source: raw.server.max_startups_per_source.0,
                 penalties,
+                algorithms: offered,
             },
             sessions: SessionsConfig {
                 shell,
@@ -591,9 +650,44 @@ mod tests {
     }
 
     #[test]
+    fn algorithm_lists_take_sshd_forms_and_name_what_is_supported() {
+        let config =
+            parse("[server]\nmacs = \"+hmac-sha1\"\nciphers = [\"aes128-ctr\", \"aes256-ctr\"]\n")
+                .expect("valid lists");
+        assert_eq!(config.server.algorithms.mac.last(), Some(&"hmac-sha1"));
+        assert_eq!(
+            config.server.algorithms.cipher,
+            vec!["aes128-ctr", "aes256-ctr"]
+        );
+        assert_eq!(
+            config.server.algorithms.kex,
+            crate::algorithms::Kind::Kex.defaults()
+        );
+        let err = parse("[server]\nmacs = \"+hmac-md5\"\n").unwrap_err();
+        assert!(err.starts_with("server.toml:2:8: server.macs:"), "{err}");
+        assert!(err.contains("unsupported MAC \"hmac-md5\""), "{err}");
+        assert!(
+            err.contains("supported: hmac-sha2-256-etm@openssh.com"),
+            "{err}"
+        );
+        let err = parse("[server]\nkex_algorithms = \"-*\"\n").unwrap_err();
+        assert!(err.contains("leaves no key exchange method"), "{err}");
+    }
+
+    #[test]
     fn the_repository_server_toml_is_valid() {
         let text = include_str!("../server.toml");
         parse(text).expect("server.toml at the root is valid");
+    }
+
+    #[test]
+    fn the_algorithm_defaults_documented_in_server_toml_are_the_defaults() {
+        use crate::algorithms::Kind;
+        let text = include_str!("../server.toml");
+        for kind in Kind::ALL {
+            let line = format!("# {} = \"{}\"", kind.key(), kind.defaults().join(","));
+            assert!(text.contains(&line), "server.toml lacks: {line}");
+        }
     }
 
     #[test]

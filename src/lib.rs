@@ -3,7 +3,7 @@
 //! The tour, in the order a connection travels:
 //! the [`server`] accepts a connection ([`penalty`] refuses sources that
 //! misbehaved, [`admission`] limits those not yet authenticated) and
-//! configures russh → the [`front`]
+//! configures russh (with the [`algorithms`] of `server.toml`) → the [`front`]
 //! turns SSH requests (`pty-req`, `shell`, `exec`, `window-change`, data)
 //! into [`command`]s → the [`registry`] finds or creates the user's
 //! [`session`], which runs in its own process → the channel attaches over
@@ -14,6 +14,7 @@
 //! keys, [`keys`] manages key files.
 
 pub mod admission;
+pub mod algorithms;
 pub mod auth;
 pub mod command;
 pub mod config;

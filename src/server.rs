@@ -15,27 +15,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use russh::keys::{Algorithm, HashAlg, PrivateKey};
+use russh::keys::PrivateKey;
 use russh::server::Config as RusshConfig;
-use russh::{Preferred, cipher, compression, kex, mac};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::admission::Startups;
+use crate::algorithms::{self, Kind};
 use crate::config::ServerConfig;
 use crate::front::{self, AuthProgress, Connection, Shared};
 use crate::penalty::{Offence, Penalties, Verdict};
+use crate::protocol::printable;
 
+mod identification;
 mod tcp;
 use tcp::Tuned;
 
 /// Pause after an accept error such as EMFILE, so a full fd table is not spun on.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The russh configuration: Ed25519 host keys, publickey and password only,
-/// no SHA-1 and no non-EtM MACs, no compression, keepalives instead of an
-/// inactivity timeout. (TCP_NODELAY and quick ACKs: `tcp::Tuned`, since russh
+/// The russh configuration: the algorithms of `[server]`'s
+/// `kex_algorithms`, `host_key_algorithms`, `ciphers` and `macs`
+/// (`algorithms`), publickey and password only, no compression,
+/// keepalives instead of an inactivity timeout. (TCP_NODELAY and quick ACKs: `tcp::Tuned`, since russh
 /// applies `nodelay` only in its own accept loop.)
 pub fn russh_config(server: &ServerConfig, host_keys: Vec<PrivateKey>) -> RusshConfig {
     RusshConfig {
@@ -60,32 +63,7 @@ pub fn russh_config(server: &ServerConfig, host_keys: Vec<PrivateKey>) -> RusshC
         // Handle messages queued per connection (russh's default is 10):
         // room for several channels' output chunks in flight.
         event_buffer_size: 64,
-        preferred: Preferred {
-            kex: Cow::Borrowed(&[
-                kex::MLKEM768X25519_SHA256,
-                kex::CURVE25519,
-                kex::CURVE25519_PRE_RFC_8731,
-                kex::EXTENSION_SUPPORT_AS_SERVER,
-                kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
-            ]),
-            key: Cow::Borrowed(&[
-                Algorithm::Ed25519,
-                Algorithm::Rsa {
-                    hash: Some(HashAlg::Sha512),
-                },
-                Algorithm::Rsa {
-                    hash: Some(HashAlg::Sha256),
-                },
-            ]),
-            cipher: Cow::Borrowed(&[
-                cipher::CHACHA20_POLY1305,
-                cipher::AES_256_GCM,
-                cipher::AES_256_CTR,
-            ]),
-            mac: Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
-            compression: Cow::Borrowed(&[compression::NONE]),
-            ..Preferred::default()
-        },
+        preferred: server.algorithms.preferred(),
         ..RusshConfig::default()
     }
 }
@@ -199,6 +177,8 @@ async fn handshake_and_run(accepted: Accepted) -> Option<Offence> {
     } = accepted;
     tracing::debug!("connection accepted");
     let closer = stream.closer();
+    let identification = stream.identification();
+    let ended = |error: &russh::Error| log_end(error, peer, &identification);
     let grace_timer = async {
         match limits.grace {
             Some(grace) => tokio::time::sleep(grace).await,
@@ -236,7 +216,7 @@ async fn handshake_and_run(accepted: Accepted) -> Option<Offence> {
         running = handshake => match running {
             Ok(running) => running,
             Err(error) => {
-                log_end(&error);
+                ended(&error);
                 return Some(Offence::NoAuth);
             }
         },
@@ -252,7 +232,7 @@ async fn handshake_and_run(accepted: Accepted) -> Option<Offence> {
     tokio::select! {
         result = &mut running => {
             if let Err(error) = result {
-                log_end(&error);
+                ended(&error);
             }
             return never_authenticated(&progress_rx);
         }
@@ -267,20 +247,56 @@ async fn handshake_and_run(accepted: Accepted) -> Option<Offence> {
         }
     }
     if let Err(error) = running.await {
-        log_end(&error);
+        ended(&error);
     }
     offence.or_else(|| never_authenticated(&progress_rx))
 }
 
-/// Logs why a connection ended: a peer that breaks the protocol at info
-/// level (one line naming the problem), a plain disconnect at debug.
-fn log_end(error: &russh::Error) {
+/// Logs why a connection ended: a failed negotiation as sshd does (one
+/// line naming the list, the peer, its identification and its offer, and
+/// the `server.toml` line that would let it in), a peer that breaks the
+/// protocol at info level (one line naming the problem), a plain
+/// disconnect at debug.
+fn log_end(error: &russh::Error, peer: SocketAddr, identification: &OnceLock<String>) {
     use russh::Error as E;
     match error {
         E::IO(_) | E::Disconnect | E::HUP | E::ConnectionTimeout | E::SendError => {
             tracing::debug!(%error, "connection ended");
         }
         E::KeepaliveTimeout => tracing::info!("client stopped answering keepalives; closed"),
+        E::NoCommonAlgo { kind, theirs, .. } => {
+            let client = identification
+                .get()
+                .map_or("no identification", String::as_str);
+            let offer: Vec<String> = theirs.iter().map(|t| printable(t)).collect();
+            let (noun, fix) = match algorithm_kind(kind) {
+                Some(kind) => (
+                    kind.noun(),
+                    algorithms::enabling_line(kind, theirs).map_or_else(
+                        || " (keepsh implements none of them)".to_owned(),
+                        |line| format!(" (to let it in, set {line} in [server])"),
+                    ),
+                ),
+                None => ("compression method", String::new()),
+            };
+            tracing::info!(
+                "no matching {noun} with {peer} ({client}): their offer: {}{fix}",
+                offer.join(",")
+            );
+        }
         _ => tracing::info!(%error, "closed: the client broke the SSH protocol"),
+    }
+}
+
+/// The list of ours that russh's `kind` names; `None` for compression,
+/// which keepsh does not negotiate (it offers only `none`).
+fn algorithm_kind(kind: &russh::AlgorithmKind) -> Option<Kind> {
+    use russh::AlgorithmKind as K;
+    match kind {
+        K::Kex => Some(Kind::Kex),
+        K::Key => Some(Kind::HostKey),
+        K::Cipher => Some(Kind::Cipher),
+        K::Mac => Some(Kind::Mac),
+        K::Compression => None,
     }
 }

@@ -10,15 +10,20 @@
 //! KEX_ECDH_INIT then arrives ~35 ms late on about a third of logins. So
 //! for the first [`QUICKACK_READS`] reads the stream acknowledges at once
 //! (TCP_QUICKACK, tcp(7)); after that the kernel's normal policy (ACKs
-//! ride on replies) saves packets on slow links.
+//! ride on replies) saves packets on slow links. It also notes the
+//! client's identification line for the log (`identification`).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::{Arc, OnceLock};
+
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use super::identification::Recorder;
 
 /// Reads after accept that are acknowledged at once: the handshake,
 /// authentication and the channel's requests fit in this many.
@@ -29,6 +34,7 @@ pub const QUICKACK_READS: u32 = 32;
 pub struct Tuned {
     stream: TcpStream,
     quickack_reads: u32,
+    identification: Recorder,
 }
 
 impl Tuned {
@@ -42,7 +48,13 @@ impl Tuned {
         Tuned {
             stream,
             quickack_reads: QUICKACK_READS,
+            identification: Recorder::default(),
         }
+    }
+
+    /// The client's identification string, once it has been read.
+    pub fn identification(&self) -> Arc<OnceLock<String>> {
+        self.identification.seen()
     }
 
     /// A second handle on the same socket that can shut it down while
@@ -85,6 +97,9 @@ impl AsyncRead for Tuned {
         let this = self.get_mut();
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if !this.identification.done() {
+            this.identification.observe(&buf.filled()[before..]);
+        }
         if this.quickack_reads > 0 && buf.filled().len() > before {
             this.quickack_reads -= 1;
             // Not sticky: the kernel may leave quickack mode after any

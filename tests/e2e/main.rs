@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod algorithms;
 mod auth;
 mod bad_input;
 mod channels;
