@@ -199,6 +199,24 @@ impl From<Failure> for Reply {
     }
 }
 
+/// What clients run to get what keepsh already gives: a mobile app's
+/// "mosh" or "Eternal Terminal" mode (`mosh-server new ...`,
+/// `etterminal ...`), and the legacy scp protocol (`scp -t`/`-f`, what
+/// `scp -O` runs). Each gets a line saying what to do instead, exit 1.
+fn replaced_program(words: &[String]) -> Option<Failure> {
+    match words.first().map(String::as_str) {
+        Some(program @ ("mosh-server" | "etterminal")) => Some(Failure::operational(
+            format!("{program} is not needed: keepsh keeps your session itself"),
+            "connect with plain ssh and run `attach`, or log in as USER+NAME",
+        )),
+        Some("scp") if words.iter().any(|w| w == "-t" || w == "-f") => Some(Failure::operational(
+            "the legacy scp protocol (scp -O) is not served",
+            "use scp without -O: OpenSSH 9.0 and later copy over SFTP",
+        )),
+        _ => None,
+    }
+}
+
 /// Parses an exec request's string (split like a POSIX shell would).
 ///
 /// # Errors
@@ -207,6 +225,9 @@ impl From<Failure> for Reply {
 pub fn parse(line: &str) -> Result<Command, Failure> {
     let words = shell_words::split(line)
         .map_err(|e| Failure::usage(format!("cannot parse command: {e}"), "check the quoting"))?;
+    if let Some(failure) = replaced_program(&words) {
+        return Err(failure);
+    }
     let before_dashes = words.iter().take_while(|w| *w != "--");
     if before_dashes.clone().any(|w| w == "--help" || w == "-h") {
         return Ok(Command::Help);
@@ -434,6 +455,30 @@ mod tests {
 
     fn check(line: &str) -> Result<Command, Failure> {
         parse(line)
+    }
+
+    #[test]
+    fn what_keepsh_replaces_gets_a_line_saying_what_to_do() {
+        for line in [
+            "mosh-server new -s -c 256 -l LANG=en_US.UTF-8",
+            "etterminal --idpasskey x",
+        ] {
+            let failure = check(line).expect_err("refused");
+            assert_eq!(failure.status, 1, "{line}");
+            assert!(
+                failure.line.contains("keepsh keeps your session itself"),
+                "{}",
+                failure.line
+            );
+            assert!(failure.line.contains("USER+NAME"), "{}", failure.line);
+        }
+        let failure = check("scp -t /tmp/x").expect_err("refused");
+        assert!(
+            failure.line.contains("use scp without -O"),
+            "{}",
+            failure.line
+        );
+        assert!(check("scp").is_err(), "not a keepsh command either");
     }
 
     #[test]

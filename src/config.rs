@@ -89,7 +89,15 @@ pub struct ServerConfig {
     /// The algorithms offered (`kex_algorithms`, `host_key_algorithms`,
     /// `ciphers`, `macs`: sshd_config(5)'s lists and forms).
     pub algorithms: Algorithms,
+    /// The program a `subsystem sftp` request runs (sshd_config(5)
+    /// `Subsystem sftp`); `None` = SFTP refused (`sftp_server = ""`, or
+    /// the default [`DEFAULT_SFTP_SERVER`] is not installed).
+    pub sftp_server: Option<PathBuf>,
 }
+
+/// OpenSSH's SFTP server as Debian installs it (`openssh-sftp-server`):
+/// `sftp_server`'s default when it exists.
+pub const DEFAULT_SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 
 /// `[sessions]`: what sessions run and how long they live.
 #[derive(Debug, Clone)]
@@ -169,6 +177,7 @@ struct RawServer {
     host_key_algorithms: Option<Spanned<AlgorithmList>>,
     ciphers: Option<Spanned<AlgorithmList>>,
     macs: Option<Spanned<AlgorithmList>>,
+    sftp_server: Option<Spanned<String>>,
 }
 
 impl RawServer {
@@ -228,6 +237,7 @@ impl Default for RawServer {
             host_key_algorithms: None,
             ciphers: None,
             macs: None,
+            sftp_server: None,
         }
     }
 }
@@ -495,6 +505,21 @@ impl Config {
             })?;
             offered.set(kind, names);
         }
+        let sftp_server = match &raw.server.sftp_server {
+            None => Some(PathBuf::from(DEFAULT_SFTP_SERVER)).filter(|p| p.exists()),
+            Some(program) if program.get_ref().is_empty() => None,
+            Some(program) => {
+                let path = resolve(program.get_ref());
+                if !path.is_file() {
+                    return Err(invalid(
+                        Some(program.span()),
+                        format!("sftp server \"{}\" does not exist", path.display()),
+                        "install openssh-sftp-server, name its sftp-server, or set sftp_server = \"\" to refuse SFTP",
+                    ));
+                }
+                Some(path)
+            }
+        };
         let seconds = |d: ConfigDuration| d.0.unwrap_or(Duration::ZERO);
         let penalties = raw.server.per_source_penalties.then(|| PenaltyConfig {
             authfail: seconds(raw.server.penalty_authfail),
@@ -543,6 +568,7 @@ impl Config {
                 max_startups_per_source: raw.server.max_startups_per_source.0,
                 penalties,
                 algorithms: offered,
+                sftp_server,
             },
             sessions: SessionsConfig {
                 shell,
@@ -678,6 +704,21 @@ mod tests {
     fn the_repository_server_toml_is_valid() {
         let text = include_str!("../server.toml");
         parse(text).expect("server.toml at the root is valid");
+    }
+
+    #[test]
+    fn sftp_server_defaults_to_openssh_s_and_can_be_turned_off() {
+        let default = parse("").expect("defaults").server.sftp_server;
+        let installed = Path::new(DEFAULT_SFTP_SERVER).exists();
+        assert_eq!(default.is_some(), installed);
+        let off = parse("[server]\nsftp_server = \"\"\n").expect("off");
+        assert_eq!(off.server.sftp_server, None);
+        let err = parse("[server]\nsftp_server = \"/no/such/sftp-server\"\n").unwrap_err();
+        assert!(
+            err.starts_with("server.toml:2:15: server.sftp_server:"),
+            "{err}"
+        );
+        assert!(err.contains("does not exist"), "{err}");
     }
 
     #[test]

@@ -202,6 +202,14 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         sessions_dir.display()
     );
 
+    match &config.server.sftp_server {
+        Some(program) => tracing::info!("sftp and scp served by {}", program.display()),
+        None => tracing::info!(
+            "sftp and scp refused (sftp_server is \"\" or {} is not installed)",
+            keepsh::config::DEFAULT_SFTP_SERVER
+        ),
+    }
+
     // Last, so that a script waiting for it knows everything above is done.
     for listener in &listeners {
         println!("listening on {}", listener.local_addr()?);
@@ -231,6 +239,7 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
         home,
         os_user: keys::os_user_name(),
         max_auth_attempts: config.server.max_auth_attempts,
+        sftp_server: config.server.sftp_server.clone(),
     });
     for handle in found.live {
         shared.registry.adopt(handle);

@@ -45,6 +45,9 @@ pub enum ToChannel {
     Resize(PtySize),
     /// A `signal` request (RFC 4254 §6.9).
     Signal(SignalName),
+    /// The client's EOF (RFC 4254 §5.3): ends a subsystem's stdin; an
+    /// attachment carries on (`ssh host attach x < /dev/null` watches).
+    Eof,
 }
 
 /// A shell or exec request, with everything its task needs.
@@ -112,6 +115,7 @@ async fn pump(
                     tracing::debug!(?signal, "signal to a session that is gone");
                 }
             }
+            ToChannel::Eof => {}
         }
     }
 }
@@ -272,15 +276,10 @@ pub fn shell_command(
     }
 }
 
-/// The environment and program for a new session started from this channel.
-fn spawn_spec(start: &Start, command: Vec<String>) -> SpawnSpec {
-    let shared = &start.shared;
-    let (term, size) = start
-        .pty
-        .clone()
-        .unwrap_or_else(|| (shared.default_term.clone(), PtySize::DEFAULT));
+/// The environment every program keepsh starts gets: `HOME`, `USER`,
+/// `LOGNAME` (the OS user running keepsh), keepsh's `PATH` and `LANG`.
+pub fn base_env(shared: &Shared) -> Vec<(String, String)> {
     let mut env = vec![
-        ("TERM".to_owned(), term),
         ("HOME".to_owned(), shared.home.display().to_string()),
         ("USER".to_owned(), shared.os_user.clone()),
         ("LOGNAME".to_owned(), shared.os_user.clone()),
@@ -292,6 +291,18 @@ fn spawn_spec(start: &Start, command: Vec<String>) -> SpawnSpec {
     if let Ok(lang) = std::env::var("LANG") {
         env.push(("LANG".to_owned(), lang));
     }
+    env
+}
+
+/// The environment and program for a new session started from this channel.
+fn spawn_spec(start: &Start, command: Vec<String>) -> SpawnSpec {
+    let shared = &start.shared;
+    let (term, size) = start
+        .pty
+        .clone()
+        .unwrap_or_else(|| (shared.default_term.clone(), PtySize::DEFAULT));
+    let mut env = base_env(shared);
+    env.insert(0, ("TERM".to_owned(), term));
     for (key, value) in &start.env {
         env.retain(|(k, _)| k != key);
         env.push((key.clone(), value.clone()));

@@ -22,6 +22,7 @@
 //!   channel's own window and a full channel never delays another.
 
 mod channel;
+mod subsystem;
 mod writer;
 
 use std::collections::HashMap;
@@ -72,6 +73,9 @@ pub struct Shared {
     /// Failed authentication attempts allowed per connection (sshd's
     /// `MaxAuthTries`, `[server] max_auth_attempts`).
     pub max_auth_attempts: usize,
+    /// The program of `subsystem sftp` (`[server] sftp_server`); `None`
+    /// refuses it.
+    pub sftp_server: Option<PathBuf>,
 }
 
 /// How far a connection got with authentication: read by the server for
@@ -214,6 +218,31 @@ impl Connection {
         };
         state.inbox = Some(inbox);
         state.task = Some(tokio::spawn(channel::run(start)));
+        true
+    }
+
+    /// Starts `channel`'s task for `subsystem sftp`; false if SFTP is off
+    /// or the channel already runs something (or is unknown).
+    fn start_sftp(&mut self, channel: ChannelId) -> bool {
+        let Some(program) = self.shared.sftp_server.clone() else {
+            return false;
+        };
+        let Some(state) = self.channels.get_mut(&channel) else {
+            return false;
+        };
+        let Some(out) = state.out.take() else {
+            return false;
+        };
+        let (inbox, receiver) = mpsc::channel(channel::INBOX);
+        let subsystem = subsystem::Subsystem {
+            program,
+            home: self.shared.home.clone(),
+            env: channel::base_env(&self.shared),
+            out,
+            inbox: receiver,
+        };
+        state.inbox = Some(inbox);
+        state.task = Some(tokio::spawn(subsystem::run(subsystem)));
         true
     }
 
@@ -443,10 +472,28 @@ impl russh::server::Handler for Connection {
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        // RFC 4254 §6.5; only "sftp", as sshd's default `Subsystem`.
+        if name == "sftp" && self.start_sftp(channel) {
+            session.channel_success(channel)?;
+        } else {
+            tracing::info!(
+                subsystem = %crate::protocol::printable(name),
+                "subsystem refused"
+            );
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.pass(channel, ToChannel::Eof).await;
         Ok(())
     }
 

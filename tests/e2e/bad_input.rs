@@ -119,7 +119,8 @@ fn requests_that_are_not_offered_are_refused_with_a_reply() {
     block_on(async {
         let handle = server.russh_key("alice").await;
         let mut channel = handle.channel_open_session().await.expect("channel");
-        // env outside the allowlist: refused, but answered.
+        // env outside the allowlist, and a subsystem other than sftp:
+        // refused, but answered.
         channel
             .set_env(true, "LD_PRELOAD", "/tmp/evil.so")
             .await
@@ -129,7 +130,7 @@ fn requests_that_are_not_offered_are_refused_with_a_reply() {
             .await
             .expect("env request sent");
         channel
-            .request_subsystem(true, "sftp")
+            .request_subsystem(true, "netconf")
             .await
             .expect("subsystem request sent");
         let replies = request_replies(&mut channel, 3).await;

@@ -330,6 +330,19 @@ authorized_keys_file = "bob.pub"
         self.ssh_command(login, key_user, batch, self.port, "LogLevel=ERROR")
     }
 
+    /// OpenSSH's `sftp` or `scp` (`program`) with `user`'s key and this
+    /// server's port; the caller adds the batch file or the paths
+    /// (`user@127.0.0.1:PATH`).
+    pub fn file_transfer(&self, program: &str, user: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(self.key(user))
+            .args(["-P", &self.port.to_string()]);
+        cmd
+    }
+
     /// An OpenSSH client command for `user` to `port` (e.g. a proxy's).
     pub fn ssh_via(&self, user: &str, port: u16) -> Command {
         self.ssh_command(user, user, true, port, "LogLevel=ERROR")

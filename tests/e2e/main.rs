@@ -16,6 +16,7 @@ mod lifetimes;
 mod putty;
 mod reattach;
 mod screen;
+mod sftp;
 mod shell;
 mod slow_clients;
 mod survival;

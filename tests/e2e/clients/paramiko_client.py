@@ -246,6 +246,27 @@ def scenario_signal(client, _args):
     print("trapper-ended=yes")
 
 
+def scenario_sftp(client, args):
+    """Puts `args[0]` to `args[1]` and gets it back over SFTP while a shell
+    channel of the same connection echoes."""
+    import hashlib
+    import os
+    local, remote = args
+    transport = client.get_transport()
+    shell = attach(transport, "beside-sftp")
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    sftp.get_channel().settimeout(DEADLINE)
+    sftp.put(local, remote)
+    back = local + ".back"
+    sftp.get(remote, back)
+    sftp.close()
+    digest = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+    print(f"same={digest(local) == digest(back)} size={os.path.getsize(back)}")
+    shell.send("echo o$((0))k\n")
+    read_until(shell, "o0k")
+    print("echo=ok")
+
+
 def main():
     port, user, keys, scenario = sys.argv[1:5]
     client = connect(int(port), user, keys.split(","))
