@@ -41,9 +41,11 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> KeyError {
     }
 }
 
-/// Loads the private key at `path`, or generates an Ed25519 key there (and
-/// its directory) with mode 0600 if there is none. Returns the key and
-/// whether it was generated.
+/// Loads the private key at `path`, or generates one there (and its
+/// directory) with mode 0600 if there is none: ECDSA P-256 when the file
+/// name says `ecdsa` (`ssh_host_ecdsa_key`, as sshd names it; for clients
+/// such as JSch 0.1.x that have no Ed25519), else Ed25519. Returns the key
+/// and whether it was generated.
 ///
 /// # Errors
 /// [`KeyError::Permissions`] for a key others can read, [`KeyError::File`]
@@ -65,7 +67,7 @@ pub fn load_or_generate(path: &Path) -> Result<(PrivateKey, bool), KeyError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
             }
-            let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+            let key = PrivateKey::random(&mut rand::rng(), generated_algorithm(path))
                 .map_err(|e| file_error(path, e))?;
             // ssh-key creates the file with mode 0600.
             key.write_openssh_file(path, LineEnding::LF)
@@ -80,6 +82,18 @@ pub fn load_or_generate(path: &Path) -> Result<(PrivateKey, bool), KeyError> {
             Ok((key, true))
         }
         Err(e) => Err(file_error(path, e)),
+    }
+}
+
+/// The type of key generated for a missing file at `path`.
+fn generated_algorithm(path: &Path) -> Algorithm {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    if name.is_some_and(|n| n.contains("ecdsa")) {
+        Algorithm::Ecdsa {
+            curve: russh::keys::EcdsaCurve::NistP256,
+        }
+    } else {
+        Algorithm::Ed25519
     }
 }
 
@@ -170,6 +184,22 @@ mod tests {
             fingerprint(key.public_key()),
             fingerprint(again.public_key())
         );
+    }
+
+    #[test]
+    fn a_missing_ecdsa_host_key_is_generated_as_p256() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ssh_host_ecdsa_key");
+        let (key, generated) = load_or_generate(&path).expect("generate");
+        assert!(generated);
+        assert_eq!(
+            key.algorithm(),
+            Algorithm::Ecdsa {
+                curve: russh::keys::EcdsaCurve::NistP256
+            }
+        );
+        let (again, _) = load_or_generate(&path).expect("load");
+        assert_eq!(again.algorithm(), key.algorithm());
     }
 
     #[test]

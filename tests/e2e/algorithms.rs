@@ -165,3 +165,53 @@ fn ssh_audit_finds_no_failure_in_the_defaults() {
         out.status.code()
     );
 }
+
+/// JSch 0.1.x's needs: an ECDSA P-256 host key and ecdh-sha2-nistp256.
+const JSCH_OPT_IN: &str = "host_keys = [\"keys/ssh_host_ed25519_key\", \"keys/ssh_host_ecdsa_key\"]\n\
+                           kex_algorithms = \"+ecdh-sha2-nistp256\"";
+
+#[test]
+fn jsch_logs_in_runs_commands_attaches_resizes_and_reattaches_with_the_ecdsa_opt_in() {
+    let server = Server::start_with(Options {
+        server: JSCH_OPT_IN,
+        ..Default::default()
+    });
+    let key = server.dir.path().join("keys/ssh_host_ecdsa_key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key)
+        .expect("generated")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = server.run("alice", &["new", "-d", "phone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.jsch("alice", crate::harness::ALICE_PASSWORD);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("hostkey=ecdsa-sha2-nistp256"), "{text}");
+    assert!(text.contains("exec version status=0 out=keepsh "), "{text}");
+    assert!(
+        text.contains("exec attach status=1 out= err=keepsh: no session"),
+        "{text}"
+    );
+    for fact in ["echo=ok", "resize=ok", "reattach=ok"] {
+        assert!(text.contains(fact), "{fact}: {text}");
+    }
+}
+
+#[test]
+fn without_the_opt_in_jsch_is_refused_and_the_log_names_the_fix() {
+    let server = Server::start();
+    let out = server.jsch("alice", crate::harness::ALICE_PASSWORD);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    wait_until("the negotiation's log line", DEADLINE, || {
+        server.log().contains("no matching key exchange method")
+    });
+    let log = server.log();
+    assert!(log.contains("(SSH-2.0-JSCH-0.1."), "{log}");
+    assert!(
+        log.contains("set kex_algorithms = \"+ecdh-sha2-nistp256\" in [server]"),
+        "{log}"
+    );
+}

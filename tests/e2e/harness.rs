@@ -440,6 +440,31 @@ authorized_keys_file = "bob.pub"
         run_with_deadline(cmd, DEADLINE * 3)
     }
 
+    /// Runs `clients/JschClient.java` (JSch 0.1.55, Debian's
+    /// `libjsch-java`) as `user` with `password`, compiled with javac into
+    /// this server's directory.
+    pub fn jsch(&self, user: &str, password: &str) -> Output {
+        let jar = "/usr/share/java/jsch.jar";
+        let classes = self.dir.path().join("jsch-classes");
+        let mut javac = Command::new("javac");
+        javac
+            .arg("-d")
+            .arg(&classes)
+            .args(["-cp", jar])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/e2e/clients/JschClient.java"
+            ));
+        let built = run_with_deadline(javac, DEADLINE * 3);
+        assert!(built.status.success(), "javac: {}", stderr(&built));
+        let mut java = Command::new("java");
+        java.arg("-cp")
+            .arg(format!("{jar}:{}", classes.display()))
+            .arg("JschClient")
+            .args([&self.port.to_string(), user, password]);
+        run_with_deadline(java, DEADLINE * 3)
+    }
+
     /// An askpass program (`SSH_ASKPASS`) that answers the passwords in
     /// `answers` in turn, the last one from then on; it counts its calls
     /// in the file it returns alongside.
