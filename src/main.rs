@@ -150,8 +150,9 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
             keys::load_or_generate(path).with_context(|| format!("host key {}", path.display()))?;
         let verb = if generated { "generated" } else { "loaded" };
         println!(
-            "host key {} ({verb}): {}",
+            "host key {} ({verb}, {}): {}",
             path.display(),
+            key.algorithm().as_str(),
             keys::fingerprint(key.public_key())
         );
         host_keys.push(key);

@@ -141,7 +141,7 @@ fn a_removed_algorithm_is_no_longer_offered() {
 #[test]
 fn ssh_audit_finds_no_failure_in_the_defaults() {
     let server = Server::start();
-    let mut cmd = Command::new("python3");
+    let mut cmd = crate::harness::python();
     cmd.args(["-m", "ssh_audit"]);
     // The harness exempts 127.0.0.1 from per-source penalties, so the
     // connection-rate (DHEat) probe would only measure that exemption.
@@ -184,6 +184,11 @@ fn jsch_logs_in_runs_commands_attaches_resizes_and_reattaches_with_the_ecdsa_opt
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+    let printed = server.stdout();
+    assert!(
+        printed.contains("ssh_host_ecdsa_key (generated, ecdsa-sha2-nistp256): SHA256:"),
+        "{printed}"
+    );
     let out = server.run("alice", &["new", "-d", "phone"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = server.jsch("alice", crate::harness::ALICE_PASSWORD);

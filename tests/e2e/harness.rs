@@ -430,7 +430,7 @@ authorized_keys_file = "bob.pub"
             .iter()
             .map(|k| self.key(k).display().to_string())
             .collect();
-        let mut cmd = Command::new("python3");
+        let mut cmd = python();
         cmd.arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/e2e/clients/paramiko_client.py"
@@ -639,6 +639,12 @@ pub fn session_processes(dir: &Path) -> Vec<u32> {
             })
         })
         .collect()
+}
+
+/// The Python that has paramiko and ssh-audit: `$KEEPSH_TEST_PYTHON`
+/// (scripts/test's virtual environment), else `python3`.
+pub fn python() -> Command {
+    Command::new(std::env::var_os("KEEPSH_TEST_PYTHON").unwrap_or_else(|| "python3".into()))
 }
 
 /// An OpenSSH client with no user or system configuration, trusting any host
