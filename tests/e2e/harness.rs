@@ -440,6 +440,21 @@ authorized_keys_file = "bob.pub"
         run_with_deadline(cmd, DEADLINE * 3)
     }
 
+    /// Runs `clients/asyncssh_client.py` (asyncssh, PyPI) as `user`, with
+    /// its key and alice's password.
+    pub fn asyncssh(&self, user: &str) -> Output {
+        let mut cmd = python();
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/clients/asyncssh_client.py"
+        ))
+        .arg(self.port.to_string())
+        .arg(user)
+        .arg(self.key(user))
+        .arg(ALICE_PASSWORD);
+        run_with_deadline(cmd, DEADLINE * 3)
+    }
+
     /// Runs `clients/JschClient.java` (JSch 0.1.55, Debian's
     /// `libjsch-java`) as `user` with `password`, compiled with javac into
     /// this server's directory.
@@ -463,6 +478,30 @@ authorized_keys_file = "bob.pub"
             .arg("JschClient")
             .args([&self.port.to_string(), user, password]);
         run_with_deadline(java, DEADLINE * 3)
+    }
+
+    /// Runs `clients/libssh2_client.c` (libssh2 1.10, Debian's
+    /// `libssh2-1-dev`), compiled with cc into this server's directory, as
+    /// `user` (its key, and alice's password) with `scenario`.
+    pub fn libssh2(&self, user: &str, scenario: &str) -> Output {
+        let binary = self.dir.path().join("libssh2_client");
+        let mut cc = Command::new("cc");
+        cc.arg("-o")
+            .arg(&binary)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/e2e/clients/libssh2_client.c"
+            ))
+            .arg("-lssh2");
+        let built = run_with_deadline(cc, DEADLINE * 3);
+        assert!(built.status.success(), "cc: {}", stderr(&built));
+        let mut client = Command::new(&binary);
+        client
+            .arg(self.port.to_string())
+            .arg(user)
+            .arg(self.key(user))
+            .args([ALICE_PASSWORD, scenario]);
+        run_with_deadline(client, DEADLINE * 3)
     }
 
     /// An askpass program (`SSH_ASKPASS`) that answers the passwords in

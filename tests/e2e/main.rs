@@ -12,6 +12,7 @@ mod commands;
 mod first_run;
 mod hygiene;
 mod isolation;
+mod libraries;
 mod lifetimes;
 mod putty;
 mod reattach;

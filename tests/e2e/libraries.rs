@@ -1,0 +1,127 @@
+//! The SSH libraries behind the mobile apps, each driving the real server
+//! as an app would: login, commands, a PTY attached to a session, a
+//! window-change, a dropped connection and a reattach.
+
+use crate::harness::{DEADLINE, Options, Server, stderr, stdout, wait_until};
+
+#[test]
+fn libssh2_logs_in_runs_commands_attaches_resizes_and_reattaches() {
+    let server = Server::start();
+    let out = server.run("alice", &["new", "-d", "phone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.libssh2("alice", "all");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("version=1.10"), "{text}");
+    assert!(text.contains("exec version status=0 out=keepsh "), "{text}");
+    assert!(
+        text.contains("exec attach status=1 out= err=keepsh: no session"),
+        "{text}"
+    );
+    for fact in [
+        "key=ok",
+        "password=ok",
+        "echo=ok",
+        "resize=ok",
+        "reattach=ok",
+    ] {
+        assert!(text.contains(fact), "{fact}: {text}");
+    }
+}
+
+#[test]
+fn libssh2_offering_only_hmac_sha1_is_refused_and_the_log_names_the_fix() {
+    let server = Server::start();
+    let out = server.libssh2("alice", "sha1-mac");
+    let text = stdout(&out);
+    assert!(text.contains("sha1-mac=refused"), "{text}");
+    wait_until("the negotiation's log line", DEADLINE, || {
+        server.log().contains("no matching MAC")
+    });
+    let log = server.log();
+    assert!(log.contains("(SSH-2.0-libssh2_1.10"), "{log}");
+    assert!(log.contains("their offer: hmac-sha1"), "{log}");
+    assert!(
+        log.contains("set macs = \"+hmac-sha1\" in [server]"),
+        "{log}"
+    );
+}
+
+#[test]
+fn asyncssh_logs_in_runs_commands_attaches_resizes_and_reattaches() {
+    let server = Server::start();
+    let out = server.run("alice", &["new", "-d", "phone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.asyncssh("alice");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("exec version status=0 out=keepsh "), "{text}");
+    assert!(
+        text.contains("exec attach status=1 out= err=keepsh: no session"),
+        "{text}"
+    );
+    for fact in [
+        "key=ok",
+        "password=ok",
+        "echo=ok",
+        "resize=ok",
+        "reattach=ok",
+    ] {
+        assert!(text.contains(fact), "{fact}: {text}");
+    }
+}
+
+/// JSch 0.1.x's needs: an ECDSA P-256 host key and ecdh-sha2-nistp256.
+const JSCH_OPT_IN: &str = "host_keys = [\"keys/ssh_host_ed25519_key\", \"keys/ssh_host_ecdsa_key\"]\n\
+                           kex_algorithms = \"+ecdh-sha2-nistp256\"";
+
+#[test]
+fn jsch_logs_in_runs_commands_attaches_resizes_and_reattaches_with_the_ecdsa_opt_in() {
+    let server = Server::start_with(Options {
+        server: JSCH_OPT_IN,
+        ..Default::default()
+    });
+    let key = server.dir.path().join("keys/ssh_host_ecdsa_key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key)
+        .expect("generated")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let printed = server.stdout();
+    assert!(
+        printed.contains("ssh_host_ecdsa_key (generated, ecdsa-sha2-nistp256): SHA256:"),
+        "{printed}"
+    );
+    let out = server.run("alice", &["new", "-d", "phone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.jsch("alice", crate::harness::ALICE_PASSWORD);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("hostkey=ecdsa-sha2-nistp256"), "{text}");
+    assert!(text.contains("exec version status=0 out=keepsh "), "{text}");
+    assert!(
+        text.contains("exec attach status=1 out= err=keepsh: no session"),
+        "{text}"
+    );
+    for fact in ["echo=ok", "resize=ok", "reattach=ok"] {
+        assert!(text.contains(fact), "{fact}: {text}");
+    }
+}
+
+#[test]
+fn without_the_opt_in_jsch_is_refused_and_the_log_names_the_fix() {
+    let server = Server::start();
+    let out = server.jsch("alice", crate::harness::ALICE_PASSWORD);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    wait_until("the negotiation's log line", DEADLINE, || {
+        server.log().contains("no matching key exchange method")
+    });
+    let log = server.log();
+    assert!(log.contains("(SSH-2.0-JSCH-0.1."), "{log}");
+    assert!(
+        log.contains("set kex_algorithms = \"+ecdh-sha2-nistp256\" in [server]"),
+        "{log}"
+    );
+}
