@@ -440,6 +440,33 @@ authorized_keys_file = "bob.pub"
         run_with_deadline(cmd, DEADLINE * 3)
     }
 
+    /// Dropbear's client, `dbclient` (Debian's `dropbear-bin`), to this
+    /// server as `user`, with `key_user`'s key if any (else it asks for a
+    /// password, read from `DROPBEAR_PASSWORD`), and a `HOME` of its own.
+    pub fn dbclient(&self, user: &str, key_user: Option<&str>) -> Command {
+        let home = self.dir.path().join("dbclient-home");
+        std::fs::create_dir_all(&home).expect("dbclient home");
+        let mut cmd = Command::new("dbclient");
+        cmd.env("HOME", &home)
+            .args(["-y", "-y", "-p", &self.port.to_string()]);
+        if let Some(key_user) = key_user {
+            // dbclient reads only its own key format.
+            let converted = home.join(format!("{key_user}.dropbear"));
+            if !converted.exists() {
+                let mut convert = Command::new("dropbearconvert");
+                convert
+                    .args(["openssh", "dropbear"])
+                    .arg(self.key(key_user))
+                    .arg(&converted);
+                let out = run_with_deadline(convert, DEADLINE);
+                assert!(out.status.success(), "dropbearconvert: {}", stderr(&out));
+            }
+            cmd.arg("-i").arg(converted);
+        }
+        cmd.arg(format!("{user}@127.0.0.1"));
+        cmd
+    }
+
     /// Runs `clients/asyncssh_client.py` (asyncssh, PyPI) as `user`, with
     /// its key and alice's password.
     pub fn asyncssh(&self, user: &str) -> Output {

@@ -2,7 +2,11 @@
 //! as an app would: login, commands, a PTY attached to a session, a
 //! window-change, a dropped connection and a reattach.
 
-use crate::harness::{DEADLINE, Options, Server, stderr, stdout, wait_until};
+use std::process::Command;
+
+use crate::harness::{
+    Client, DEADLINE, Options, Server, run_with_deadline, stderr, stdout, wait_until,
+};
 
 #[test]
 fn libssh2_logs_in_runs_commands_attaches_resizes_and_reattaches() {
@@ -69,6 +73,58 @@ fn asyncssh_logs_in_runs_commands_attaches_resizes_and_reattaches() {
     ] {
         assert!(text.contains(fact), "{fact}: {text}");
     }
+}
+
+/// `cmd` run with a terminal as its stdin and stdout (util-linux
+/// `script`), for clients such as dbclient that need one for a PTY.
+fn in_a_terminal(cmd: &Command) -> Command {
+    let words: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let mut script = Command::new("script");
+    script.args(["-qfec", &shell_words::join(&words), "/dev/null"]);
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            script.env(key, value);
+        }
+    }
+    script
+}
+
+#[test]
+fn dropbear_logs_in_runs_commands_attaches_and_reattaches() {
+    let server = Server::start();
+    let out = server.run("alice", &["new", "-d", "phone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Key login: exec with stdout, stderr and exit status.
+    let mut cmd = server.dbclient("alice", Some("alice"));
+    cmd.arg("version");
+    let out = run_with_deadline(cmd, DEADLINE);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("keepsh "), "{}", stdout(&out));
+    let mut cmd = server.dbclient("alice", Some("alice"));
+    cmd.args(["attach", "no-such-session"]);
+    let out = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("keepsh: no session"),
+        "{}",
+        stderr(&out)
+    );
+    // Password login with a PTY attached to the session; typed echo.
+    let mut cmd = server.dbclient("alice", None);
+    cmd.env("DROPBEAR_PASSWORD", crate::harness::ALICE_PASSWORD)
+        .args(["-t", "attach", "phone"]);
+    let mut phone = Client::spawn(in_a_terminal(&cmd));
+    phone.send("echo typed-$((6*7))\n");
+    phone.wait_for("typed-42");
+    // Dropped without a goodbye, then reattached: the screen comes back.
+    phone.kill();
+    let mut cmd = server.dbclient("alice", Some("alice"));
+    cmd.args(["-t", "attach", "phone"]);
+    let mut back = Client::spawn(in_a_terminal(&cmd));
+    back.wait_for("typed-42");
 }
 
 /// JSch 0.1.x's needs: an ECDSA P-256 host key and ecdh-sha2-nistp256.
