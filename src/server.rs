@@ -38,8 +38,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The russh configuration: the algorithms of `[server]`'s
 /// `kex_algorithms`, `host_key_algorithms`, `ciphers` and `macs`
 /// (`algorithms`), publickey and password only, no compression,
-/// keepalives instead of an inactivity timeout. (TCP_NODELAY and quick ACKs: `tcp::Tuned`, since russh
-/// applies `nodelay` only in its own accept loop.)
+/// keepalives instead of an inactivity timeout. (TCP_NODELAY and quick
+/// ACKs: `tcp::Tuned`, since russh applies `nodelay` only in its own
+/// accept loop.)
 pub fn russh_config(server: &ServerConfig, host_keys: Vec<PrivateKey>) -> RusshConfig {
     RusshConfig {
         server_id: russh::SshId::Standard(Cow::Owned(format!(

@@ -22,6 +22,14 @@ fn random_file(server: &Server, name: &str) -> (std::path::PathBuf, Vec<u8>) {
     (path, data)
 }
 
+/// The file uploaded to `remote` and downloaded to `back` are `data`.
+fn assert_round_trip(remote: &std::path::Path, back: &std::path::Path, data: &[u8]) {
+    let uploaded = std::fs::read(remote).expect("uploaded");
+    assert!(uploaded == data, "upload differs");
+    let downloaded = std::fs::read(back).expect("downloaded");
+    assert!(downloaded == data, "download differs");
+}
+
 #[test]
 fn sftp_puts_and_gets_a_mebibyte_byte_identical() {
     let server = Server::start();
@@ -37,14 +45,7 @@ fn sftp_puts_and_gets_a_mebibyte_byte_identical() {
     cmd.arg("-b").arg(&batch).arg("alice@127.0.0.1");
     let out = run_with_deadline(cmd, DEADLINE);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        std::fs::read(&remote).expect("uploaded") == data,
-        "upload differs"
-    );
-    assert!(
-        std::fs::read(&back).expect("downloaded") == data,
-        "download differs"
-    );
+    assert_round_trip(&remote, &back, &data);
     // sshd's Subsystem runs in the user's home directory; so does keepsh's.
     let home = std::env::var("HOME").expect("HOME");
     assert!(
@@ -76,14 +77,7 @@ fn scp_copies_both_ways_byte_identical() {
         .arg(&back);
     let out = run_with_deadline(down, DEADLINE);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        std::fs::read(&remote).expect("uploaded") == data,
-        "upload differs"
-    );
-    assert!(
-        std::fs::read(&back).expect("downloaded") == data,
-        "download differs"
-    );
+    assert_round_trip(&remote, &back, &data);
 }
 
 #[test]

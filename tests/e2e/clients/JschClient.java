@@ -37,6 +37,7 @@ public class JschClient {
 
     static void run(int port, String user, String password) throws Exception {
         Session session = connect(port, user, password);
+        System.out.println("password=ok");
         System.out.println("hostkey=" + session.getHostKey().getType());
         System.out.println("cipher=" + session.getConfig("cipher.s2c"));
         exec(session, "version");
