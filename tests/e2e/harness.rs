@@ -507,27 +507,43 @@ authorized_keys_file = "bob.pub"
         run_with_deadline(java, DEADLINE * 3)
     }
 
-    /// Runs `clients/libssh2_client.c` (libssh2 1.10, Debian's
-    /// `libssh2-1-dev`), compiled with cc into this server's directory, as
-    /// `user` (its key, and alice's password) with `scenario`.
-    pub fn libssh2(&self, user: &str, scenario: &str) -> Output {
-        let binary = self.dir.path().join("libssh2_client");
+    /// Builds `clients/NAME.c` against `-lLIBRARY` with cc, into this
+    /// server's directory; returns the program.
+    fn c_client(&self, name: &str, library: &str) -> PathBuf {
+        let binary = self.dir.path().join(name);
+        let source = format!("{}/tests/e2e/clients/{name}.c", env!("CARGO_MANIFEST_DIR"));
         let mut cc = Command::new("cc");
         cc.arg("-o")
             .arg(&binary)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/e2e/clients/libssh2_client.c"
-            ))
-            .arg("-lssh2");
+            .arg(source)
+            .arg(format!("-l{library}"));
         let built = run_with_deadline(cc, DEADLINE * 3);
-        assert!(built.status.success(), "cc: {}", stderr(&built));
-        let mut client = Command::new(&binary);
+        assert!(built.status.success(), "cc {name}: {}", stderr(&built));
+        binary
+    }
+
+    /// Runs `clients/libssh2_client.c` (libssh2 1.10, Debian's
+    /// `libssh2-1-dev`) as `user` (its key, and alice's password) with
+    /// `scenario`.
+    pub fn libssh2(&self, user: &str, scenario: &str) -> Output {
+        let mut client = Command::new(self.c_client("libssh2_client", "ssh2"));
         client
             .arg(self.port.to_string())
             .arg(user)
             .arg(self.key(user))
             .args([ALICE_PASSWORD, scenario]);
+        run_with_deadline(client, DEADLINE * 3)
+    }
+
+    /// Runs `clients/libssh_client.c` (libssh 0.10, Debian's `libssh-dev`)
+    /// as `user`, with its key and alice's password.
+    pub fn libssh(&self, user: &str) -> Output {
+        let mut client = Command::new(self.c_client("libssh_client", "ssh"));
+        client
+            .arg(self.port.to_string())
+            .arg(user)
+            .arg(self.key(user))
+            .arg(ALICE_PASSWORD);
         run_with_deadline(client, DEADLINE * 3)
     }
 

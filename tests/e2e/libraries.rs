@@ -60,6 +60,17 @@ fn libssh2_offering_only_hmac_sha1_is_refused_and_the_log_names_the_fix() {
 }
 
 #[test]
+fn libssh_logs_in_runs_commands_attaches_resizes_and_reattaches() {
+    let server = Server::start();
+    phone(&server);
+    let out = server.libssh("alice");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("version=0.10"), "{text}");
+    assert_the_whole_round(&text, &["key", "password"]);
+}
+
+#[test]
 fn asyncssh_logs_in_runs_commands_attaches_resizes_and_reattaches() {
     let server = Server::start();
     phone(&server);
