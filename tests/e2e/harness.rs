@@ -482,6 +482,26 @@ authorized_keys_file = "bob.pub"
         run_with_deadline(cmd, DEADLINE * 3)
     }
 
+    /// Runs `clients/node_ssh2_client.js` (Node's `ssh2`, from npm into
+    /// `target/test-node` by scripts/test) as `user`, with its key and
+    /// alice's password.
+    pub fn node_ssh2(&self, user: &str) -> Output {
+        let mut cmd = Command::new("node");
+        cmd.env(
+            "NODE_PATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-node/node_modules"),
+        )
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/clients/node_ssh2_client.js"
+        ))
+        .arg(self.port.to_string())
+        .arg(user)
+        .arg(self.key(user))
+        .arg(ALICE_PASSWORD);
+        run_with_deadline(cmd, DEADLINE * 3)
+    }
+
     /// Runs `clients/JschClient.java` (JSch 0.1.55, Debian's
     /// `libjsch-java`) as `user` with `password`, compiled with javac into
     /// this server's directory.

@@ -71,6 +71,16 @@ fn libssh_logs_in_runs_commands_attaches_resizes_and_reattaches() {
 }
 
 #[test]
+fn node_ssh2_logs_in_runs_commands_attaches_resizes_and_reattaches() {
+    let server = Server::start();
+    phone(&server);
+    let out = server.node_ssh2("alice");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert_the_whole_round(&text, &["key", "password"]);
+}
+
+#[test]
 fn asyncssh_logs_in_runs_commands_attaches_resizes_and_reattaches() {
     let server = Server::start();
     phone(&server);
