@@ -199,6 +199,8 @@ struct Queue {
     ready: std::sync::Condvar,
     /// How long a worker keeps its buffer without a job ([`IDLE`]).
     idle: std::time::Duration,
+    /// Buffers freed by idle workers so far (logged with each).
+    freed: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -214,6 +216,7 @@ impl Queue {
             state: std::sync::Mutex::default(),
             ready: std::sync::Condvar::new(),
             idle,
+            freed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -233,7 +236,11 @@ impl Queue {
             if wait.timed_out() && !blocks.is_empty() && state.jobs.is_empty() {
                 drop(state);
                 *blocks = Vec::new();
-                give_back_freed_memory();
+                let freed = self
+                    .freed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
+                give_back_freed_memory(freed);
                 state = self.state.lock().ok()?;
             }
         }
@@ -306,16 +313,20 @@ impl Drop for Verifiers {
 /// BENCHMARKS.md.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[expect(unsafe_code, reason = "malloc_trim, a glibc call with no safe binding")]
-fn give_back_freed_memory() {
+fn give_back_freed_memory(freed: u64) {
     // SAFETY: malloc_trim takes no pointer and glibc serialises it with
     // every other allocator call; it only releases pages no block uses.
     let released = unsafe { nix::libc::malloc_trim(0) } == 1;
-    tracing::debug!(released, "argon2 workers idle: freed memory given back");
+    tracing::debug!(
+        released,
+        freed,
+        "argon2 worker idle: its buffer freed and memory given back"
+    );
 }
 
 /// Elsewhere (musl, other systems) the allocator has no such call.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn give_back_freed_memory() {}
+fn give_back_freed_memory(_freed: u64) {}
 
 /// Whether `password` matches `hash`, computing argon2 in `blocks` (grown
 /// to the hash's `m_cost` once, then reused). The comparison is constant
@@ -506,8 +517,15 @@ mod tests {
                 (job.is_none(), blocks.len())
             })
         };
-        // The scenario is "idle for far longer than `idle`", then closed.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Closed once the idle worker has freed its buffer.
+        let started = std::time::Instant::now();
+        while queue.freed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the idle worker never freed its buffer"
+            );
+            std::thread::yield_now();
+        }
         queue.state.lock().expect("lock").closed = true;
         queue.ready.notify_all();
         assert_eq!(worker.join().expect("worker"), (true, 0));
