@@ -3,17 +3,9 @@
 //! zero window holds up only its own channel, a waiting command holds up
 //! nothing.
 
-use std::process::Command;
-
-use crate::harness::{DEADLINE, Server, run_with_deadline, stderr, stdout, wait_until};
-
-/// An OpenSSH client command for alice through the master at `path`.
-fn through_master(server: &Server, path: &std::path::Path) -> Command {
-    let mut cmd = server.ssh("alice");
-    cmd.args(["-o", "ControlMaster=auto", "-o", "ControlPersist=60", "-o"])
-        .arg(format!("ControlPath={}", path.display()));
-    cmd
-}
+use crate::harness::{
+    DEADLINE, Server, run_with_deadline, stderr, stdout, through_master, wait_until,
+};
 
 /// The `key=value` token `key` in `text`.
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
@@ -26,7 +18,7 @@ fn two_hundred_commands_over_one_controlmaster_connection_all_succeed() {
     let server = Server::start();
     let master = server.dir.path().join("cm");
     for i in 0..200 {
-        let mut cmd = through_master(&server, &master);
+        let mut cmd = through_master(server.ssh("alice"), &master);
         cmd.arg("version");
         let out = run_with_deadline(cmd, DEADLINE);
         assert!(
@@ -37,7 +29,7 @@ fn two_hundred_commands_over_one_controlmaster_connection_all_succeed() {
     }
     let logins = server.log().matches("authenticated").count();
     assert_eq!(logins, 1, "the master connection should log in once");
-    let mut exit = through_master(&server, &master);
+    let mut exit = through_master(server.ssh("alice"), &master);
     exit.args(["-O", "exit"]);
     run_with_deadline(exit, DEADLINE);
 }

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -527,6 +527,34 @@ authorized_keys_file = "bob.pub"
         run_with_deadline(java, DEADLINE * 3)
     }
 
+    /// Runs `clients/go_ssh_client.go` (Go's golang.org/x/crypto/ssh, from
+    /// Debian's `golang-golang-x-crypto-dev`) as `user`, with its key and
+    /// alice's password. It is built in GOPATH mode against Debian's
+    /// sources, with the module proxy off: nothing is downloaded.
+    pub fn go_ssh(&self, user: &str) -> Output {
+        let binary = self.dir.path().join("go_ssh_client");
+        let mut go = Command::new("go");
+        go.env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOPROXY", "off")
+            .env("GOCACHE", self.dir.path().join("go-cache"))
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/e2e/clients/go_ssh_client.go"
+            ));
+        let built = run_with_deadline(go, DEADLINE * 3);
+        assert!(built.status.success(), "go build: {}", stderr(&built));
+        let mut client = Command::new(binary);
+        client
+            .arg(self.port.to_string())
+            .arg(user)
+            .arg(self.key(user))
+            .arg(ALICE_PASSWORD);
+        run_with_deadline(client, DEADLINE * 3)
+    }
+
     /// Builds `clients/NAME.c` against `-lLIBRARY` with cc, into this
     /// server's directory; returns the program.
     fn c_client(&self, name: &str, library: &str) -> PathBuf {
@@ -773,6 +801,16 @@ pub fn openssh(log_level: &str, batch: bool) -> Command {
     cmd
 }
 
+/// Adds to an OpenSSH command (ssh, sftp or scp) the options that share
+/// one master connection at `path` (ssh_config(5) ControlMaster auto,
+/// ControlPersist 60 s): the first command through it logs in, the rest
+/// open channels on that connection.
+pub fn through_master(mut cmd: Command, path: &Path) -> Command {
+    cmd.args(["-o", "ControlMaster=auto", "-o", "ControlPersist=60", "-o"])
+        .arg(format!("ControlPath={}", path.display()));
+    cmd
+}
+
 /// Waits for the replies (success or failure) to `count` channel requests.
 pub async fn request_replies(channel: &mut russh::Channel<client::Msg>, count: usize) -> Vec<bool> {
     let mut replies = Vec::new();
@@ -845,12 +883,14 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// An interactive OpenSSH client process.
+/// An interactive client process (OpenSSH, plink, dbclient...).
 pub struct Client {
     child: Child,
-    stdin: Option<ChildStdin>,
+    stdin: Option<Box<dyn Write + Send>>,
     output: Arc<Mutex<Vec<u8>>>,
     errors: Arc<Mutex<Vec<u8>>>,
+    /// The terminal it runs in, for clients started by `in_terminal`.
+    terminal: Option<pty_process::blocking::Pty>,
 }
 
 impl Client {
@@ -865,11 +905,59 @@ impl Client {
         let output = capture(child.stdout.take().expect("stdout"));
         let errors = capture(child.stderr.take().expect("stderr"));
         Client {
-            stdin: child.stdin.take(),
+            stdin: child
+                .stdin
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Write + Send>),
             child,
             output,
             errors,
+            terminal: None,
         }
+    }
+
+    /// Starts `cmd` in a terminal of `cols`×`rows` cells that the test
+    /// owns (a PTY whose slave is the client's controlling terminal and
+    /// stdio), as a person's terminal runs it: `resize` then sends it
+    /// SIGWINCH, as a terminal window does. Its stderr is in `output`.
+    pub fn in_terminal(cmd: &Command, cols: u16, rows: u16) -> Client {
+        let (terminal, pts) = pty_process::blocking::open().expect("open a PTY");
+        terminal
+            .resize(pty_process::Size::new(rows, cols))
+            .expect("size the PTY");
+        let mut run = pty_process::blocking::Command::new(cmd.get_program()).args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            run = match value {
+                Some(value) => run.env(key, value),
+                None => run.env_remove(key),
+            };
+        }
+        let child = run.spawn(pts).expect("spawn in a PTY");
+        let fd = |what| {
+            std::fs::File::from(
+                std::os::fd::AsFd::as_fd(&terminal)
+                    .try_clone_to_owned()
+                    .expect(what),
+            )
+        };
+        let output = capture(fd("the PTY for reading"));
+        Client {
+            stdin: Some(Box::new(fd("the PTY for writing"))),
+            child,
+            output,
+            errors: Arc::new(Mutex::new(Vec::new())),
+            terminal: Some(terminal),
+        }
+    }
+
+    /// Resizes the terminal of a client started by `in_terminal` to
+    /// `cols`×`rows` cells; the kernel sends the client SIGWINCH.
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        self.terminal
+            .as_ref()
+            .expect("a client started in_terminal")
+            .resize(pty_process::Size::new(rows, cols))
+            .expect("resize the PTY");
     }
 
     /// Types `text`.

@@ -2,8 +2,6 @@
 //! as an app would: login, commands, a PTY attached to a session, a
 //! window-change, a dropped connection and a reattach.
 
-use std::process::Command;
-
 use crate::harness::{
     Client, DEADLINE, Options, Server, run_with_deadline, stderr, stdout, wait_until,
 };
@@ -90,25 +88,22 @@ fn asyncssh_logs_in_runs_commands_attaches_resizes_and_reattaches() {
     assert_the_whole_round(&text, &["key", "password"]);
 }
 
-/// `cmd` run with a terminal as its stdin and stdout (util-linux
-/// `script`), for clients such as dbclient that need one for a PTY.
-fn in_a_terminal(cmd: &Command) -> Command {
-    let words: Vec<String> = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|w| w.to_string_lossy().into_owned())
-        .collect();
-    let mut script = Command::new("script");
-    script.args(["-qfec", &shell_words::join(&words), "/dev/null"]);
-    for (key, value) in cmd.get_envs() {
-        if let Some(value) = value {
-            script.env(key, value);
-        }
-    }
-    script
+#[test]
+fn go_x_crypto_ssh_logs_in_runs_commands_attaches_resizes_and_reattaches() {
+    let server = Server::start();
+    phone(&server);
+    let out = server.go_ssh("alice");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("hostkey=ssh-ed25519"), "{text}");
+    assert_the_whole_round(&text, &["key", "password"]);
+    // Offering only AES-128 (what apps that trim x/crypto's list send).
+    assert!(text.contains("only aes128-gcm@openssh.com=ok"), "{text}");
+    assert!(text.contains("only aes128-ctr=ok"), "{text}");
 }
 
 #[test]
-fn dropbear_logs_in_runs_commands_attaches_and_reattaches() {
+fn dropbear_logs_in_runs_commands_attaches_resizes_and_reattaches() {
     let server = Server::start();
     phone(&server);
     // Key login: exec with stdout, stderr and exit status.
@@ -126,19 +121,23 @@ fn dropbear_logs_in_runs_commands_attaches_and_reattaches() {
         "{}",
         stderr(&out)
     );
-    // Password login with a PTY attached to the session; typed echo.
+    // Password login with a PTY attached to the session (dbclient asks
+    // for one only from a terminal); typed echo; the terminal resized.
     let mut cmd = server.dbclient("alice", None);
     cmd.env("DROPBEAR_PASSWORD", crate::harness::ALICE_PASSWORD)
         .args(["-t", "attach", "phone"]);
-    let mut phone = Client::spawn(in_a_terminal(&cmd));
+    let mut phone = Client::in_terminal(&cmd, 80, 24);
     phone.send("echo typed-$((6*7))\n");
     phone.wait_for("typed-42");
+    phone.resize(100, 30);
+    phone.send("stty size\n");
+    phone.wait_for("30 100");
     // Dropped without a goodbye, then reattached: the screen comes back.
     phone.kill();
     let mut cmd = server.dbclient("alice", Some("alice"));
     cmd.args(["-t", "attach", "phone"]);
-    let mut back = Client::spawn(in_a_terminal(&cmd));
-    back.wait_for("typed-42");
+    let mut back = Client::in_terminal(&cmd, 100, 30);
+    back.wait_for("30 100");
 }
 
 /// JSch 0.1.x's needs: an ECDSA P-256 host key and ecdh-sha2-nistp256.

@@ -4,7 +4,9 @@
 
 use std::io::Write;
 
-use crate::harness::{DEADLINE, Options, Server, run_with_deadline, stderr, stdout};
+use crate::harness::{
+    Client, DEADLINE, Options, Server, run_with_deadline, stderr, stdout, through_master,
+};
 
 /// 1 MiB that no compression or pattern could fake.
 fn random_file(server: &Server, name: &str) -> (std::path::PathBuf, Vec<u8>) {
@@ -78,6 +80,56 @@ fn scp_copies_both_ways_byte_identical() {
     let out = run_with_deadline(down, DEADLINE);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_round_trip(&remote, &back, &data);
+}
+
+#[test]
+fn sftp_and_scp_through_one_controlmaster_connection_beside_its_shell() {
+    let server = Server::start();
+    let master = server.dir.path().join("cm");
+    // The first command makes the master: a PTY attached to a new session.
+    let mut cmd = through_master(server.ssh("alice"), &master);
+    cmd.args(["-tt", "new", "beside-transfers"]);
+    let mut shell = Client::spawn(cmd);
+    shell.send("echo before-$((6*7))\n");
+    shell.wait_for("before-42");
+    let (local, data) = random_file(&server, "cm-local.bin");
+    let remote = server.dir.path().join("cm-remote.bin");
+    let back = server.dir.path().join("cm-back.bin");
+    let batch = server.dir.path().join("cm-batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} {}\nget {} {}\n",
+            local.display(),
+            remote.display(),
+            remote.display(),
+            back.display()
+        ),
+    )
+    .expect("batch");
+    let mut sftp = through_master(server.file_transfer("sftp", "alice"), &master);
+    sftp.arg("-b").arg(&batch).arg("alice@127.0.0.1");
+    let out = run_with_deadline(sftp, DEADLINE);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_round_trip(&remote, &back, &data);
+    let scp_back = server.dir.path().join("cm-scp-back.bin");
+    let mut down = through_master(server.file_transfer("scp", "alice"), &master);
+    down.arg(format!("alice@127.0.0.1:{}", remote.display()))
+        .arg(&scp_back);
+    let out = run_with_deadline(down, DEADLINE);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&scp_back).expect("scp download") == data);
+    // The shell on the same connection carried on, and nothing logged in
+    // a second time.
+    shell.send("echo after-$((6*7))\n");
+    shell.wait_for("after-42");
+    let logins = server.log().matches("authenticated").count();
+    assert_eq!(logins, 1, "{}", server.log());
+    shell.send("exit\n");
+    assert_eq!(shell.wait_exit(), 0);
+    let mut exit = through_master(server.ssh("alice"), &master);
+    exit.args(["-O", "exit"]);
+    run_with_deadline(exit, DEADLINE);
 }
 
 #[test]
