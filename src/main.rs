@@ -13,7 +13,7 @@ use keepsh::auth::{Authenticator, hash_password};
 use keepsh::config::Config;
 use keepsh::front::Shared;
 use keepsh::registry::Registry;
-use keepsh::session::SessionSettings;
+use keepsh::protocol::host::SessionSettings;
 use keepsh::{keys, server};
 
 /// Time between SIGHUP and SIGKILL when a session is killed.
@@ -141,7 +141,7 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
     // Session processes get it absolute: they outlive this server's cwd.
     config.server.state_dir = std::fs::canonicalize(&config.server.state_dir)
         .with_context(|| format!("state directory {}", config.server.state_dir.display()))?;
-    let sessions_dir = keepsh::session::host::sessions_dir(&config.server.state_dir);
+    let sessions_dir = keepsh::protocol::host::sessions_dir(&config.server.state_dir);
     prepare_state_dir(&sessions_dir)?;
 
     let mut host_keys = Vec::new();

@@ -1,14 +1,20 @@
 //! The messages between the SSH front and a session, and the validated values
 //! they carry.
 //!
-//! Invariant: nothing here names a russh type, and every message is a plain
+//! Invariant: nothing here names russh, and every message is a plain
 //! serializable value. They travel between the server and each session's
-//! process over the session's Unix socket ([`wire`]), and inside a session
-//! process over in-process channels (`session::SessionHandle`).
+//! process over the session's Unix socket ([`wire`]); what the server gives
+//! a new session process and hears back is [`host`].
+//!
+//! A connection's first frame, [`Open`], chooses its role, and each role
+//! has its own messages: a control connection ([`ControlRequest`] in,
+//! [`SessionInfo`] out), an attachment ([`AttachInput`] in, one
+//! [`AttachReply`] then [`Event`]s out), a history answer, a signal.
 //!
 //! Naming: requests into a session are imperative (`Attach`, `Resize`,
 //! `Kill`), events out of it are past tense (`Attached`, `Output`, `Exited`).
 
+pub mod host;
 pub mod wire;
 
 use std::fmt;
@@ -184,29 +190,31 @@ impl fmt::Display for SessionName {
     }
 }
 
-/// Identifies one attachment (one channel bound to a session) within its
-/// session. Chosen by the front; unique per server process.
-pub type AttachmentId = u64;
-
-/// A request to a session.
+/// The first frame from the front on a new connection to a session: what
+/// the connection is for. Each role then has its own messages, so that
+/// nothing can arrive where it means nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    /// Bind a new attachment. The session answers on the attachment's event
-    /// stream with [`Event::Attached`] or [`Event::Refused`], then
-    /// [`Event::Output`] from the replay point on, without gap or duplicate.
+pub enum Open {
+    /// A control connection: the session pushes a [`SessionInfo`] now and
+    /// on every change; the front sends [`ControlRequest`]s.
+    Control,
+    /// An attachment: the session answers one [`AttachReply`]; when
+    /// attached, [`Event`]s follow and the front sends [`AttachInput`].
+    /// Closing the connection, from either side, detaches.
     Attach(AttachRequest),
-    /// The attachment's client changed its window (`window-change`, RFC 4254 §6.7).
-    Resize {
-        /// Which attachment.
-        attachment: AttachmentId,
-        /// The new size.
-        size: PtySize,
-    },
-    /// The attachment's channel closed or its connection dropped.
-    Detach {
-        /// Which attachment.
-        attachment: AttachmentId,
-    },
+    /// What the session holds of its past: the answer is frames of bytes
+    /// (at most 64 KiB each) and ends when the session closes the
+    /// connection.
+    History(HistoryFormat),
+    /// Deliver a signal to the PTY's foreground process group, as the
+    /// terminal's own keys (^C) or a `kill` from another terminal would
+    /// (RFC 4254 §6.9). Nothing follows.
+    Signal(SignalName),
+}
+
+/// A request on a control connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
     /// The session's name changed (the registry checked uniqueness).
     Rename {
         /// The new name.
@@ -215,15 +223,15 @@ pub enum Request {
     /// End the session's program: SIGHUP to its process groups, then SIGKILL
     /// after a grace period. The session ends once the program has exited.
     Kill,
-    /// What the session holds of its past, answered with [`Event::History`]
-    /// chunks; the answer ends when its connection closes.
-    History(HistoryFormat),
-    /// Deliver a signal to the PTY's foreground process group, as the
-    /// terminal's own keys (^C) or a `kill` from another terminal would
-    /// (RFC 4254 §6.9). Sent as the first frame of a connection of its own
-    /// and last in this enum, so that a session process of an older build,
-    /// which cannot decode it, only closes that one connection.
-    Signal(SignalName),
+}
+
+/// What an attachment's client sends, on its connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttachInput {
+    /// Keystrokes (or pasted bytes), as the client sent them, for the PTY.
+    Typed(Bytes),
+    /// The client changed its window (`window-change`, RFC 4254 §6.7).
+    Resize(PtySize),
 }
 
 /// A signal a client may send (RFC 4254 §6.9), named as in §6.10 without
@@ -281,7 +289,7 @@ impl SignalName {
     }
 }
 
-/// The form of a [`Request::History`] answer.
+/// The form of an [`Open::History`] answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HistoryFormat {
     /// The history lines and the screen as plain text, one line per `\n`
@@ -292,23 +300,9 @@ pub enum HistoryFormat {
     Raw,
 }
 
-/// Keystrokes (or pasted bytes) from an attachment, for the session's PTY.
-/// Carried on their own bounded queue so that a program that does not read
-/// its input back-pressures the typing client only, never the session's
-/// control requests or output.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Input {
-    /// Which attachment typed.
-    pub attachment: AttachmentId,
-    /// The bytes, as the client sent them.
-    pub data: Bytes,
-}
-
-/// The parameters of [`Request::Attach`].
+/// The parameters of [`Open::Attach`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachRequest {
-    /// The attachment's id, chosen by the front.
-    pub attachment: AttachmentId,
     /// The client's window, when it sent a `pty-req`. `None` for a plain
     /// byte stream (no PTY on the client side); such an attachment never
     /// decides the session's size.
@@ -323,16 +317,21 @@ pub struct AttachRequest {
     pub from: Option<u64>,
 }
 
+/// A session's answer to [`Open::Attach`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttachReply {
+    /// The attachment is bound; [`Event`]s follow, output from `from`.
+    Attached {
+        /// The absolute offset, in bytes, of the first byte of output to follow.
+        from: u64,
+    },
+    /// The attachment was not bound; the session closes the connection.
+    Refused(Refusal),
+}
+
 /// An event from a session to one attachment, in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Event {
-    /// The attachment is bound; output follows from `from` (bytes).
-    Attached {
-        /// The absolute offset, in bytes, of the first byte to follow.
-        from: u64,
-    },
-    /// The attachment was not bound; nothing follows.
-    Refused(Refusal),
     /// Output of the session's program.
     Output {
         /// Absolute offset of `data[0]` since the session began, in bytes.
@@ -348,11 +347,6 @@ pub enum Event {
     /// that follows continues from the offset the screen was taken at.
     Redraw {
         /// The bytes, ready for the client's terminal.
-        data: Bytes,
-    },
-    /// Part of the answer to [`Request::History`].
-    History {
-        /// The next bytes of the answer.
         data: Bytes,
     },
     /// Output from `from` to `to` (bytes) was lost to this byte-stream
@@ -478,40 +472,12 @@ mod tests {
     }
 
     #[test]
-    fn messages_survive_a_serialization_round_trip() {
-        // The future socket transport carries exactly these values.
-        let requests = [
-            Request::Attach(AttachRequest {
-                attachment: 1,
-                size: Some(PtySize::DEFAULT),
-                read_only: true,
-                from: Some(7),
-            }),
-            Request::Resize {
-                attachment: 1,
-                size: PtySize::from_request(100, 30, PtySize::DEFAULT),
-            },
-            Request::Detach { attachment: 1 },
-            Request::Rename {
-                name: "w".parse().expect("name"),
-            },
-            Request::Kill,
-            Request::Signal(SignalName::Usr2),
-        ];
-        for request in requests {
-            let text = serde_json::to_string(&request).expect("serialize");
-            let back: Request = serde_json::from_str(&text).expect("deserialize");
-            assert_eq!(serde_json::to_string(&back).expect("serialize"), text);
-        }
-        let event = Event::Output {
-            offset: 3,
-            data: Bytes::from_static(b"\x1b[1mhi"),
-        };
-        let text = serde_json::to_string(&event).expect("serialize");
-        let back: Event = serde_json::from_str(&text).expect("deserialize");
-        assert!(matches!(back, Event::Output { offset: 3, data } if &data[..] == b"\x1b[1mhi"));
-        // An invalid name cannot be smuggled in through deserialization.
-        assert!(serde_json::from_str::<SessionName>("\"a b\"").is_err());
+    fn an_invalid_name_cannot_be_smuggled_in_through_the_wire_encoding() {
+        let encoded = postcard::to_allocvec(&"a b").expect("encode");
+        assert!(postcard::from_bytes::<SessionName>(&encoded).is_err());
+        let encoded = postcard::to_allocvec(&"ok.name").expect("encode");
+        let name: SessionName = postcard::from_bytes(&encoded).expect("decode");
+        assert_eq!(name.as_str(), "ok.name");
     }
 
     #[test]
@@ -523,19 +489,30 @@ mod tests {
         }
     }
 
+    /// Every `.rs` file under `dir`, recursively.
+    fn sources(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read source dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
     #[test]
-    fn session_and_protocol_code_never_name_a_russh_type() {
-        let sources = [
-            ("protocol.rs", include_str!("protocol.rs")),
-            ("session/mod.rs", include_str!("session/mod.rs")),
-            ("session/actor.rs", include_str!("session/actor.rs")),
-            ("session/pty.rs", include_str!("session/pty.rs")),
-            ("session/ring.rs", include_str!("session/ring.rs")),
-            ("session/screen.rs", include_str!("session/screen.rs")),
-        ];
+    fn session_and_protocol_code_never_name_russh() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.join("protocol.rs")];
+        sources(&src.join("protocol"), &mut files);
+        sources(&src.join("session"), &mut files);
+        assert!(files.len() >= 8, "{files:?}");
+        // A path or `use` of the crate; prose may mention it.
         let needle = ["russh", "::"].concat();
-        for (file, text) in sources {
-            assert!(!text.contains(&needle), "{file} names a russh type");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            assert!(!text.contains(&needle), "{} names russh", file.display());
         }
     }
 

@@ -16,8 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::protocol::{SessionId, SessionInfo, SessionName, SessionState};
 use crate::remote::{self, SessionHandle};
-use crate::session::host::HostSpec;
-use crate::session::{SessionSettings, SpawnError, SpawnSpec};
+use crate::protocol::host::{HostSpec, SessionSettings, SpawnError, SpawnSpec};
+use crate::remote::StartError;
 
 /// The shortest id prefix accepted as a reference, in hex digits (as git and
 /// docker do, a short prefix would match too much by accident).
@@ -47,9 +47,9 @@ pub enum RegistryError {
     /// No orphaned session to attach to.
     #[error("no detached session to attach")]
     NoneDetached,
-    /// The program could not be started.
+    /// The session could not be started.
     #[error(transparent)]
-    Spawn(#[from] SpawnError),
+    Start(#[from] StartError),
 }
 
 impl RegistryError {
@@ -61,7 +61,10 @@ impl RegistryError {
             RegistryError::DuplicateName(_) => "choose another name, or attach to it",
             RegistryError::LimitReached(_) => "kill a session you no longer need",
             RegistryError::NoneDetached => "give a session to attach; see 'list'",
-            RegistryError::Spawn(_) => "check the command and its PATH",
+            RegistryError::Start(StartError::Spawn(SpawnError::NotFound(_) | SpawnError::Exec { .. })) => {
+                "check the command and its PATH"
+            }
+            RegistryError::Start(_) => "see the server's log",
         }
     }
 }

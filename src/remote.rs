@@ -2,11 +2,12 @@
 //!
 //! [`SessionHandle`] keeps one control connection per session, on which the
 //! session pushes its [`SessionInfo`] on every change and the front sends
-//! requests (`Rename`, `Kill`); each attachment opens a connection of its
-//! own, which carries the events out and input and resizes in, and detaches
-//! when it closes. A session whose process is gone (ended, or killed) closes
-//! its connections, and its handle reports [`SessionHandle::is_gone`].
-//! Messages and framing: [`crate::protocol::wire`].
+//! [`ControlRequest`]s (`Rename`, `Kill`); each attachment opens a connection
+//! of its own, which carries the events out and input and resizes in, and
+//! detaches when it closes: the channel's task reads the events straight off
+//! it ([`Events`]), with no queue or task in between. A session whose process
+//! is gone (ended, or killed) closes its connections, and its handle reports
+//! [`SessionHandle::is_gone`]. Messages and framing: [`crate::protocol::wire`].
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,22 +21,56 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::protocol::host::{HostSpec, Ready, SpawnError, sessions_dir, socket_path};
 use crate::protocol::wire::{
-    self, FromSession, Hello, ToSession, WireError, read_frame, read_preamble, write_frame,
-    write_preamble,
+    self, Hello, WireError, holds_frame, read_frame, read_preamble, write_frame, write_preamble,
 };
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, HistoryFormat, PtySize, Request, SessionInfo, SessionState,
-    SignalName,
+    AttachInput, AttachReply, AttachRequest, ControlRequest, Event, HistoryFormat, Open, PtySize,
+    Refusal, SessionInfo, SessionState, SignalName,
 };
-pub use crate::session::AttachError;
-use crate::session::host::{HostSpec, Ready, socket_path};
-use crate::session::{ATTACHMENT_QUEUE, SpawnError};
 
 /// Requests queued for a session's control connection.
 const REQUEST_QUEUE: usize = 64;
 /// How long a new session process may take to answer [`Ready`].
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read ahead from an attachment's connection: several output
+/// frames, so that what has arrived goes to the client as one message.
+const EVENTS_READ_AHEAD: usize = 128 * 1024;
+
+/// Why a session could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The session process could not start the session (e.g. command not found).
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The session process could not be started, or given its spec.
+    #[error("cannot start the session process: {0}")]
+    Launch(std::io::Error),
+    /// It exited, or stayed silent for [`START_TIMEOUT`], without answering.
+    #[error("the session process did not answer: {0}")]
+    NoAnswer(&'static str),
+    /// Its answer was not a [`Ready`] line.
+    #[error("the session process answered garbage: {0}")]
+    BadAnswer(serde_json::Error),
+    /// It started but its socket cannot be used.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// Why an attach failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The session refused (e.g. `--from` outside the buffer).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Its socket cannot be used (the session process is gone or broken).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The session closed the connection without answering: it is ending.
+    #[error("the session has ended")]
+    Ended,
+}
 
 /// Why a session socket could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +105,7 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct SessionHandle {
     path: Arc<PathBuf>,
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<ControlRequest>,
     info: watch::Receiver<SessionInfo>,
 }
 
@@ -78,10 +113,10 @@ pub struct SessionHandle {
 /// to it. The process is detached: it outlives this server.
 ///
 /// # Errors
-/// The [`SpawnError`] the session process reports (e.g. command not
-/// found), or [`SpawnError::Process`] when it cannot be started or reached.
-pub async fn start(state_dir: &Path, spec: &HostSpec) -> Result<SessionHandle, SpawnError> {
-    let process = |e: &dyn std::fmt::Display| SpawnError::Process(e.to_string());
+/// [`StartError::Spawn`] with the error the session process reports (e.g.
+/// command not found); the other [`StartError`]s when it cannot be started
+/// or reached.
+pub async fn start(state_dir: &Path, spec: &HostSpec) -> Result<SessionHandle, StartError> {
     // /proc/self/exe still runs this build after its file was replaced.
     let mut child = tokio::process::Command::new("/proc/self/exe")
         .arg0("keepsh")
@@ -94,11 +129,12 @@ pub async fn start(state_dir: &Path, spec: &HostSpec) -> Result<SessionHandle, S
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| process(&e))?;
-    let json = serde_json::to_vec(spec).map_err(|e| process(&e))?;
-    let mut stdin = child.stdin.take().ok_or_else(|| process(&"no stdin"))?;
-    let stdout = child.stdout.take().ok_or_else(|| process(&"no stdout"))?;
-    stdin.write_all(&json).await.map_err(|e| process(&e))?;
+        .map_err(StartError::Launch)?;
+    let json = serde_json::to_vec(spec).map_err(StartError::BadAnswer)?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(StartError::NoAnswer("no stdin or stdout"));
+    };
+    stdin.write_all(&json).await.map_err(StartError::Launch)?;
     drop(stdin);
     let mut line = String::new();
     let answered =
@@ -109,17 +145,15 @@ pub async fn start(state_dir: &Path, spec: &HostSpec) -> Result<SessionHandle, S
     });
     match answered {
         Ok(Ok(n)) if n > 0 => {}
-        Ok(Ok(_)) => return Err(process(&"it exited without answering")),
-        Ok(Err(e)) => return Err(process(&e)),
-        Err(_) => return Err(process(&format!("no answer within {START_TIMEOUT:?}"))),
+        Ok(Ok(_)) => return Err(StartError::NoAnswer("it exited")),
+        Ok(Err(e)) => return Err(StartError::Launch(e)),
+        Err(_) => return Err(StartError::NoAnswer("timed out")),
     }
-    match serde_json::from_str::<Ready>(&line).map_err(|e| process(&e))? {
+    match serde_json::from_str::<Ready>(&line).map_err(StartError::BadAnswer)? {
         Ready::Started => {}
-        Ready::Failed(error) => return Err(error),
+        Ready::Failed(error) => return Err(error.into()),
     }
-    connect(&socket_path(state_dir, spec.id))
-        .await
-        .map_err(|e| process(&e))
+    Ok(connect(&socket_path(state_dir, spec.id)).await?)
 }
 
 /// Connects to the session listening on `path`.
@@ -139,27 +173,26 @@ pub async fn connect(path: &Path) -> Result<SessionHandle, ConnectError> {
         })?;
     let (mut reader, mut writer) = stream.into_split();
     handshake(&mut reader, &mut writer, path).await?;
-    write_frame(&mut writer, &ToSession::Watch)
+    write_frame(&mut writer, &Open::Control)
         .await
         .map_err(broken)?;
-    let first = match read_frame::<_, FromSession>(&mut reader).await {
-        Ok(Some(FromSession::Info(info))) => info,
-        Ok(_) => return Err(broken(WireError::Truncated)),
+    let first = match read_frame::<_, SessionInfo>(&mut reader).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(broken(WireError::Truncated)),
         Err(e) => return Err(broken(e)),
     };
     let span = tracing::info_span!("session", id = %first.id);
     let (publish, info) = watch::channel(first);
-    let (requests, mut requests_rx) = mpsc::channel::<Request>(REQUEST_QUEUE);
+    let (requests, mut requests_rx) = mpsc::channel::<ControlRequest>(REQUEST_QUEUE);
     let socket = path.to_owned();
     tokio::spawn(
         async move {
             let reading = async {
                 loop {
-                    match read_frame::<_, FromSession>(&mut reader).await {
-                        Ok(Some(FromSession::Info(info))) => {
+                    match read_frame::<_, SessionInfo>(&mut reader).await {
+                        Ok(Some(info)) => {
                             publish.send_replace(info);
                         }
-                        Ok(Some(FromSession::Event(_))) => {}
                         Ok(None) => return,
                         Err(error) => {
                             tracing::warn!(%error, "session's control connection failed");
@@ -170,9 +203,7 @@ pub async fn connect(path: &Path) -> Result<SessionHandle, ConnectError> {
             };
             let writing = async {
                 while let Some(request) = requests_rx.recv().await {
-                    if write_frame(&mut writer, &ToSession::Request(request))
-                        .await
-                        .is_err()
+                    if write_frame(&mut writer, &request).await.is_err()
                     {
                         return;
                     }
@@ -259,7 +290,7 @@ impl SessionHandle {
 
     /// Sends a control request. A request to a gone session is dropped: the
     /// caller learns of it from [`SessionHandle::is_gone`].
-    pub async fn send(&self, request: Request) {
+    pub async fn send(&self, request: ControlRequest) {
         let _ = self.requests.send(request).await;
     }
 
@@ -271,102 +302,78 @@ impl SessionHandle {
         tokio::time::timeout(limit, exited).await.is_ok()
     }
 
-    /// Opens a connection of its own and exchanges preambles.
-    async fn open(&self) -> Result<(OwnedReadHalf, OwnedWriteHalf), AttachError> {
-        let stream = UnixStream::connect(&*self.path)
-            .await
-            .map_err(|_| AttachError::Gone)?;
+    /// Opens a connection of its own for `role`.
+    async fn open(&self, role: &Open) -> Result<(OwnedReadHalf, OwnedWriteHalf), ConnectError> {
+        let path = &*self.path;
+        let stream =
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ConnectError::Unreachable {
+                    path: path.clone(),
+                    source,
+                })?;
         let (mut reader, mut writer) = stream.into_split();
-        handshake(&mut reader, &mut writer, &self.path)
+        handshake(&mut reader, &mut writer, path).await?;
+        write_frame(&mut writer, role)
             .await
-            .map_err(|_| AttachError::Gone)?;
+            .map_err(|source| self.broken(source))?;
         Ok((reader, writer))
+    }
+
+    fn broken(&self, source: WireError) -> ConnectError {
+        ConnectError::Protocol {
+            path: (*self.path).clone(),
+            source,
+        }
     }
 
     /// What the session holds of its past (`history REF [--raw]`), read on a
     /// connection of its own: at most the ring buffer's capacity in bytes.
     ///
     /// # Errors
-    /// [`AttachError::Gone`] if the session cannot be reached or its answer
+    /// [`ConnectError`] if the session cannot be reached or its answer
     /// breaks off.
-    pub async fn history(&self, format: HistoryFormat) -> Result<Bytes, AttachError> {
-        let (mut reader, mut writer) = self.open().await?;
-        write_frame(&mut writer, &ToSession::Request(Request::History(format)))
-            .await
-            .map_err(|_| AttachError::Gone)?;
+    pub async fn history(&self, format: HistoryFormat) -> Result<Bytes, ConnectError> {
+        let (mut reader, _writer) = self.open(&Open::History(format)).await?;
         let mut answer = BytesMut::new();
         loop {
-            match read_frame::<_, FromSession>(&mut reader).await {
-                Ok(Some(FromSession::Event(Event::History { data }))) => {
-                    answer.extend_from_slice(&data);
-                }
+            match read_frame::<_, Bytes>(&mut reader).await {
+                Ok(Some(data)) => answer.extend_from_slice(&data),
                 Ok(None) => return Ok(answer.freeze()),
-                _ => return Err(AttachError::Gone),
+                Err(source) => return Err(self.broken(source)),
             }
         }
     }
 
     /// Delivers `signal` to the session's foreground process group, on a
-    /// connection of its own that closes at once: a session process of an
-    /// older build that cannot decode it only drops that connection.
+    /// connection of its own that closes at once.
     ///
     /// # Errors
-    /// [`AttachError::Gone`] if the session cannot be reached.
-    pub async fn signal(&self, signal: SignalName) -> Result<(), AttachError> {
-        let (_reader, mut writer) = self.open().await?;
-        write_frame(&mut writer, &ToSession::Request(Request::Signal(signal)))
-            .await
-            .map_err(|_| AttachError::Gone)
+    /// [`ConnectError`] if the session cannot be reached.
+    pub async fn signal(&self, signal: SignalName) -> Result<(), ConnectError> {
+        self.open(&Open::Signal(signal)).await.map(drop)
     }
 
     /// Binds a new attachment on a connection of its own. Its events (replay,
-    /// then live output, then `Exited`) arrive on [`Attachment::events`].
+    /// then live output, then `Exited`) are read from [`Attachment::events`].
     ///
     /// # Errors
-    /// [`AttachError::Refused`] with the session's reason, or
-    /// [`AttachError::Gone`] if the session cannot be reached.
+    /// [`AttachError::Refused`] with the session's reason,
+    /// [`AttachError::Connect`] if the session cannot be reached, or
+    /// [`AttachError::Ended`] if it closed without answering.
     pub async fn attach(&self, request: AttachRequest) -> Result<Attachment, AttachError> {
-        let id = request.attachment;
         let read_only = request.read_only;
-        let (mut reader, mut writer) = self.open().await?;
-        write_frame(&mut writer, &ToSession::Request(Request::Attach(request)))
-            .await
-            .map_err(|_| AttachError::Gone)?;
-        match read_frame::<_, FromSession>(&mut reader).await {
-            Ok(Some(FromSession::Event(Event::Attached { .. }))) => {}
-            Ok(Some(FromSession::Event(Event::Refused(refusal)))) => {
-                return Err(AttachError::Refused(refusal));
-            }
-            _ => return Err(AttachError::Gone),
+        let (reader, writer) = self.open(&Open::Attach(request)).await?;
+        let mut reader = BufReader::with_capacity(EVENTS_READ_AHEAD, reader);
+        match read_frame::<_, AttachReply>(&mut reader).await {
+            Ok(Some(AttachReply::Attached { .. })) => {}
+            Ok(Some(AttachReply::Refused(refusal))) => return Err(refusal.into()),
+            Ok(None) => return Err(AttachError::Ended),
+            Err(source) => return Err(self.broken(source).into()),
         }
-        let (tx, events) = mpsc::channel(ATTACHMENT_QUEUE);
-        tokio::spawn(
-            async move {
-                loop {
-                    match read_frame::<_, FromSession>(&mut reader).await {
-                        Ok(Some(FromSession::Event(event))) => {
-                            if tx.send(event).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(Some(FromSession::Info(_))) => {}
-                        Ok(None) => return,
-                        Err(error) => {
-                            tracing::warn!(%error, "attachment's connection failed");
-                            return;
-                        }
-                    }
-                }
-            }
-            .in_current_span(),
-        );
         Ok(Attachment {
-            events,
-            control: AttachmentControl {
-                id,
-                read_only,
-                writer,
-            },
+            events: Events { reader },
+            control: AttachmentControl { read_only, writer },
         })
     }
 }
@@ -374,16 +381,45 @@ impl SessionHandle {
 /// A bound attachment: the events to forward to the client, and the control
 /// side for input and resizes.
 pub struct Attachment {
-    /// Output and the final `Exited`, in order. Closes when the session ends.
-    pub events: mpsc::Receiver<Event>,
-    /// Input, resizes; detaches when dropped.
+    /// Output and the final `Exited`, in order.
+    pub events: Events,
+    /// Input, resizes; dropping it (or `events`) detaches.
     pub control: AttachmentControl,
+}
+
+/// An attachment's events, read off its connection as the client takes
+/// them: while the client does not, the session's queue for it fills and
+/// the session catches it up or redraws it later (it never waits).
+pub struct Events {
+    reader: BufReader<OwnedReadHalf>,
+}
+
+impl Events {
+    /// The next event; `None` once the session closed the connection (it
+    /// ended or detached this attachment) or broke the protocol (logged).
+    pub async fn next(&mut self) -> Option<Event> {
+        match read_frame::<_, Event>(&mut self.reader).await {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "attachment's connection failed");
+                None
+            }
+        }
+    }
+
+    /// The next event if it has already arrived whole, without waiting.
+    pub async fn next_if_arrived(&mut self) -> Option<Event> {
+        if holds_frame(self.reader.buffer()) {
+            self.next().await
+        } else {
+            None
+        }
+    }
 }
 
 /// The client-to-session side of an attachment. Dropping it closes the
 /// connection's sending side, which detaches.
 pub struct AttachmentControl {
-    id: AttachmentId,
     read_only: bool,
     writer: OwnedWriteHalf,
 }
@@ -391,23 +427,18 @@ pub struct AttachmentControl {
 impl AttachmentControl {
     /// Forwards typed bytes. While the program does not read its input the
     /// session stops reading this connection, back-pressuring this client
-    /// only, for at most `session::INPUT_STALL`; after that the session
-    /// drops input until the program reads again. Input of a read-only
-    /// attachment is dropped here.
+    /// only, for at most 5 s; after that the session drops input until the
+    /// program reads again. Input of a read-only attachment is dropped here.
     pub async fn input(&mut self, data: Bytes) {
         if self.read_only {
             return;
         }
-        let _ = write_frame(&mut self.writer, &ToSession::Input(data)).await;
+        let _ = write_frame(&mut self.writer, &AttachInput::Typed(data)).await;
     }
 
     /// The client's window changed.
     pub async fn resize(&mut self, size: PtySize) {
-        let request = Request::Resize {
-            attachment: self.id,
-            size,
-        };
-        let _ = write_frame(&mut self.writer, &ToSession::Request(request)).await;
+        let _ = write_frame(&mut self.writer, &AttachInput::Resize(size)).await;
     }
 }
 
@@ -427,7 +458,7 @@ pub struct Discovery {
 /// described for `list` and logged.
 pub async fn discover(state_dir: &Path) -> Discovery {
     let mut found = Discovery::default();
-    let dir = crate::session::host::sessions_dir(state_dir);
+    let dir = sessions_dir(state_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return found;
     };

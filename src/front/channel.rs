@@ -23,12 +23,12 @@ use tokio::sync::mpsc;
 
 use super::{Shared, writer};
 use crate::command::{self, Command, Failure, Reply};
+use crate::protocol::host::SpawnSpec;
 use crate::protocol::{
-    AttachRequest, HistoryFormat, PtySize, Refusal, Request, SessionName, SignalName,
+    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SessionName, SignalName,
 };
 use crate::registry::{Found, RegistryError};
 use crate::remote::{AttachError, AttachmentControl, SessionHandle};
-use crate::session::SpawnSpec;
 
 /// How long `kill` waits for the program to exit (its grace + margin).
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -190,7 +190,7 @@ async fn execute(start: &mut Start) -> Result<Outcome, Failure> {
         }
         Command::Kill { reference } => {
             let found = registry.resolve(owner, &reference)?;
-            found.handle.send(Request::Kill).await;
+            found.handle.send(ControlRequest::Kill).await;
             // Reply once the program is gone, so that a following `list`
             // no longer shows it.
             if !found.handle.wait_exited(KILL_WAIT).await {
@@ -204,7 +204,7 @@ async fn execute(start: &mut Start) -> Result<Outcome, Failure> {
         }
         Command::Rename { reference, new } => {
             let found = registry.rename(owner, &reference, new.clone())?;
-            found.handle.send(Request::Rename { name: new }).await;
+            found.handle.send(ControlRequest::Rename { name: new }).await;
             Reply::ok("")
         }
         Command::Help => Reply::ok(command::HELP),
@@ -221,7 +221,6 @@ async fn attach(
     from: Option<u64>,
 ) -> Result<Outcome, Failure> {
     let request = AttachRequest {
-        attachment: next_attachment(),
         size: start.pty.as_ref().map(|(_, size)| *size),
         read_only,
         from,
@@ -233,15 +232,12 @@ async fn attach(
                 &format!("use --from {start} for the oldest byte kept"),
             )
         }
-        AttachError::Gone => Failure::from(RegistryError::NotFound(found.name.to_string())),
+        AttachError::Connect(_) | AttachError::Ended => {
+            tracing::info!(error = %e, "attach to a session that is gone");
+            Failure::from(RegistryError::NotFound(found.name.to_string()))
+        }
     })?;
     Ok(Outcome::Attached(found, attachment))
-}
-
-fn next_attachment() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT_ATTACHMENT: AtomicU64 = AtomicU64::new(1);
-    NEXT_ATTACHMENT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The command of a shell request: `ssh alice+work@host` attaches `work`,

@@ -8,15 +8,16 @@
 //! data, stops taking messages for *every* channel of that connection
 //! (`has_any_pending_data` in russh's server loop), so one paused terminal
 //! would freeze its neighbours. The session never waits on this either: it
-//! only `try_send`s into the bounded event queue drained here.
+//! only `try_send`s into its bounded queue for the attachment, which its
+//! process drains onto the socket read here.
 
 use bytes::{Bytes, BytesMut};
 use russh::server::{Handle, Msg};
 use russh::{ChannelWriteHalf, Sig};
-use tokio::sync::mpsc;
 
 use crate::command::Reply;
 use crate::protocol::Event;
+use crate::remote::Events;
 
 /// Forwards `events` to `channel` until the session exits (then sends
 /// `exit-status` or `exit-signal`, EOF and close, RFC 4254 §6.10, §5.3) or
@@ -24,13 +25,13 @@ use crate::protocol::Event;
 pub async fn forward(
     out: &ChannelWriteHalf<Msg>,
     handle: &Handle,
-    mut events: mpsc::Receiver<Event>,
+    mut events: Events,
 ) {
     let mut next = None;
     loop {
         let event = match next.take() {
             Some(event) => event,
-            None => match events.recv().await {
+            None => match events.next().await {
                 Some(event) => event,
                 None => break,
             },
@@ -39,7 +40,7 @@ pub async fn forward(
             Event::Output { data, .. } | Event::Redraw { data } => {
                 // PTY reads are small (often 4 KiB); sending what is already
                 // queued as one message saves a wake-up of russh's loop per read.
-                let (data, after) = coalesce(data, &mut events);
+                let (data, after) = coalesce(data, &mut events).await;
                 next = after;
                 if out.data_bytes(data).await.is_err() {
                     return; // connection gone; the handler's drop detaches
@@ -67,7 +68,6 @@ pub async fn forward(
             Event::Skipped { from, to } => {
                 tracing::debug!(from, to, "client fell behind the ring buffer");
             }
-            Event::Attached { .. } | Event::Refused(_) | Event::History { .. } => {}
         }
     }
     // Exited, or the session ended (killed) without a status for us.
@@ -97,23 +97,23 @@ fn ssh_signal(name: &str) -> Sig {
 /// Most bytes merged into one `Handle::data` call: two SSH packets of 32 KiB.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
-/// Appends the output events already queued behind `first` (up to
-/// [`COALESCE_LIMIT`] bytes). Returns the data and the first event that was
-/// not merged, if one was taken off the queue.
-fn coalesce(first: Bytes, events: &mut mpsc::Receiver<Event>) -> (Bytes, Option<Event>) {
+/// Appends the output events that have already arrived behind `first` (up
+/// to [`COALESCE_LIMIT`] bytes), without waiting for more. Returns the data
+/// and the first event that was not merged, if one was read.
+async fn coalesce(first: Bytes, events: &mut Events) -> (Bytes, Option<Event>) {
     if first.len() >= COALESCE_LIMIT {
         return (first, None);
     }
     let mut merged: Option<BytesMut> = None;
     while merged.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_LIMIT {
-        match events.try_recv() {
-            Ok(Event::Output { data, .. } | Event::Redraw { data }) => {
+        match events.next_if_arrived().await {
+            Some(Event::Output { data, .. } | Event::Redraw { data }) => {
                 merged
                     .get_or_insert_with(|| BytesMut::from(&first[..]))
                     .extend_from_slice(&data);
             }
-            Ok(other) => return (merged.map_or(first, BytesMut::freeze), Some(other)),
-            Err(_) => break,
+            Some(other) => return (merged.map_or(first, BytesMut::freeze), Some(other)),
+            None => break,
         }
     }
     (merged.map_or(first, BytesMut::freeze), None)

@@ -8,28 +8,32 @@
 //! version can still say which session it is and what it speaks.
 //!
 //! After the preambles come *frames*: a `u32` length (big-endian, at most
-//! [`MAX_FRAME`] bytes) and a postcard-encoded [`ToSession`] or
-//! [`FromSession`]. The first frame from the front decides the connection's
-//! role: [`ToSession::Watch`] makes it a control connection (the session
-//! pushes [`FromSession::Info`] on every change; the front sends requests),
-//! [`ToSession::Request`] with `Attach` makes it an attachment (events flow
-//! back until either side closes; closing detaches).
+//! [`MAX_FRAME`] bytes) and one postcard-encoded message. The front's first
+//! frame is an [`Open`](super::Open), which decides the connection's role
+//! and so the type of every frame after it, each way:
 //!
+//! | role | front → session | session → front |
+//! | --- | --- | --- |
+//! | `Control` | [`ControlRequest`](super::ControlRequest) | [`SessionInfo`](super::SessionInfo), now and on every change |
+//! | `Attach` | [`AttachInput`](super::AttachInput) | one [`AttachReply`](super::AttachReply), then [`Event`](super::Event)s |
+//! | `History` | nothing | [`Bytes`](bytes::Bytes) of the answer, then close |
+//! | `Signal` | nothing | nothing |
+//!
+//! Closing an attachment's connection, from either side, detaches it.
 //! Bump [`VERSION`] whenever the encoding of any message changes.
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Event, Request, SessionId, SessionInfo, SessionName};
+use super::{SessionId, SessionName};
 
 /// The first bytes of every preamble.
 pub const MAGIC: &[u8; 6] = b"KEEPSH";
 /// The version of the frames' encoding this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// The largest frame, in bytes: an output chunk (≤ 32 KiB) or a
-/// [`SessionInfo`] is far smaller; anything bigger is corruption.
+/// [`SessionInfo`](super::SessionInfo) is far smaller; anything bigger is corruption.
 pub const MAX_FRAME: usize = 1024 * 1024;
 /// The largest [`Hello`], in bytes.
 const MAX_HELLO: usize = 64 * 1024;
@@ -43,27 +47,6 @@ pub struct Hello {
     pub owner: String,
     /// Its name when the connection opened.
     pub name: SessionName,
-}
-
-/// A frame from the front to a session.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum ToSession {
-    /// First frame of a control connection: push [`FromSession::Info`] now
-    /// and on every change.
-    Watch,
-    /// A request; `Attach` as the first frame makes this an attachment.
-    Request(Request),
-    /// Typed bytes, on an attachment.
-    Input(Bytes),
-}
-
-/// A frame from a session to the front.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum FromSession {
-    /// The session's current snapshot, on a control connection.
-    Info(SessionInfo),
-    /// An attachment's event, in order.
-    Event(Event),
 }
 
 /// What went wrong on a session socket.
@@ -197,6 +180,20 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
         .map_err(|e| WireError::Decode(e.to_string()))
 }
 
+/// Whether `buffered` (bytes read ahead, e.g. a `BufReader`'s buffer)
+/// starts with a whole frame, so that [`read_frame`] on it returns without
+/// waiting for the peer.
+pub fn holds_frame(buffered: &[u8]) -> bool {
+    match buffered.get(..4) {
+        Some(len) => {
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            // An oversized length: read_frame fails at once, reading no more.
+            len > MAX_FRAME || buffered.len() - 4 >= len
+        }
+        None => false,
+    }
+}
+
 async fn read_exact<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> Result<(), WireError> {
     match reader.read_exact(buf).await {
         Ok(_) => Ok(()),
@@ -207,8 +204,13 @@ async fn read_exact<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> Res
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
-    use crate::protocol::{AttachRequest, PtySize};
+    use crate::protocol::{
+        AttachInput, AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, Open,
+        PtySize, Refusal, SignalName,
+    };
 
     fn hello() -> Hello {
         Hello {
@@ -218,36 +220,102 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn preambles_and_frames_round_trip() {
+    /// `messages` written as frames after a preamble read back equal, then
+    /// a clean end.
+    async fn round_trip<T>(messages: &[T])
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
         let mut buf = Vec::new();
         let hello = hello();
         write_preamble(&mut buf, Some(&hello)).await.unwrap();
-        let messages = [
-            ToSession::Watch,
-            ToSession::Input(Bytes::from_static(b"ls\r")),
-            ToSession::Request(Request::Attach(AttachRequest {
-                attachment: 7,
-                size: Some(PtySize::DEFAULT),
-                read_only: false,
-                from: Some(42),
-            })),
-        ];
-        for m in &messages {
+        for m in messages {
             write_frame(&mut buf, m).await.unwrap();
         }
         let mut reader = &buf[..];
         assert_eq!(read_preamble(&mut reader).await.unwrap(), Some(hello));
-        for m in &messages {
-            let got: ToSession = read_frame(&mut reader).await.unwrap().unwrap();
+        for m in messages {
+            let got: T = read_frame(&mut reader).await.unwrap().unwrap();
             assert_eq!(&got, m);
         }
-        assert!(
-            read_frame::<_, ToSession>(&mut reader)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(read_frame::<_, T>(&mut reader).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn every_roles_messages_round_trip_in_the_wire_encoding() {
+        round_trip(&[
+            Open::Control,
+            Open::Attach(AttachRequest {
+                size: Some(PtySize::DEFAULT),
+                read_only: true,
+                from: Some(42),
+            }),
+            Open::History(crate::protocol::HistoryFormat::Raw),
+            Open::Signal(SignalName::Usr2),
+        ])
+        .await;
+        round_trip(&[
+            ControlRequest::Rename {
+                name: "w".parse().expect("name"),
+            },
+            ControlRequest::Kill,
+        ])
+        .await;
+        round_trip(&[
+            AttachInput::Typed(Bytes::from_static(b"ls\r")),
+            AttachInput::Resize(PtySize::from_request(100, 30, PtySize::DEFAULT)),
+        ])
+        .await;
+        round_trip(&[
+            AttachReply::Attached { from: 7 },
+            AttachReply::Refused(Refusal::OutsideBuffer {
+                from: 1,
+                start: 2,
+                end: 3,
+            }),
+        ])
+        .await;
+        round_trip(&[Bytes::from_static(b"history")]).await;
+    }
+
+    #[tokio::test]
+    async fn events_keep_their_bytes_and_offsets() {
+        let mut buf = Vec::new();
+        let events = [
+            Event::Output {
+                offset: 3,
+                data: Bytes::from_static(b"\x1b[1mhi"),
+            },
+            Event::Skipped { from: 5, to: 9 },
+            Event::Exited(ExitStatus {
+                code: 129,
+                signal: Some("HUP".into()),
+            }),
+        ];
+        for e in &events {
+            write_frame(&mut buf, e).await.unwrap();
+        }
+        let mut reader = &buf[..];
+        let first: Event = read_frame(&mut reader).await.unwrap().unwrap();
+        assert!(matches!(first, Event::Output { offset: 3, data } if &data[..] == b"\x1b[1mhi"));
+        let second: Event = read_frame(&mut reader).await.unwrap().unwrap();
+        assert!(matches!(second, Event::Skipped { from: 5, to: 9 }));
+        let third: Event = read_frame(&mut reader).await.unwrap().unwrap();
+        assert!(matches!(third, Event::Exited(s) if s.code == 129));
+    }
+
+    #[tokio::test]
+    async fn a_whole_frame_is_told_from_part_of_one() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &AttachInput::Typed(Bytes::from_static(b"abc")))
+            .await
+            .unwrap();
+        assert!(holds_frame(&buf));
+        for cut in 0..buf.len() {
+            assert!(!holds_frame(&buf[..cut]), "{cut}");
+        }
+        // An oversized length is "whole": read_frame reports it at once.
+        assert!(holds_frame(&(MAX_FRAME as u32 + 1).to_be_bytes()));
     }
 
     #[tokio::test]
@@ -282,22 +350,22 @@ mod tests {
     #[tokio::test]
     async fn truncated_oversized_and_undecodable_frames_are_errors() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, &ToSession::Input(Bytes::from_static(b"hello")))
+        write_frame(&mut buf, &AttachInput::Typed(Bytes::from_static(b"hello")))
             .await
             .unwrap();
         let cut = &buf[..buf.len() - 2];
         assert!(matches!(
-            read_frame::<_, ToSession>(&mut &cut[..]).await,
+            read_frame::<_, AttachInput>(&mut &cut[..]).await,
             Err(WireError::Truncated)
         ));
         let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
         assert!(matches!(
-            read_frame::<_, ToSession>(&mut &huge[..]).await,
+            read_frame::<_, AttachInput>(&mut &huge[..]).await,
             Err(WireError::TooLarge(_))
         ));
         let junk = [0, 0, 0, 3, 0xff, 0xff, 0xff];
         assert!(matches!(
-            read_frame::<_, ToSession>(&mut &junk[..]).await,
+            read_frame::<_, Open>(&mut &junk[..]).await,
             Err(WireError::Decode(_))
         ));
     }

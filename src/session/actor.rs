@@ -32,17 +32,70 @@ use futures_util::stream::FuturesUnordered;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::mpsc::{self, OwnedPermit};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::pty::{Pty, PtyStreams};
 use super::ring::RingBuffer;
 use super::screen::{self, Screen};
-use super::{Envelope, SessionSettings};
+use crate::protocol::host::SessionSettings;
 use crate::protocol::{
-    AttachRequest, AttachmentId, Event, ExitStatus, HistoryFormat, Input, MAX_PTY_ROWS, PtySize,
-    Refusal, Request, SessionInfo, SessionState, SignalName,
+    AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, HistoryFormat, MAX_PTY_ROWS,
+    PtySize, Refusal, SessionInfo, SessionState, SignalName,
 };
+
+/// Identifies one attachment within its session process. Chosen by the
+/// host when the connection opens; never on the wire.
+pub(super) type AttachmentId = u64;
+
+/// What a connection task of the host asks of the session task.
+pub(super) enum Message {
+    /// Bind attachment `id`: the answer on `reply`, then its events (replay,
+    /// live output, `Exited`) on `events`, in order.
+    Attach {
+        /// Its id.
+        id: AttachmentId,
+        /// What the client asked for.
+        request: AttachRequest,
+        /// Its event queue ([`super::ATTACHMENT_QUEUE`] events).
+        events: mpsc::Sender<Event>,
+        /// Attached (from which offset) or refused.
+        reply: oneshot::Sender<AttachReply>,
+    },
+    /// Attachment `id`'s client changed its window.
+    Resize {
+        /// Which attachment.
+        id: AttachmentId,
+        /// Its new size.
+        size: PtySize,
+    },
+    /// Attachment `id`'s connection closed.
+    Detach {
+        /// Which attachment.
+        id: AttachmentId,
+    },
+    /// A request from a control connection.
+    Control(ControlRequest),
+    /// A signal for the PTY's foreground process group (RFC 4254 §6.9).
+    Signal(SignalName),
+    /// What the session holds of its past, in one piece.
+    History {
+        /// Text or raw bytes.
+        format: HistoryFormat,
+        /// The answer.
+        reply: oneshot::Sender<Bytes>,
+    },
+}
+
+/// Keystrokes from attachment `id`, on the session's input queue: a queue
+/// of its own, so that a program that does not read its input holds up
+/// only the typing client, never requests or output.
+pub(super) struct Input {
+    /// Which attachment typed.
+    pub id: AttachmentId,
+    /// The bytes, as the client sent them.
+    pub data: Bytes,
+}
 
 /// Largest output or redraw event sent when catching an attachment up.
 const CATCH_UP_CHUNK: usize = 32 * 1024;
@@ -83,7 +136,7 @@ struct Attached {
 /// What woke the session task.
 enum Wake {
     Output(Option<Bytes>),
-    Request(Option<Envelope>),
+    Message(Option<Message>),
     Input(Input),
     Room(AttachmentId, Result<OwnedPermit<Event>, SendError<()>>),
     Exit(ExitStatus),
@@ -164,7 +217,7 @@ impl Actor {
     pub(super) async fn run(
         mut self,
         streams: PtyStreams,
-        mut requests: mpsc::Receiver<Envelope>,
+        mut messages: mpsc::Receiver<Message>,
         mut inputs: mpsc::Receiver<Input>,
     ) {
         tracing::info!(name = %self.info.name, "session started");
@@ -173,14 +226,14 @@ impl Actor {
             mut exit,
         } = streams;
         let input_tx = self.pty.input.clone();
-        let mut requests_open = true;
+        let mut messages_open = true;
         while !self.done {
             let deadline = self.next_deadline();
             // Select only picks what happened; the handling below may then
             // borrow `self` freely.
             let wake = tokio::select! {
                 chunk = output.recv(), if !self.eof => Wake::Output(chunk),
-                envelope = requests.recv(), if requests_open => Wake::Request(envelope),
+                message = messages.recv(), if messages_open => Wake::Message(message),
                 Some(input) = inputs.recv(), if self.pending_input.is_none() => Wake::Input(input),
                 permit = input_tx.reserve(), if self.pending_input.is_some() => {
                     if let (Ok(permit), Some(data)) = (permit, self.pending_input.take()) {
@@ -202,8 +255,8 @@ impl Actor {
                     self.eof = true;
                     self.finish_exit_if_drained();
                 }
-                Wake::Request(Some(envelope)) => self.on_request(envelope),
-                Wake::Request(None) => requests_open = false,
+                Wake::Message(Some(message)) => self.on_message(message),
+                Wake::Message(None) => messages_open = false,
                 Wake::Input(input) => self.on_input(input),
                 Wake::Room(id, permit) => self.on_room(id, permit),
                 Wake::Exit(status) => {
@@ -305,39 +358,36 @@ impl Actor {
         });
     }
 
-    fn on_request(&mut self, envelope: Envelope) {
-        match envelope.request {
-            Request::Attach(request) => match envelope.events {
-                Some(events) => self.attach(request, events),
-                None => tracing::warn!("attach without an event queue ignored"),
-            },
-            Request::Resize { attachment, size } => {
-                if let Some(att) = self.attachments.iter_mut().find(|a| a.id == attachment) {
+    fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Attach {
+                id,
+                request,
+                events,
+                reply,
+            } => self.attach(id, request, events, reply),
+            Message::Resize { id, size } => {
+                if let Some(att) = self.attachments.iter_mut().find(|a| a.id == id) {
                     att.size = Some(size);
                     self.apply_size();
                 }
             }
-            Request::Detach { attachment } => self.detach(attachment),
-            Request::Rename { name } => {
+            Message::Detach { id } => self.detach(id),
+            Message::Control(ControlRequest::Rename { name }) => {
                 tracing::info!(%name, "renamed");
                 self.info.name = name;
                 self.publish();
             }
-            Request::Kill => self.kill(),
-            Request::Signal(name) => {
+            Message::Control(ControlRequest::Kill) => self.kill(),
+            Message::Signal(name) => {
                 if self.info.exit.is_none() {
                     tracing::info!(signal = ?name, "signal to the foreground process group");
                     self.pty.signal_foreground(nix_signal(name));
                 }
             }
-            Request::History(format) => match envelope.events {
-                Some(events) => {
-                    let data = self.history(format);
-                    // A new queue with room for one event.
-                    let _ = events.try_send(Event::History { data });
-                }
-                None => tracing::warn!("history without an event queue ignored"),
-            },
+            Message::History { format, reply } => {
+                let _ = reply.send(self.history(format));
+            }
         }
     }
 
@@ -419,26 +469,31 @@ impl Actor {
         self.last_repaint = Some(now);
     }
 
-    fn attach(&mut self, request: AttachRequest, events: mpsc::Sender<Event>) {
+    fn attach(
+        &mut self,
+        id: AttachmentId,
+        request: AttachRequest,
+        events: mpsc::Sender<Event>,
+        reply: oneshot::Sender<AttachReply>,
+    ) {
         let (start, end) = (self.ring.start(), self.ring.end());
         let terminal = request.size.is_some() && request.from.is_none();
         let from = match request.from {
             Some(from) if from < start || from > end => {
                 let refusal = Refusal::OutsideBuffer { from, start, end };
-                let _ = events.try_send(Event::Refused(refusal));
+                let _ = reply.send(AttachReply::Refused(refusal));
                 return;
             }
             Some(from) => from,
             None if terminal => end,
             None => start,
         };
-        // The queue is new and empty, so this cannot fail for lack of room.
-        if events.try_send(Event::Attached { from }).is_err() {
-            return;
+        if reply.send(AttachReply::Attached { from }).is_err() {
+            return; // its connection closed meanwhile
         }
         self.clock += 1;
         self.attachments.push(Attached {
-            id: request.attachment,
+            id,
             tx: events,
             size: request.size,
             read_only: request.read_only,
@@ -450,7 +505,7 @@ impl Actor {
             waiting: false,
         });
         tracing::info!(
-            attachment = request.attachment,
+            attachment = id,
             replay_bytes = end - from,
             terminal,
             read_only = request.read_only,
@@ -469,7 +524,7 @@ impl Actor {
             }
         }
         if !self.pump(index) {
-            self.detach(request.attachment);
+            self.detach(id);
         }
         self.publish_clients();
     }
@@ -492,7 +547,7 @@ impl Actor {
         let Some(att) = self
             .attachments
             .iter_mut()
-            .find(|a| a.id == input.attachment && !a.read_only)
+            .find(|a| a.id == input.id && !a.read_only)
         else {
             return;
         };

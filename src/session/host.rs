@@ -4,63 +4,33 @@
 //!
 //! It reads a [`HostSpec`] (JSON) on stdin, binds its socket
 //! `STATE_DIR/sessions/ID.sock` (0600), starts the PTY and program, answers
-//! one [`Ready`] line (JSON) on stdout, then serves the protocol of
+//! one [`Ready`] line (JSON) on stdout (the contract is
+//! [`crate::protocol::host`]), then serves the protocol of
 //! [`crate::protocol::wire`] to any number of connections until the session
 //! ends (killed, exited and retained long enough, or orphaned too long); then
 //! it removes its socket and exits. While no server is connected it keeps
 //! reading its PTY into the ring buffer, so an outage's output is replayed on
 //! the next attach.
+//!
+//! Each connection is one task, which sends the session task its messages
+//! directly: the first frame ([`Open`]) decides which.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::{AttachError, Attachment, SessionHandle, SessionSettings, SpawnError, SpawnSpec};
-use crate::protocol::wire::{
-    FromSession, Hello, ToSession, read_frame, read_preamble, write_frame, write_preamble,
-};
+use super::actor::{AttachmentId, Input, Message};
+use super::{ATTACHMENT_QUEUE, Mailbox};
+use crate::protocol::host::{HostSpec, Ready, SpawnError, socket_path};
+use crate::protocol::wire::{Hello, read_frame, read_preamble, write_frame, write_preamble};
 use crate::protocol::{
-    AttachRequest, Event, HistoryFormat, Request, SessionId, SessionInfo, SessionName,
+    AttachInput, AttachReply, AttachRequest, ControlRequest, HistoryFormat, Open, SessionInfo,
 };
-
-/// The directory of session sockets inside `state_dir`.
-pub fn sessions_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("sessions")
-}
-
-/// The socket of session `id`.
-pub fn socket_path(state_dir: &Path, id: SessionId) -> PathBuf {
-    sessions_dir(state_dir).join(format!("{id}.sock"))
-}
-
-/// What the server asks a session process to run (stdin, JSON).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostSpec {
-    /// The session's id (also its socket's name).
-    pub id: SessionId,
-    /// The SSH login name that owns it.
-    pub owner: String,
-    /// Its name.
-    pub name: SessionName,
-    /// The program, environment, directory and size.
-    pub spawn: SpawnSpec,
-    /// Buffer size and timers.
-    pub settings: SessionSettings,
-}
-
-/// The session process's one-line answer (stdout, JSON).
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Ready {
-    /// Listening, program started.
-    Started,
-    /// Nothing was started.
-    Failed(SpawnError),
-}
 
 /// Why the session process could not run.
 #[derive(Debug, thiserror::Error)]
@@ -131,15 +101,15 @@ async fn serve(state_dir: &Path, spec: HostSpec) {
     let listener = match bind(&path) {
         Ok(listener) => listener,
         Err(error) => {
-            answer(&Ready::Failed(SpawnError::Process(format!(
-                "cannot listen on {}: {error}",
-                path.display()
-            ))));
+            answer(&Ready::Failed(SpawnError::Listen {
+                path,
+                reason: error.to_string(),
+            }));
             return;
         }
     };
-    let handle = match super::start(spec.id, spec.name, spec.owner, spec.spawn, spec.settings) {
-        Ok(handle) => handle,
+    let session = match super::start(spec) {
+        Ok(session) => session,
         Err(error) => {
             let _ = std::fs::remove_file(&path);
             answer(&Ready::Failed(error));
@@ -148,34 +118,47 @@ async fn serve(state_dir: &Path, spec: HostSpec) {
     };
     answer(&Ready::Started);
     tracing::info!(socket = %path.display(), "session process started");
+    let mut ended = session.info.clone();
+    let mut next_id: AttachmentId = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    next_id += 1;
                     let (reader, writer) = stream.into_split();
-                    tokio::spawn(connection(reader, writer, handle.clone()).in_current_span());
+                    let task = connection(reader, writer, session.clone(), next_id);
+                    tokio::spawn(task.in_current_span());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept on the session socket failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            () = handle.ended() => break,
+            // Err once the session task has ended and dropped its sender.
+            changed = ended.changed() => if changed.is_err() { break },
         }
     }
     let _ = std::fs::remove_file(&path);
     tracing::info!("session ended; session process exits");
 }
 
-/// One connection: preambles, then a control connection or an attachment.
-/// A peer that misbehaves (garbage, another version, a bad frame) gets its
-/// connection closed and a line in the log; the session carries on.
-async fn connection(mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf, handle: SessionHandle) {
-    let info = handle.info();
-    let hello = Hello {
-        id: info.id,
-        owner: info.owner,
-        name: info.name,
+/// One connection: preambles, then the role its first frame opens (`id`
+/// names it if it becomes an attachment). A peer that misbehaves (garbage,
+/// another version, a bad frame) gets its connection closed and a line in
+/// the log; the session carries on.
+async fn connection(
+    mut reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+    session: Mailbox,
+    id: AttachmentId,
+) {
+    let hello = {
+        let info = session.info.borrow();
+        Hello {
+            id: info.id,
+            owner: info.owner.clone(),
+            name: info.name.clone(),
+        }
     };
     if write_preamble(&mut writer, Some(&hello)).await.is_err() {
         return;
@@ -184,26 +167,20 @@ async fn connection(mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf, handl
         tracing::warn!(%error, "closed a connection on the session socket");
         return;
     }
-    let first = match read_frame::<_, ToSession>(&mut reader).await {
-        Ok(Some(first)) => first,
+    let open = match read_frame::<_, Open>(&mut reader).await {
+        Ok(Some(open)) => open,
         Ok(None) => return,
         Err(error) => {
             tracing::warn!(%error, "closed a connection on the session socket");
             return;
         }
     };
-    match first {
-        ToSession::Watch => control(reader, writer, handle).await,
-        ToSession::Request(Request::Attach(request)) => {
-            attachment(reader, writer, handle, request).await;
-        }
-        ToSession::Request(Request::History(format)) => history(writer, &handle, format).await,
-        ToSession::Request(request) => {
-            handle.send(request).await;
-            requests(reader, &handle).await;
-        }
-        ToSession::Input(_) => {
-            tracing::warn!("input before attach on the session socket; connection closed");
+    match open {
+        Open::Control => control(reader, writer, &session).await,
+        Open::Attach(request) => attachment(reader, writer, &session, id, request).await,
+        Open::History(format) => history(writer, &session, format).await,
+        Open::Signal(signal) => {
+            let _ = session.messages.send(Message::Signal(signal)).await;
         }
     }
 }
@@ -225,14 +202,12 @@ fn only_output_differs(a: &SessionInfo, b: &SessionInfo) -> bool {
 
 /// Pushes new snapshots (output alone at most every
 /// [`OUTPUT_INFO_INTERVAL`]); forwards requests.
-async fn control(reader: OwnedReadHalf, mut writer: OwnedWriteHalf, handle: SessionHandle) {
-    let mut info = handle.watch();
+async fn control(reader: OwnedReadHalf, mut writer: OwnedWriteHalf, session: &Mailbox) {
+    let mut info = session.info.clone();
     let push = async {
         loop {
             let sent = info.borrow_and_update().clone();
-            if write_frame(&mut writer, &FromSession::Info(sent.clone()))
-                .await
-                .is_err()
+            if write_frame(&mut writer, &sent).await.is_err()
             {
                 return;
             }
@@ -262,20 +237,23 @@ async fn control(reader: OwnedReadHalf, mut writer: OwnedWriteHalf, handle: Sess
     };
     tokio::select! {
         () = push => {}
-        () = requests(reader, &handle) => {}
+        () = requests(reader, session) => {}
     }
 }
 
 /// Forwards requests from a control connection until it closes.
-async fn requests(mut reader: OwnedReadHalf, handle: &SessionHandle) {
+async fn requests(mut reader: OwnedReadHalf, session: &Mailbox) {
     loop {
-        match read_frame::<_, ToSession>(&mut reader).await {
-            Ok(Some(ToSession::Request(request))) => handle.send(request).await,
-            Ok(Some(other)) => {
-                tracing::warn!(
-                    ?other,
-                    "unexpected message on a control connection; ignored"
-                );
+        match read_frame::<_, ControlRequest>(&mut reader).await {
+            Ok(Some(request)) => {
+                if session
+                    .messages
+                    .send(Message::Control(request))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
             Ok(None) => return,
             Err(error) => {
@@ -288,18 +266,17 @@ async fn requests(mut reader: OwnedReadHalf, handle: &SessionHandle) {
 
 /// Answers a history request in frames of at most [`HISTORY_CHUNK`] bytes,
 /// then closes the connection, which ends the answer.
-async fn history(mut writer: OwnedWriteHalf, handle: &SessionHandle, format: HistoryFormat) {
-    let Ok(data) = handle.history(format).await else {
+async fn history(mut writer: OwnedWriteHalf, session: &Mailbox, format: HistoryFormat) {
+    let (reply, answer) = oneshot::channel();
+    let asked = Message::History { format, reply };
+    if session.messages.send(asked).await.is_err() {
+        return;
+    }
+    let Ok(data) = answer.await else {
         return;
     };
     for chunk in data.chunks(HISTORY_CHUNK) {
-        let event = Event::History {
-            data: data.slice_ref(chunk),
-        };
-        if write_frame(&mut writer, &FromSession::Event(event))
-            .await
-            .is_err()
-        {
+        if write_frame(&mut writer, &data.slice_ref(chunk)).await.is_err() {
             return;
         }
     }
@@ -308,53 +285,53 @@ async fn history(mut writer: OwnedWriteHalf, handle: &SessionHandle, format: His
 /// Bytes per frame of a history answer (frames are at most 1 MiB).
 const HISTORY_CHUNK: usize = 64 * 1024;
 
-/// Binds an attachment: its events go out as frames; input and resizes come
-/// in. Closing either way detaches.
+/// Binds attachment `id`: its events go out as frames; typed bytes and
+/// resizes come in. Closing either way detaches.
 async fn attachment(
     mut reader: OwnedReadHalf,
     mut writer: OwnedWriteHalf,
-    handle: SessionHandle,
+    session: &Mailbox,
+    id: AttachmentId,
     request: AttachRequest,
 ) {
-    let Attachment {
-        from,
-        mut events,
-        mut control,
-    } = match handle.attach(request).await {
-        Ok(attachment) => attachment,
-        Err(AttachError::Refused(refusal)) => {
-            let _ = write_frame(&mut writer, &FromSession::Event(Event::Refused(refusal))).await;
-            return;
-        }
-        Err(AttachError::Gone) => return,
+    let (events_tx, mut events) = mpsc::channel(ATTACHMENT_QUEUE);
+    let (reply, answer) = oneshot::channel();
+    let attach = Message::Attach {
+        id,
+        request,
+        events: events_tx,
+        reply,
     };
-    if write_frame(&mut writer, &FromSession::Event(Event::Attached { from }))
-        .await
-        .is_err()
-    {
+    if session.messages.send(attach).await.is_err() {
+        return;
+    }
+    let Ok(answer) = answer.await else {
+        return;
+    };
+    let attached = matches!(answer, AttachReply::Attached { .. });
+    if write_frame(&mut writer, &answer).await.is_err() || !attached {
+        // Refused, or attached but gone: the session drops a closed queue.
         return;
     }
     let pump = async {
         while let Some(event) = events.recv().await {
-            if write_frame(&mut writer, &FromSession::Event(event))
-                .await
-                .is_err()
-            {
+            if write_frame(&mut writer, &event).await.is_err() {
                 return;
             }
         }
     };
     let feed = async {
+        let mut gate = InputGate::default();
         loop {
-            match read_frame::<_, ToSession>(&mut reader).await {
-                Ok(Some(ToSession::Input(data))) => control.input(data).await,
-                Ok(Some(ToSession::Request(Request::Resize { size, .. }))) => {
-                    control.resize(size).await;
+            match read_frame::<_, AttachInput>(&mut reader).await {
+                Ok(Some(AttachInput::Typed(data))) => {
+                    gate.pass(&session.input, Input { id, data }, INPUT_STALL)
+                        .await;
                 }
-                Ok(Some(ToSession::Request(Request::Detach { .. })) | None) => return,
-                Ok(Some(other)) => {
-                    tracing::warn!(?other, "unexpected message on an attachment; ignored");
+                Ok(Some(AttachInput::Resize(size))) => {
+                    let _ = session.messages.send(Message::Resize { id, size }).await;
                 }
+                Ok(None) => return,
                 Err(error) => {
                     tracing::warn!(%error, "closed an attachment's connection");
                     return;
@@ -365,5 +342,95 @@ async fn attachment(
     tokio::select! {
         () = pump => {}
         () = feed => {}
+    }
+    let _ = session.messages.send(Message::Detach { id }).await;
+}
+
+/// How long input from one client may wait for a program that does not read
+/// it. Waiting back-pressures the client (a paste into a busy program): this
+/// task stops reading the connection. But it also holds up that client's
+/// connection, which could then not even notice its own close; past this,
+/// input is dropped until the program reads again.
+const INPUT_STALL: Duration = Duration::from_secs(5);
+
+/// One attachment's input-stall policy (see [`INPUT_STALL`]).
+#[derive(Default)]
+struct InputGate {
+    /// Input is being dropped: the program stopped reading it for longer
+    /// than the stall.
+    overflowing: bool,
+}
+
+impl InputGate {
+    /// Queues `input` for the session, waiting at most `stall` for room;
+    /// while overflowing, drops it unless there is room at once.
+    async fn pass(&mut self, queue: &mpsc::Sender<Input>, input: Input, stall: Duration) {
+        let id = input.id;
+        let input = match queue.try_send(input) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.overflowing = false;
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(input)) => input,
+        };
+        if self.overflowing {
+            return; // still not read: dropped
+        }
+        if tokio::time::timeout(stall, queue.send(input)).await.is_err() {
+            self.overflowing = true;
+            tracing::warn!(
+                attachment = id,
+                "the program has not read its input for {stall:?}; dropping input until it does"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn input(data: &'static [u8]) -> Input {
+        Input {
+            id: 1,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    #[tokio::test]
+    async fn input_to_a_program_that_never_reads_stalls_once_then_is_dropped() {
+        // A queue nobody reads, as for a program that never reads its input.
+        let (queue, _unread) = mpsc::channel(2);
+        let stall = Duration::from_millis(200);
+        let mut gate = InputGate::default();
+        gate.pass(&queue, input(b"a"), stall).await;
+        gate.pass(&queue, input(b"b"), stall).await;
+        assert!(!gate.overflowing, "room for two");
+        let started = tokio::time::Instant::now();
+        gate.pass(&queue, input(b"c"), stall).await;
+        assert!(gate.overflowing, "the third waited, then overflowed");
+        assert!(started.elapsed() >= stall);
+        // From now on input returns at once instead of holding up the client.
+        let again = tokio::time::Instant::now();
+        for _ in 0..100 {
+            gate.pass(&queue, input(b"x"), stall).await;
+        }
+        assert!(again.elapsed() < stall, "dropping waited {:?}", again.elapsed());
+    }
+
+    #[tokio::test]
+    async fn input_flows_again_once_the_program_reads() {
+        let (queue, mut program) = mpsc::channel(1);
+        let stall = Duration::from_millis(50);
+        let mut gate = InputGate::default();
+        gate.pass(&queue, input(b"a"), stall).await;
+        gate.pass(&queue, input(b"b"), stall).await;
+        assert!(gate.overflowing);
+        assert_eq!(&program.recv().await.expect("queued").data[..], b"a");
+        gate.pass(&queue, input(b"c"), stall).await;
+        assert!(!gate.overflowing);
+        assert_eq!(&program.recv().await.expect("queued").data[..], b"c");
     }
 }

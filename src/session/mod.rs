@@ -2,10 +2,13 @@
 //! output, and the attachments that watch it.
 //!
 //! This code runs in the session's own process ([`host`]). The state lives
-//! in one task (`actor`); the host's connection tasks hold a local
-//! [`SessionHandle`] and speak the messages of [`crate::protocol`]. Only the
-//! session's task touches its PTY and ring buffer: no `Arc<Mutex<Session>>`.
-//! Invariant: nothing here names a russh type.
+//! in one task (`actor`); each connection task of the host sends it
+//! `actor::Message`s, and typed bytes on a queue of their own
+//! (`actor::Input`), through a [`Mailbox`]. Only the session's task touches
+//! its PTY and ring buffer: no `Arc<Mutex<Session>>`.
+//!
+//! Invariant: nothing here names russh, and nothing here uses the server
+//! side of keepsh: what crosses to it is [`crate::protocol`].
 
 mod actor;
 pub mod host;
@@ -13,319 +16,86 @@ pub mod pty;
 pub mod ring;
 pub mod screen;
 
-use std::time::Duration;
-
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::protocol::{
-    AttachRequest, AttachmentId, Event, HistoryFormat, Input, PtySize, Refusal, Request, SessionId,
-    SessionInfo, SessionName, SessionState,
-};
-pub use pty::{SpawnError, SpawnSpec};
+use crate::protocol::host::{HostSpec, SpawnError};
+use crate::protocol::{SessionInfo, SessionState};
 
-/// Control requests queued per session.
-const REQUEST_QUEUE: usize = 64;
+/// Messages queued for the session task (attach, resize, detach, control
+/// requests, signals, history).
+const MESSAGE_QUEUE: usize = 64;
 /// Events queued per attachment. With output chunks of at most 32 KiB this
 /// bounds what one slow client can make the session hold to 1 MiB.
-pub const ATTACHMENT_QUEUE: usize = 32;
+const ATTACHMENT_QUEUE: usize = 32;
 
-/// Per-session limits and timers, from `[sessions]` in server.toml.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SessionSettings {
-    /// Ring buffer capacity in bytes.
-    pub scrollback_bytes: usize,
-    /// Most history lines sent before the screen on attach, and printed by
-    /// `history` (see [`screen::history`]).
-    pub scrollback_lines: usize,
-    /// Kill a session that has had no client for this long; `None` = never.
-    pub orphan_timeout: Option<Duration>,
-    /// Keep an exited session (and its final output) listed for this long.
-    pub exited_retention: Duration,
-    /// The soft open-files limit (RLIMIT_NOFILE) the program starts with:
-    /// the server raises its own to serve many sessions, and gives programs
-    /// back the limit it was started with. `None`: inherit.
-    pub program_open_files: Option<u64>,
-    /// Time between SIGHUP and SIGKILL on `kill`.
-    pub kill_grace: Duration,
-}
-
-/// A request inside the session process: the serializable [`Request`] plus,
-/// for `Attach`, the queue its events go to (which the host's connection
-/// task drains onto the attachment's socket connection).
-struct Envelope {
-    request: Request,
-    events: Option<mpsc::Sender<Event>>,
-}
-
-/// How the front reaches one session. Cheap to clone.
+/// The session task's two queues and its published snapshot, as the host's
+/// connection tasks hold them. Cheap to clone. When the task ends, `info`
+/// reports its sender gone.
 #[derive(Clone)]
-pub struct SessionHandle {
-    requests: mpsc::Sender<Envelope>,
-    input: mpsc::Sender<Input>,
+struct Mailbox {
+    messages: mpsc::Sender<actor::Message>,
+    input: mpsc::Sender<actor::Input>,
     info: watch::Receiver<SessionInfo>,
-}
-
-/// Why an attach failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AttachError {
-    /// The session refused (e.g. `--from` outside the buffer).
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    /// The session has ended (or, seen from the front, its process cannot
-    /// be reached).
-    #[error("the session has ended")]
-    Gone,
 }
 
 /// Starts a session: opens its PTY, runs its program and spawns its task.
 ///
 /// # Errors
 /// [`SpawnError`] when the PTY cannot be opened or the program not started.
-pub fn start(
-    id: SessionId,
-    name: SessionName,
-    owner: String,
-    spec: SpawnSpec,
-    settings: SessionSettings,
-) -> Result<SessionHandle, SpawnError> {
-    let (pty, streams) = pty::spawn(&spec)?;
+fn start(spec: HostSpec) -> Result<Mailbox, SpawnError> {
+    let (pty, streams) = pty::spawn(&spec.spawn)?;
     let now = std::time::SystemTime::now();
-    let command = if spec.command.is_empty() {
-        vec![spec.shell.display().to_string()]
+    let command = if spec.spawn.command.is_empty() {
+        vec![spec.spawn.shell.display().to_string()]
     } else {
-        spec.command.clone()
+        spec.spawn.command.clone()
     };
     let info = SessionInfo {
-        id,
-        name,
-        owner,
+        id: spec.id,
+        name: spec.name,
+        owner: spec.owner,
         state: SessionState::Orphaned,
         clients: 0,
         created: now,
         last_activity: now,
         detached_at: None,
-        size: spec.size,
+        size: spec.spawn.size,
         command,
         exit: None,
         output_offset: 0,
         buffer_start: 0,
     };
-    let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (messages, messages_rx) = mpsc::channel(MESSAGE_QUEUE);
     let (input, input_rx) = mpsc::channel(pty::INPUT_QUEUE);
     let (publish, info_rx) = watch::channel(info.clone());
-    let span = tracing::info_span!("session", id = %id, owner = %info.owner);
-    let actor = actor::Actor::new(info, publish, pty, settings);
-    tokio::spawn(actor.run(streams, requests_rx, input_rx).instrument(span));
-    Ok(SessionHandle {
-        requests,
+    let span = tracing::info_span!("session", id = %info.id, owner = %info.owner);
+    let actor = actor::Actor::new(info, publish, pty, spec.settings);
+    tokio::spawn(actor.run(streams, messages_rx, input_rx).instrument(span));
+    Ok(Mailbox {
+        messages,
         input,
         info: info_rx,
     })
 }
 
-impl SessionHandle {
-    /// The latest published snapshot; never waits on the session's task.
-    pub fn info(&self) -> SessionInfo {
-        self.info.borrow().clone()
-    }
-
-    /// A receiver of every new snapshot.
-    pub fn watch(&self) -> watch::Receiver<SessionInfo> {
-        self.info.clone()
-    }
-
-    /// Returns once the session's task has ended.
-    pub async fn ended(&self) {
-        let mut info = self.info.clone();
-        while info.changed().await.is_ok() {}
-    }
-
-    /// Sends a control request. A request to a session whose task has
-    /// ended is dropped (see [`SessionHandle::ended`]).
-    pub async fn send(&self, request: Request) {
-        let _ = self
-            .requests
-            .send(Envelope {
-                request,
-                events: None,
-            })
-            .await;
-    }
-
-    /// Waits until the session's program has exited or the session is gone,
-    /// at most `limit`. Returns whether it did.
-    pub async fn wait_exited(&self, limit: Duration) -> bool {
-        let mut info = self.info.clone();
-        let exited = info.wait_for(|i| i.state == SessionState::Exited);
-        // Ok also when the sender is gone: the session has ended either way.
-        tokio::time::timeout(limit, exited).await.is_ok()
-    }
-
-    /// What the session holds of its past (see [`Request::History`]), in
-    /// one piece: at most the ring buffer's capacity for `Raw`.
-    ///
-    /// # Errors
-    /// [`AttachError::Gone`] if the session ended.
-    pub async fn history(&self, format: HistoryFormat) -> Result<Bytes, AttachError> {
-        let (tx, mut events) = mpsc::channel(1);
-        self.requests
-            .send(Envelope {
-                request: Request::History(format),
-                events: Some(tx),
-            })
-            .await
-            .map_err(|_| AttachError::Gone)?;
-        match events.recv().await {
-            Some(Event::History { data }) => Ok(data),
-            _ => Err(AttachError::Gone),
-        }
-    }
-
-    /// Binds a new attachment. Its events (replay, then live output, then
-    /// `Exited`) arrive on the returned [`Attachment::events`] in order.
-    ///
-    /// # Errors
-    /// [`AttachError::Refused`] with the session's reason, or
-    /// [`AttachError::Gone`] if the session ended.
-    pub async fn attach(&self, request: AttachRequest) -> Result<Attachment, AttachError> {
-        let (tx, mut events) = mpsc::channel(ATTACHMENT_QUEUE);
-        let id = request.attachment;
-        let read_only = request.read_only;
-        self.requests
-            .send(Envelope {
-                request: Request::Attach(request),
-                events: Some(tx),
-            })
-            .await
-            .map_err(|_| AttachError::Gone)?;
-        match events.recv().await {
-            Some(Event::Attached { from }) => Ok(Attachment {
-                from,
-                events,
-                control: AttachmentControl {
-                    id,
-                    read_only,
-                    handle: self.clone(),
-                    overflowing: false,
-                },
-            }),
-            Some(Event::Refused(refusal)) => Err(AttachError::Refused(refusal)),
-            _ => Err(AttachError::Gone),
-        }
-    }
-}
-
-/// A bound attachment: the events to forward to the client, and the control
-/// side for input and resizes.
-pub struct Attachment {
-    /// The absolute offset, in bytes, of the first byte of output to follow.
-    pub from: u64,
-    /// Output and the final `Exited`, in order. Closes when the session ends.
-    pub events: mpsc::Receiver<Event>,
-    /// Input, resizes; detaches when dropped.
-    pub control: AttachmentControl,
-}
-
-/// The client-to-session side of an attachment. Dropping it detaches.
-pub struct AttachmentControl {
-    id: AttachmentId,
-    read_only: bool,
-    handle: SessionHandle,
-    /// Input is being dropped: the program stopped reading it for longer
-    /// than [`INPUT_STALL`].
-    overflowing: bool,
-}
-
-/// How long input from one client may wait for a program that does not read
-/// it. Waiting back-pressures the client (a paste into a busy program), but
-/// it also holds up that client's connection, which could then not even
-/// notice its own close; past this, input is dropped until the program reads
-/// again.
-pub const INPUT_STALL: Duration = Duration::from_secs(5);
-
-impl AttachmentControl {
-    /// Forwards typed bytes to the PTY. While the program does not read its
-    /// input this waits, back-pressuring this client only, for at most
-    /// [`INPUT_STALL`]; after that, input is dropped until the program reads
-    /// again. Input of a read-only attachment is dropped.
-    pub async fn input(&mut self, data: Bytes) {
-        self.input_with_stall(data, INPUT_STALL).await;
-    }
-
-    async fn input_with_stall(&mut self, data: Bytes, stall: Duration) {
-        if self.read_only {
-            return;
-        }
-        let input = Input {
-            attachment: self.id,
-            data,
-        };
-        let input = match self.handle.input.try_send(input) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.overflowing = false;
-                return;
-            }
-            Err(mpsc::error::TrySendError::Full(input)) => input,
-        };
-        if self.overflowing {
-            return; // still not read: dropped
-        }
-        if tokio::time::timeout(stall, self.handle.input.send(input))
-            .await
-            .is_err()
-        {
-            self.overflowing = true;
-            tracing::warn!(
-                attachment = self.id,
-                "the program has not read its input for {stall:?}; dropping input until it does"
-            );
-        }
-    }
-
-    /// The client's window changed.
-    pub async fn resize(&self, size: PtySize) {
-        self.handle
-            .send(Request::Resize {
-                attachment: self.id,
-                size,
-            })
-            .await;
-    }
-}
-
-impl Drop for AttachmentControl {
-    fn drop(&mut self) {
-        let envelope = Envelope {
-            request: Request::Detach {
-                attachment: self.id,
-            },
-            events: None,
-        };
-        // Drop cannot wait; if the queue is momentarily full, finish the send
-        // on the runtime so a detach is never lost.
-        if let Err(mpsc::error::TrySendError::Full(envelope)) =
-            self.handle.requests.try_send(envelope)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let requests = self.handle.requests.clone();
-            runtime.spawn(async move {
-                let _ = requests.send(envelope).await;
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    //! Sessions at the handle boundary: real `/bin/sh`, real PTY, no SSH.
+    //! Sessions at the session task's boundary: real `/bin/sh`, real PTY,
+    //! no socket, no SSH.
 
     use std::path::PathBuf;
     use std::time::Duration;
 
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+
+    use super::actor::{AttachmentId, Input, Message};
     use super::*;
-    use crate::protocol::{ExitStatus, SessionState};
+    use crate::protocol::host::{SessionSettings, SpawnSpec};
+    use crate::protocol::{
+        AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, PtySize, SessionId,
+    };
 
     const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -340,31 +110,70 @@ mod tests {
         }
     }
 
-    fn start_sh(script: &str, scrollback_bytes: usize) -> SessionHandle {
-        let spec = SpawnSpec {
+    fn start_sh(script: &str, scrollback_bytes: usize) -> Mailbox {
+        let spawn = SpawnSpec {
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
             shell: PathBuf::from("/bin/sh"),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             cwd: PathBuf::from("/"),
             size: PtySize::DEFAULT,
         };
-        start(
-            SessionId::random(),
-            "t".parse().expect("name"),
-            "tester".into(),
-            spec,
-            settings(scrollback_bytes),
-        )
+        start(HostSpec {
+            id: SessionId::random(),
+            owner: "tester".into(),
+            name: "t".parse().expect("name"),
+            spawn,
+            settings: settings(scrollback_bytes),
+        })
         .expect("start /bin/sh")
     }
 
-    fn attach_request(attachment: AttachmentId, from: Option<u64>) -> AttachRequest {
+    fn byte_stream(from: Option<u64>) -> AttachRequest {
         AttachRequest {
-            attachment,
             size: None,
             read_only: false,
             from,
         }
+    }
+
+    /// Attaches `id` as the host's attachment task does; returns its events.
+    async fn attach(
+        session: &Mailbox,
+        id: AttachmentId,
+        request: AttachRequest,
+    ) -> mpsc::Receiver<Event> {
+        let (events, events_rx) = mpsc::channel(ATTACHMENT_QUEUE);
+        let (reply, answer) = oneshot::channel();
+        let message = Message::Attach {
+            id,
+            request,
+            events,
+            reply,
+        };
+        assert!(session.messages.send(message).await.is_ok(), "session gone");
+        match answer.await {
+            Ok(AttachReply::Attached { .. }) => events_rx,
+            other => panic!("not attached: {other:?}"),
+        }
+    }
+
+    async fn typed(session: &Mailbox, id: AttachmentId, data: &'static [u8]) {
+        let input = Input {
+            id,
+            data: Bytes::from_static(data),
+        };
+        assert!(session.input.send(input).await.is_ok(), "session gone");
+    }
+
+    /// Kills the session and waits until its task has ended.
+    async fn kill(session: Mailbox) {
+        let kill = Message::Control(ControlRequest::Kill);
+        assert!(session.messages.send(kill).await.is_ok(), "session gone");
+        let mut info = session.info.clone();
+        let ended = async { while info.changed().await.is_ok() {} };
+        tokio::time::timeout(DEADLINE, ended)
+            .await
+            .expect("the session ends after a kill");
     }
 
     /// Collects output until `needle` appears; returns (bytes, exit status).
@@ -408,16 +217,17 @@ mod tests {
         // 32 KiB) and than the 16 KiB ring.
         let script = "read go; seq -f line-%g 1 300000; sleep 100";
         let session = start_sh(script, 16 * 1024);
-        let mut stalled = session
-            .attach(AttachRequest {
-                attachment: 1,
+        let mut stalled = attach(
+            &session,
+            1,
+            AttachRequest {
                 size: Some(PtySize::DEFAULT),
                 read_only: false,
                 from: None,
-            })
-            .await
-            .expect("attach");
-        stalled.control.input(Bytes::from_static(b"\n")).await;
+            },
+        )
+        .await;
+        typed(&session, 1, b"\n").await;
         let mut info = session.info.clone();
         tokio::time::timeout(DEADLINE, info.wait_for(|i| i.output_offset > 3_000_000))
             .await
@@ -427,7 +237,7 @@ mod tests {
         // screen as it is now instead of the megabytes in between.
         let (mut redraws, mut output) = (0, 0);
         let screen = loop {
-            match tokio::time::timeout(DEADLINE, stalled.events.recv()).await {
+            match tokio::time::timeout(DEADLINE, stalled.recv()).await {
                 Ok(Some(Event::Redraw { data })) => {
                     redraws += 1;
                     if redraws == 2 {
@@ -460,25 +270,18 @@ mod tests {
         );
         assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
         assert!(lines[0] > 30_000, "not the current screen: {lines:?}");
-        session.send(Request::Kill).await;
-        assert!(session.wait_exited(DEADLINE).await);
+        kill(session).await;
     }
 
     #[tokio::test]
     async fn output_input_and_exit_flow_through_an_attachment() {
         let session = start_sh("echo ready; read line; echo got:$line; exit 5", 4096);
-        let mut attachment = session
-            .attach(attach_request(1, None))
-            .await
-            .expect("attach");
-        read_until(&mut attachment.events, "ready").await;
-        attachment
-            .control
-            .input(Bytes::from_static(b"hello\n"))
-            .await;
-        let (bytes, _) = read_until(&mut attachment.events, "got:hello").await;
+        let mut attachment = attach(&session, 1, byte_stream(None)).await;
+        read_until(&mut attachment, "ready").await;
+        typed(&session, 1, b"hello\n").await;
+        let (bytes, _) = read_until(&mut attachment, "got:hello").await;
         assert!(String::from_utf8_lossy(&bytes).contains("got:hello"));
-        let (_, exit) = read_until(&mut attachment.events, "\u{0}never").await;
+        let (_, exit) = read_until(&mut attachment, "\u{0}never").await;
         assert_eq!(
             exit,
             Some(ExitStatus {
@@ -486,8 +289,11 @@ mod tests {
                 signal: None
             })
         );
-        assert!(session.wait_exited(DEADLINE).await);
-        assert_eq!(session.info().state, SessionState::Exited);
+        let mut info = session.info.clone();
+        tokio::time::timeout(DEADLINE, info.wait_for(|i| i.state == SessionState::Exited))
+            .await
+            .expect("exited in time")
+            .expect("session alive");
     }
 
     /// Reads `events` until `END` shows; returns (count of b'x', skipped?).
@@ -515,107 +321,55 @@ mod tests {
     async fn a_client_that_stops_reading_never_stalls_the_others() {
         // 4 MiB of output, all of it kept by an 8 MiB ring buffer.
         let session = start_sh(FLOOD, 8 << 20);
-        let mut stalled = session
-            .attach(attach_request(1, Some(0)))
-            .await
-            .expect("attach");
-        let mut reader = session
-            .attach(attach_request(2, Some(0)))
-            .await
-            .expect("attach");
-        assert_eq!(drain_counting(&mut reader.events).await, (4 << 20, false));
+        let mut stalled = attach(&session, 1, byte_stream(Some(0))).await;
+        let mut reader = attach(&session, 2, byte_stream(Some(0))).await;
+        assert_eq!(drain_counting(&mut reader).await, (4 << 20, false));
         // The stalled client holds no more than its queue ...
-        assert!(stalled.events.len() <= ATTACHMENT_QUEUE);
+        assert!(stalled.len() <= ATTACHMENT_QUEUE);
         // ... and, once it reads again, is caught up from the ring buffer.
-        assert_eq!(drain_counting(&mut stalled.events).await, (4 << 20, false));
-        session.send(Request::Kill).await;
-        assert!(session.wait_exited(DEADLINE).await);
+        assert_eq!(drain_counting(&mut stalled).await, (4 << 20, false));
+        kill(session).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_left_behind_by_the_ring_buffer_is_told_what_it_skipped() {
         let session = start_sh(FLOOD, 64 * 1024);
-        let mut stalled = session
-            .attach(attach_request(1, Some(0)))
-            .await
-            .expect("attach");
+        let mut stalled = attach(&session, 1, byte_stream(Some(0))).await;
         let mut info = session.info.clone();
         tokio::time::timeout(DEADLINE, info.wait_for(|i| i.output_offset > 4 << 20))
             .await
             .expect("all output produced while the client was stalled")
             .expect("session alive");
-        let (xs, skipped) = drain_counting(&mut stalled.events).await;
+        let (xs, skipped) = drain_counting(&mut stalled).await;
         assert!(skipped);
         assert!((64 * 1024..4 << 20).contains(&xs), "{xs}");
-        session.send(Request::Kill).await;
-        assert!(session.wait_exited(DEADLINE).await);
+        kill(session).await;
     }
 
     #[tokio::test]
     async fn a_read_only_attachment_neither_types_nor_decides_the_size() {
         let session = start_sh("echo ready; while read l; do echo got:$l; done", 4096);
-        let mut writer = session
-            .attach(attach_request(1, None))
-            .await
-            .expect("attach");
-        read_until(&mut writer.events, "ready").await;
+        let mut writer = attach(&session, 1, byte_stream(None)).await;
+        read_until(&mut writer, "ready").await;
         let big = PtySize::from_request(200, 50, PtySize::DEFAULT);
-        let mut viewer = session
-            .attach(AttachRequest {
-                attachment: 2,
+        let _viewer = attach(
+            &session,
+            2,
+            AttachRequest {
                 size: Some(big),
                 read_only: true,
                 from: None,
-            })
-            .await
-            .expect("attach read-only");
+            },
+        )
+        .await;
         // Both inputs travel the same queue in this order: had the first
         // been forwarded, "got:x" would come before "got:y".
-        viewer.control.input(Bytes::from_static(b"x\n")).await;
-        writer.control.input(Bytes::from_static(b"y\n")).await;
-        let (bytes, _) = read_until(&mut writer.events, "got:y").await;
+        typed(&session, 2, b"x\n").await;
+        typed(&session, 1, b"y\n").await;
+        let (bytes, _) = read_until(&mut writer, "got:y").await;
         assert!(!String::from_utf8_lossy(&bytes).contains("got:x"));
-        assert_eq!(session.info().size, PtySize::DEFAULT);
-        session.send(Request::Kill).await;
-        assert!(session.wait_exited(DEADLINE).await);
-    }
-
-    #[tokio::test]
-    async fn input_to_a_program_that_never_reads_stalls_once_then_is_dropped() {
-        // Raw mode: in canonical mode the kernel discards what does not fit
-        // in a line instead of making the writer wait.
-        let session = start_sh("stty raw -echo; echo ready; sleep 100", 4096);
-        let mut attachment = session
-            .attach(attach_request(1, None))
-            .await
-            .expect("attach");
-        read_until(&mut attachment.events, "ready").await;
-        let stall = Duration::from_millis(200);
-        let chunk = Bytes::from(vec![b'x'; 32 * 1024]);
-        // Fill the PTY, the writer's queue and the session's input queue.
-        let started = tokio::time::Instant::now();
-        while !attachment.control.overflowing {
-            attachment
-                .control
-                .input_with_stall(chunk.clone(), stall)
-                .await;
-            assert!(started.elapsed() < DEADLINE, "input never overflowed");
-        }
-        // From now on input returns at once instead of holding up the client.
-        let again = tokio::time::Instant::now();
-        for _ in 0..100 {
-            attachment
-                .control
-                .input_with_stall(chunk.clone(), stall)
-                .await;
-        }
-        assert!(
-            again.elapsed() < stall,
-            "dropping input waited {:?}",
-            again.elapsed()
-        );
-        session.send(Request::Kill).await;
-        assert!(session.wait_exited(DEADLINE).await);
+        assert_eq!(session.info.borrow().size, PtySize::DEFAULT);
+        kill(session).await;
     }
 
     #[tokio::test]
@@ -624,20 +378,15 @@ mod tests {
         let script = "i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo n=$i; \
                       [ $i = 50 ] && sleep 0.3; done; sleep 100";
         let session = start_sh(script, 1 << 20);
-        let mut first = session
-            .attach(attach_request(1, None))
-            .await
-            .expect("attach");
-        let (part, _) = read_until(&mut first.events, "n=50\r\n").await;
-        drop(first);
-        let mut second = session
-            .attach(attach_request(2, Some(part.len() as u64)))
-            .await
-            .expect("attach");
+        let mut first = attach(&session, 1, byte_stream(None)).await;
+        let (part, _) = read_until(&mut first, "n=50\r\n").await;
+        let detach = Message::Detach { id: 1 };
+        assert!(session.messages.send(detach).await.is_ok());
+        let mut second = attach(&session, 2, byte_stream(Some(part.len() as u64))).await;
         let rest = if String::from_utf8_lossy(&part).contains("n=200\r\n") {
             Vec::new() // everything came in the first read
         } else {
-            read_until(&mut second.events, "n=200\r\n").await.0
+            read_until(&mut second, "n=200\r\n").await.0
         };
         let all = String::from_utf8_lossy(&[part, rest].concat()).into_owned();
         let numbers: Vec<u32> = all
@@ -645,7 +394,6 @@ mod tests {
             .filter_map(|t| t.strip_prefix("n=")?.parse().ok())
             .collect();
         assert_eq!(numbers, (1..=200).collect::<Vec<_>>());
-        session.send(Request::Kill).await;
-        assert!(session.wait_exited(DEADLINE).await);
+        kill(session).await;
     }
 }

@@ -17,7 +17,6 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
@@ -28,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::protocol::host::{SpawnError, SpawnSpec};
 use crate::protocol::{ExitStatus, PtySize};
 
 /// Bytes read from the PTY per read call. Also the largest output chunk.
@@ -36,44 +36,6 @@ const READ_CHUNK: usize = 32 * 1024;
 const OUTPUT_QUEUE: usize = 16;
 /// Input chunks queued for the writer task.
 pub const INPUT_QUEUE: usize = 64;
-
-/// What to run in a new PTY.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SpawnSpec {
-    /// `argv`; empty means the login shell `shell` (started with argv[0]
-    /// `-NAME`, as sshd and login(1) do).
-    pub command: Vec<String>,
-    /// The user's shell, for a shell request and as `$SHELL`.
-    pub shell: PathBuf,
-    /// The child's complete environment (nothing is inherited).
-    pub env: Vec<(String, String)>,
-    /// Working directory.
-    pub cwd: PathBuf,
-    /// Initial window.
-    pub size: PtySize,
-}
-
-/// Why a PTY or its program could not be started.
-#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum SpawnError {
-    /// openpty(3) failed (e.g. out of PTYs).
-    #[error("cannot open a PTY: {0}")]
-    OpenPty(String),
-    /// The program is not an executable file, or not found in the PATH.
-    #[error("command not found: '{0}'")]
-    NotFound(String),
-    /// The session process could not be started or set up.
-    #[error("cannot start the session process: {0}")]
-    Process(String),
-    /// The program could not be executed.
-    #[error("cannot start '{program}': {reason}")]
-    Exec {
-        /// argv[0].
-        program: String,
-        /// The OS's reason.
-        reason: String,
-    },
-}
 
 /// The endpoints of a running PTY, owned by the session task.
 pub struct Pty {

@@ -1,0 +1,111 @@
+//! What the server gives a new session process and hears back: the
+//! contract of `keepsh session-host`.
+//!
+//! The server starts the process with a [`HostSpec`] as JSON on its stdin;
+//! the process binds its socket ([`socket_path`], mode 0600), starts the
+//! program and answers one [`Ready`] line (JSON) on stdout, then serves
+//! [`super::wire`] on that socket until the session ends.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{PtySize, SessionId, SessionName};
+
+/// The directory of session sockets inside `state_dir`: `STATE/sessions`.
+pub fn sessions_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("sessions")
+}
+
+/// The socket of session `id`: `STATE/sessions/ID.sock`.
+pub fn socket_path(state_dir: &Path, id: SessionId) -> PathBuf {
+    sessions_dir(state_dir).join(format!("{id}.sock"))
+}
+
+/// What the server asks a session process to run (its stdin, JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostSpec {
+    /// The session's id (also its socket's name).
+    pub id: SessionId,
+    /// The SSH login name that owns it.
+    pub owner: String,
+    /// Its name.
+    pub name: SessionName,
+    /// The program, environment, directory and size.
+    pub spawn: SpawnSpec,
+    /// Buffer size and timers.
+    pub settings: SessionSettings,
+}
+
+/// What to run in a new PTY.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// `argv`; empty means the login shell `shell` (started with argv[0]
+    /// `-NAME`, as sshd and login(1) do).
+    pub command: Vec<String>,
+    /// The user's shell, for a shell request and as `$SHELL`.
+    pub shell: PathBuf,
+    /// The child's complete environment (nothing is inherited).
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Initial window.
+    pub size: PtySize,
+}
+
+/// Per-session limits and timers, from `[sessions]` in server.toml.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionSettings {
+    /// Ring buffer capacity in bytes.
+    pub scrollback_bytes: usize,
+    /// Most history lines sent before the screen on attach, and printed by
+    /// `history`.
+    pub scrollback_lines: usize,
+    /// Kill a session that has had no client for this long; `None` = never.
+    pub orphan_timeout: Option<Duration>,
+    /// Keep an exited session (and its final output) listed for this long.
+    pub exited_retention: Duration,
+    /// The soft open-files limit (RLIMIT_NOFILE) the program starts with:
+    /// the server raises its own to serve many sessions, and gives programs
+    /// back the limit it was started with. `None`: inherit.
+    pub program_open_files: Option<u64>,
+    /// Time between SIGHUP and SIGKILL on `kill`.
+    pub kill_grace: Duration,
+}
+
+/// The session process's one-line answer (its stdout, JSON).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Ready {
+    /// Listening, program started.
+    Started,
+    /// Nothing was started.
+    Failed(SpawnError),
+}
+
+/// Why a session process could not start its session.
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+pub enum SpawnError {
+    /// openpty(3) failed (e.g. out of PTYs).
+    #[error("cannot open a PTY: {0}")]
+    OpenPty(String),
+    /// The program is not an executable file, or not found in the PATH.
+    #[error("command not found: '{0}'")]
+    NotFound(String),
+    /// The program could not be executed.
+    #[error("cannot start '{program}': {reason}")]
+    Exec {
+        /// argv[0].
+        program: String,
+        /// The OS's reason.
+        reason: String,
+    },
+    /// The session's socket could not be bound.
+    #[error("cannot listen on {path}: {reason}")]
+    Listen {
+        /// The socket's path.
+        path: PathBuf,
+        /// The OS's reason.
+        reason: String,
+    },
+}
