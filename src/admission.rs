@@ -1,5 +1,5 @@
 //! Admission before the handshake: how many unauthenticated connections may
-//! be in their handshake at once, in all and per source address (DESIGN §6;
+//! be in their handshake at once, in all and per source address (README "Security model";
 //! OpenSSH's `MaxStartups` and `PerSourceMaxStartups`, sshd_config(5)).
 //!
 //! Unlike sshd, which drops connections beyond the limits, keepsh makes them

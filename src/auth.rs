@@ -1,4 +1,4 @@
-//! Who may log in: argon2id password hashes and authorized_keys (DESIGN §6).
+//! Who may log in: argon2id password hashes and authorized_keys (README "Security model").
 //!
 //! Invariants: passwords and key material are never logged; an unknown user
 //! costs the same argon2 work as a known one (no user-existence timing

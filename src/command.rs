@@ -2,7 +2,7 @@
 //!
 //! This is the one place that turns an error into a stderr line
 //! (`keepsh: <what went wrong> (<what to do>)`) and an exit status: 2 for a
-//! usage error, 1 for an operational one (DESIGN §1).
+//! usage error, 1 for an operational one (README "Usage").
 
 use std::time::SystemTime;
 
@@ -344,7 +344,7 @@ pub fn version() -> String {
     format!("keepsh {}\n", env!("CARGO_PKG_VERSION"))
 }
 
-/// One session as `list --json` prints it (DESIGN §1 fixes the keys).
+/// One session as `list --json` prints it (README "Usage" lists the keys).
 #[derive(Serialize)]
 struct ListEntry<'a> {
     id: String,

@@ -1,4 +1,4 @@
-//! `server.toml` → a validated [`Config`] (DESIGN §5).
+//! `server.toml` → a validated [`Config`] (README "Configuration").
 //!
 //! Two stages, as ripgrep does: serde reads the raw TOML into `Raw*`
 //! structs (unknown keys are errors; every value type checks itself, so

@@ -12,8 +12,8 @@ use tokio::net::TcpListener;
 use keepsh::auth::{Authenticator, hash_password};
 use keepsh::config::Config;
 use keepsh::front::Shared;
-use keepsh::registry::Registry;
 use keepsh::protocol::host::SessionSettings;
+use keepsh::registry::Registry;
 use keepsh::{keys, server};
 
 /// Time between SIGHUP and SIGKILL when a session is killed.

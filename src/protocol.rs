@@ -387,7 +387,8 @@ pub struct ExitStatus {
     pub signal: Option<String>,
 }
 
-/// A session's lifecycle state (DESIGN §2).
+/// A session's lifecycle state: `attached` while a client is, `orphaned`
+/// while none is, `exited` once its program has ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {

@@ -14,10 +14,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::protocol::{SessionId, SessionInfo, SessionName, SessionState};
-use crate::remote::{self, SessionHandle};
 use crate::protocol::host::{HostSpec, SessionSettings, SpawnError, SpawnSpec};
+use crate::protocol::{SessionId, SessionInfo, SessionName, SessionState};
 use crate::remote::StartError;
+use crate::remote::{self, SessionHandle};
 
 /// The shortest id prefix accepted as a reference, in hex digits (as git and
 /// docker do, a short prefix would match too much by accident).
@@ -61,9 +61,9 @@ impl RegistryError {
             RegistryError::DuplicateName(_) => "choose another name, or attach to it",
             RegistryError::LimitReached(_) => "kill a session you no longer need",
             RegistryError::NoneDetached => "give a session to attach; see 'list'",
-            RegistryError::Start(StartError::Spawn(SpawnError::NotFound(_) | SpawnError::Exec { .. })) => {
-                "check the command and its PATH"
-            }
+            RegistryError::Start(StartError::Spawn(
+                SpawnError::NotFound(_) | SpawnError::Exec { .. },
+            )) => "check the command and its PATH",
             RegistryError::Start(_) => "see the server's log",
         }
     }

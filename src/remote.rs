@@ -203,8 +203,7 @@ pub async fn connect(path: &Path) -> Result<SessionHandle, ConnectError> {
             };
             let writing = async {
                 while let Some(request) = requests_rx.recv().await {
-                    if write_frame(&mut writer, &request).await.is_err()
-                    {
+                    if write_frame(&mut writer, &request).await.is_err() {
                         return;
                     }
                 }

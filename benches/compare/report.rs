@@ -29,7 +29,7 @@ pub struct Report {
     pub context: Vec<(String, String)>,
     /// Measurements in the order they were taken.
     pub rows: Vec<Row>,
-    /// The targets of DESIGN §7: (target, measured, met).
+    /// The targets keepsh is held to: (target, measured, met).
     pub targets: Vec<(String, String, bool)>,
 }
 
@@ -98,7 +98,7 @@ impl Report {
             let _ = writeln!(md, "- **{k}**: {v}");
         }
         if !self.targets.is_empty() {
-            md.push_str("\n| target (DESIGN §7) | measured | met |\n| --- | --- | --- |\n");
+            md.push_str("\n| target | measured | met |\n| --- | --- | --- |\n");
             for (target, measured, ok) in &self.targets {
                 let mark = if *ok { "yes" } else { "**no**" };
                 let _ = writeln!(md, "| {target} | {measured} | {mark} |");

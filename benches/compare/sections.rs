@@ -1,4 +1,4 @@
-//! The six measurements of the comparison, and the targets of DESIGN §7.
+//! The six measurements of the comparison, and the targets keepsh is held to (BENCHMARKS.md).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -562,7 +562,7 @@ pub fn auth(_bench: &Bench, report: &mut Report) {
     }
 }
 
-/// Compares the keepsh rows with DESIGN §7's targets.
+/// Compares the keepsh rows with the targets keepsh is held to.
 pub fn targets(report: &mut Report) {
     let mut targets = Vec::new();
     let median = |section: &str, what: &str, peer: &str| {

@@ -204,7 +204,10 @@ async fn execute(start: &mut Start) -> Result<Outcome, Failure> {
         }
         Command::Rename { reference, new } => {
             let found = registry.rename(owner, &reference, new.clone())?;
-            found.handle.send(ControlRequest::Rename { name: new }).await;
+            found
+                .handle
+                .send(ControlRequest::Rename { name: new })
+                .await;
             Reply::ok("")
         }
         Command::Help => Reply::ok(command::HELP),

@@ -22,11 +22,7 @@ use crate::remote::Events;
 /// Forwards `events` to `channel` until the session exits (then sends
 /// `exit-status` or `exit-signal`, EOF and close, RFC 4254 §6.10, §5.3) or
 /// the connection is gone.
-pub async fn forward(
-    out: &ChannelWriteHalf<Msg>,
-    handle: &Handle,
-    mut events: Events,
-) {
+pub async fn forward(out: &ChannelWriteHalf<Msg>, handle: &Handle, mut events: Events) {
     let mut next = None;
     loop {
         let event = match next.take() {

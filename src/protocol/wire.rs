@@ -208,8 +208,8 @@ mod tests {
 
     use super::*;
     use crate::protocol::{
-        AttachInput, AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, Open,
-        PtySize, Refusal, SignalName,
+        AttachInput, AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, Open, PtySize,
+        Refusal, SignalName,
     };
 
     fn hello() -> Hello {

@@ -207,8 +207,7 @@ async fn control(reader: OwnedReadHalf, mut writer: OwnedWriteHalf, session: &Ma
     let push = async {
         loop {
             let sent = info.borrow_and_update().clone();
-            if write_frame(&mut writer, &sent).await.is_err()
-            {
+            if write_frame(&mut writer, &sent).await.is_err() {
                 return;
             }
             let output_due = tokio::time::Instant::now() + OUTPUT_INFO_INTERVAL;
@@ -276,7 +275,10 @@ async fn history(mut writer: OwnedWriteHalf, session: &Mailbox, format: HistoryF
         return;
     };
     for chunk in data.chunks(HISTORY_CHUNK) {
-        if write_frame(&mut writer, &data.slice_ref(chunk)).await.is_err() {
+        if write_frame(&mut writer, &data.slice_ref(chunk))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -376,7 +378,10 @@ impl InputGate {
         if self.overflowing {
             return; // still not read: dropped
         }
-        if tokio::time::timeout(stall, queue.send(input)).await.is_err() {
+        if tokio::time::timeout(stall, queue.send(input))
+            .await
+            .is_err()
+        {
             self.overflowing = true;
             tracing::warn!(
                 attachment = id,
@@ -417,7 +422,11 @@ mod tests {
         for _ in 0..100 {
             gate.pass(&queue, input(b"x"), stall).await;
         }
-        assert!(again.elapsed() < stall, "dropping waited {:?}", again.elapsed());
+        assert!(
+            again.elapsed() < stall,
+            "dropping waited {:?}",
+            again.elapsed()
+        );
     }
 
     #[tokio::test]
