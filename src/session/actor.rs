@@ -15,7 +15,8 @@
 //!   scrollback gets every line) as long as the ring still holds its cursor;
 //!   once the ring wraps past it, it is redrawn from the model instead (as
 //!   mosh and tmux do). A byte stream that the ring wraps past is told what
-//!   it missed (`Skipped`) and resumes at the ring's start.
+//!   it missed (`Skipped`) and resumes at the ring's start. (The cursor's
+//!   rules: [`super::catch_up`]; the lifecycle's: [`super::lifecycle`].)
 //! - A redraw is taken at the ring's end and the cursor set there, and
 //!   replay comes from the same cursor as live output, so there is neither a
 //!   gap nor a duplicate at the seam.
@@ -26,7 +27,7 @@
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use nix::sys::signal::Signal;
@@ -35,6 +36,8 @@ use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::catch_up::{Attachment, Live, Pumped, Source};
+use super::lifecycle::{Effect, Lifecycle, Timers};
 use super::pty::{Pty, PtyStreams};
 use super::ring::RingBuffer;
 use super::screen::{self, Screen};
@@ -97,8 +100,6 @@ pub(super) struct Input {
     pub data: Bytes,
 }
 
-/// Largest output or redraw event sent when catching an attachment up.
-const CATCH_UP_CHUNK: usize = 32 * 1024;
 /// How far back from the output's end a redraw looks for the start of an
 /// unfinished escape sequence (OSC titles and hyperlinks fit; a longer
 /// sequence cut by a redraw prints its remainder as text).
@@ -108,30 +109,9 @@ const UNFINISHED_SEARCH: u64 = 64 * 1024;
 const REPAINT_HOLD: Duration = Duration::from_millis(100);
 /// Fewest time between two such repaints.
 const REPAINT_INTERVAL: Duration = Duration::from_secs(1);
-/// After the program exits, how long to wait for the PTY's EOF (a background
-/// job may keep the PTY open for ever) before declaring the session exited.
-const EOF_GRACE: Duration = Duration::from_millis(500);
 
 type WaitForRoom =
     Pin<Box<dyn Future<Output = (AttachmentId, Result<OwnedPermit<Event>, SendError<()>>)> + Send>>;
-
-struct Attached {
-    id: AttachmentId,
-    tx: mpsc::Sender<Event>,
-    size: Option<PtySize>,
-    read_only: bool,
-    /// Fed from the screen model (a terminal), not byte-exact.
-    terminal: bool,
-    /// Redraw bytes still to send, before any output from `sent_upto`.
-    redraw: Bytes,
-    /// Offset of the next output byte this attachment needs.
-    sent_upto: u64,
-    /// Logical clock of its last attach or input; the highest decides the size.
-    last_active: u64,
-    exit_sent: bool,
-    /// A wait-for-room future is pending for it in `Actor::waiting`.
-    waiting: bool,
-}
 
 /// What woke the session task.
 enum Wake {
@@ -143,18 +123,6 @@ enum Wake {
     Deadline,
 }
 
-/// What one step of catching an attachment up produced.
-enum Step {
-    Event(Event, Advance),
-    Nothing,
-}
-
-enum Advance {
-    To(u64),
-    Redrawn(usize),
-    ExitSent,
-}
-
 pub(super) struct Actor {
     info: SessionInfo,
     publish: watch::Sender<SessionInfo>,
@@ -162,23 +130,17 @@ pub(super) struct Actor {
     screen: Screen,
     pty: Pty,
     settings: SessionSettings,
-    attachments: Vec<Attached>,
+    attachments: Vec<Attachment>,
     waiting: FuturesUnordered<WaitForRoom>,
     pending_input: Option<Bytes>,
     clock: u64,
-    /// The child has been reaped with this status; `info.exit` is set once
-    /// the output is drained too.
-    reaped: Option<ExitStatus>,
-    eof: bool,
-    killed: bool,
-    kill_deadline: Option<Instant>,
-    eof_deadline: Option<Instant>,
-    orphan_deadline: Option<Instant>,
-    retention_deadline: Option<Instant>,
+    lifecycle: Lifecycle,
+    timers: Timers,
+    /// The PTY's output has ended (or is no longer read, after an exit).
+    output_eof: bool,
     /// The PTY is one row taller until then, to make the program repaint.
     repaint_deadline: Option<Instant>,
     last_repaint: Option<Instant>,
-    done: bool,
 }
 
 impl Actor {
@@ -188,7 +150,11 @@ impl Actor {
         pty: Pty,
         settings: SessionSettings,
     ) -> Actor {
-        let orphan_deadline = settings.orphan_timeout.map(|t| Instant::now() + t);
+        let timers = Timers {
+            orphan_timeout: settings.orphan_timeout,
+            kill_grace: settings.kill_grace,
+            exited_retention: settings.exited_retention,
+        };
         let screen = Screen::new(info.size);
         Actor {
             info,
@@ -201,16 +167,11 @@ impl Actor {
             waiting: FuturesUnordered::new(),
             pending_input: None,
             clock: 0,
-            reaped: None,
-            eof: false,
-            killed: false,
-            kill_deadline: None,
-            eof_deadline: None,
-            orphan_deadline,
-            retention_deadline: None,
+            lifecycle: Lifecycle::start(Instant::now(), &timers),
+            timers,
+            output_eof: false,
             repaint_deadline: None,
             last_repaint: None,
-            done: false,
         }
     }
 
@@ -227,12 +188,12 @@ impl Actor {
         } = streams;
         let input_tx = self.pty.input.clone();
         let mut messages_open = true;
-        while !self.done {
+        while !self.lifecycle.ended() {
             let deadline = self.next_deadline();
             // Select only picks what happened; the handling below may then
             // borrow `self` freely.
             let wake = tokio::select! {
-                chunk = output.recv(), if !self.eof => Wake::Output(chunk),
+                chunk = output.recv(), if !self.output_eof => Wake::Output(chunk),
                 message = messages.recv(), if messages_open => Wake::Message(message),
                 Some(input) = inputs.recv(), if self.pending_input.is_none() => Wake::Input(input),
                 permit = input_tx.reserve(), if self.pending_input.is_some() => {
@@ -244,7 +205,7 @@ impl Actor {
                 Some((id, permit)) = self.waiting.next(), if !self.waiting.is_empty() => {
                     Wake::Room(id, permit)
                 }
-                status = &mut exit, if self.reaped.is_none() => {
+                status = &mut exit, if self.lifecycle.running() => {
                     Wake::Exit(status.unwrap_or(ExitStatus { code: 1, signal: None }))
                 }
                 () = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
@@ -252,8 +213,9 @@ impl Actor {
             match wake {
                 Wake::Output(Some(chunk)) => self.on_output(chunk),
                 Wake::Output(None) => {
-                    self.eof = true;
-                    self.finish_exit_if_drained();
+                    self.output_eof = true;
+                    let effect = self.lifecycle.eof(Instant::now(), &self.timers);
+                    self.apply(effect);
                 }
                 Wake::Message(Some(message)) => self.on_message(message),
                 Wake::Message(None) => messages_open = false,
@@ -261,9 +223,9 @@ impl Actor {
                 Wake::Room(id, permit) => self.on_room(id, permit),
                 Wake::Exit(status) => {
                     tracing::info!(code = status.code, signal = ?status.signal, "program exited");
-                    self.reaped = Some(status);
-                    self.eof_deadline = Some(Instant::now() + EOF_GRACE);
-                    self.finish_exit_if_drained();
+                    let (now, eof) = (Instant::now(), self.output_eof);
+                    let effect = self.lifecycle.reaped(status, eof, now, &self.timers);
+                    self.apply(effect);
                 }
                 Wake::Deadline => self.on_deadline(),
             }
@@ -272,45 +234,34 @@ impl Actor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.kill_deadline,
-            self.eof_deadline,
-            self.orphan_deadline,
-            self.retention_deadline,
-            self.repaint_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.lifecycle.deadline(), self.repaint_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_deadline(&mut self) {
         let now = Instant::now();
-        if self.kill_deadline.is_some_and(|d| d <= now) {
-            self.kill_deadline = None;
-            if self.info.exit.is_none() {
-                tracing::info!("program ignored SIGHUP; sending SIGKILL");
-                self.pty.signal_groups(Signal::SIGKILL);
-            }
-        }
-        if self.eof_deadline.is_some_and(|d| d <= now) {
-            self.eof_deadline = None;
-            self.eof = true; // stop waiting for output a background job may hold back
-            self.finish_exit_if_drained();
-        }
-        if self.orphan_deadline.is_some_and(|d| d <= now) {
-            self.orphan_deadline = None;
-            tracing::info!("orphan timeout reached");
-            self.kill();
-        }
-        if self.retention_deadline.is_some_and(|d| d <= now) {
-            self.done = true;
-        }
+        let effect = self.lifecycle.deadline_passed(now, &self.timers);
+        self.apply(effect);
         if self.repaint_deadline.is_some_and(|d| d <= now) {
             self.repaint_deadline = None;
             if self.info.exit.is_none() {
                 self.pty.resize(self.info.size);
             }
+        }
+    }
+
+    /// Carries out what a lifecycle transition asks for.
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::Hangup => {
+                tracing::info!("killing: SIGHUP to the process groups");
+                self.pty.signal_groups(Signal::SIGHUP);
+            }
+            Effect::SigKill => self.pty.signal_groups(Signal::SIGKILL),
+            Effect::Exit(status) => self.exited(status),
         }
     }
 
@@ -320,25 +271,12 @@ impl Actor {
         self.screen.process(&chunk);
         let mut closed = Vec::new();
         for i in 0..self.attachments.len() {
-            let att = &mut self.attachments[i];
-            // The common case: a caught-up client gets the chunk itself, no copy.
-            if !att.waiting && att.sent_upto == offset {
-                match att.tx.try_send(Event::Output {
-                    offset,
-                    data: chunk.clone(),
-                }) {
-                    Ok(()) => {
-                        att.sent_upto = offset + chunk.len() as u64;
-                        continue;
-                    }
-                    Err(TrySendError::Closed(_)) => {
-                        closed.push(att.id);
-                        continue;
-                    }
-                    Err(TrySendError::Full(_)) => {}
-                }
-            }
-            if !self.pump(i) {
+            let caught_up = match self.attachments[i].send_live(offset, &chunk) {
+                Live::Sent => true,
+                Live::Closed => false,
+                Live::Behind => self.pump(i),
+            };
+            if !caught_up {
                 closed.push(self.attachments[i].id);
             }
         }
@@ -417,27 +355,6 @@ impl Actor {
         screen::history(&output, self.info.size)
     }
 
-    /// Bytes that bring a terminal to the current screen, with the history
-    /// lines first when `with_history`, as of the ring's end: output then
-    /// continues from there. An escape sequence the output stopped inside
-    /// is repeated after the screen, so that the terminal reads the rest of
-    /// it as the program meant (see [`screen::unfinished_suffix`]).
-    fn redraw(&self, with_history: bool) -> Bytes {
-        let history = if with_history {
-            self.history_lines()
-        } else {
-            String::new()
-        };
-        let mut redraw = self.screen.restore(&history);
-        let end = self.ring.end();
-        let (_, tail) = self
-            .ring
-            .read(end.saturating_sub(UNFINISHED_SEARCH), usize::MAX);
-        let unfinished = screen::unfinished_suffix(&tail);
-        redraw.extend_from_slice(&tail[tail.len() - unfinished..]);
-        Bytes::from(redraw)
-    }
-
     /// Makes a full-screen program repaint itself: the PTY grows one row for
     /// [`REPAINT_HOLD`], then takes its size back (two SIGWINCHes). Only
     /// when the screen model says it may be needed, at most every
@@ -492,18 +409,15 @@ impl Actor {
             return; // its connection closed meanwhile
         }
         self.clock += 1;
-        self.attachments.push(Attached {
+        self.attachments.push(Attachment::new(
             id,
-            tx: events,
-            size: request.size,
-            read_only: request.read_only,
+            events,
+            request.size,
+            request.read_only,
             terminal,
-            redraw: Bytes::new(),
-            sent_upto: from,
-            last_active: self.clock,
-            exit_sent: false,
-            waiting: false,
-        });
+            from,
+            self.clock,
+        ));
         tracing::info!(
             attachment = id,
             replay_bytes = end - from,
@@ -511,14 +425,16 @@ impl Actor {
             read_only = request.read_only,
             "attached"
         );
-        self.orphan_deadline = None;
+        let (clients, now) = (self.attachments.len(), Instant::now());
+        self.lifecycle.clients(clients, now, &self.timers);
         let resized = self.apply_size();
         let index = self.attachments.len() - 1;
         if terminal {
             // Drawn after the model took the client's size (as a terminal
             // resized: cells cut or padded, no reflow), at the offset the
             // output continues from; the program repaints for the new size.
-            self.attachments[index].redraw = self.redraw(true);
+            let redraw = redraw(&self.ring, &self.screen, &self.history_lines());
+            self.attachments[index].redraw_first(redraw);
             if !resized {
                 self.request_repaint();
             }
@@ -536,9 +452,8 @@ impl Actor {
             return;
         }
         tracing::info!(attachment = id, "detached");
-        if self.attachments.is_empty() && self.info.exit.is_none() {
-            self.orphan_deadline = self.settings.orphan_timeout.map(|t| Instant::now() + t);
-        }
+        let (clients, now) = (self.attachments.len(), Instant::now());
+        self.lifecycle.clients(clients, now, &self.timers);
         self.apply_size();
         self.publish_clients();
     }
@@ -572,9 +487,14 @@ impl Actor {
             self.detach(id);
             return;
         };
-        if let Step::Event(event, advance) = self.next_step(index) {
+        let mut feed = Feed::of(&self.ring, &self.screen, self.info.exit.as_ref());
+        let att = &mut self.attachments[index];
+        if let Some((event, advance)) = att.next_step(&mut feed) {
             permit.send(event);
-            self.advance(index, advance);
+            att.advance(advance);
+        }
+        if feed.resynced {
+            self.request_repaint();
         }
         if !self.pump(index) {
             self.detach(id);
@@ -585,82 +505,18 @@ impl Actor {
     /// queue; when the queue fills, arranges to be woken when it has room.
     /// Returns false if the attachment's receiver is gone.
     fn pump(&mut self, index: usize) -> bool {
-        if self.attachments[index].waiting {
-            return true;
+        let mut feed = Feed::of(&self.ring, &self.screen, self.info.exit.as_ref());
+        let att = &mut self.attachments[index];
+        let pumped = att.pump(&mut feed);
+        if pumped == Pumped::Full {
+            let (id, tx) = (att.id, att.queue());
+            self.waiting
+                .push(Box::pin(async move { (id, tx.reserve_owned().await) }));
         }
-        loop {
-            let Step::Event(event, advance) = self.next_step(index) else {
-                return true;
-            };
-            let att = &mut self.attachments[index];
-            match att.tx.try_send(event) {
-                Ok(()) => self.advance(index, advance),
-                Err(TrySendError::Closed(_)) => return false,
-                Err(TrySendError::Full(_)) => {
-                    att.waiting = true;
-                    let (id, tx) = (att.id, att.tx.clone());
-                    self.waiting
-                        .push(Box::pin(async move { (id, tx.reserve_owned().await) }));
-                    return true;
-                }
-            }
-        }
-    }
-
-    /// The next event attachment `index` needs, computed from its cursor.
-    fn next_step(&mut self, index: usize) -> Step {
-        let (start, end) = (self.ring.start(), self.ring.end());
-        let att = &self.attachments[index];
-        // The ring no longer holds what it needs: a frozen phone that wakes
-        // up sees the current screen at once.
-        if att.terminal && att.sent_upto < start {
-            let behind = end - att.sent_upto;
-            tracing::debug!(
-                attachment = att.id,
-                behind,
-                "terminal fell behind; redrawing its screen"
-            );
-            let redraw = self.redraw(false);
-            let att = &mut self.attachments[index];
-            att.redraw = redraw;
-            att.sent_upto = end;
+        if feed.resynced {
             self.request_repaint();
         }
-        let att = &self.attachments[index];
-        if !att.redraw.is_empty() {
-            let data = att.redraw.slice(..att.redraw.len().min(CATCH_UP_CHUNK));
-            let len = data.len();
-            return Step::Event(Event::Redraw { data }, Advance::Redrawn(len));
-        }
-        if att.sent_upto < start {
-            return Step::Event(
-                Event::Skipped {
-                    from: att.sent_upto,
-                    to: start,
-                },
-                Advance::To(start),
-            );
-        }
-        if att.sent_upto < self.ring.end() {
-            let (offset, data) = self.ring.read(att.sent_upto, CATCH_UP_CHUNK);
-            let next = offset + data.len() as u64;
-            return Step::Event(Event::Output { offset, data }, Advance::To(next));
-        }
-        match &self.info.exit {
-            Some(status) if !att.exit_sent => {
-                Step::Event(Event::Exited(status.clone()), Advance::ExitSent)
-            }
-            _ => Step::Nothing,
-        }
-    }
-
-    fn advance(&mut self, index: usize, advance: Advance) {
-        let att = &mut self.attachments[index];
-        match advance {
-            Advance::To(offset) => att.sent_upto = offset,
-            Advance::Redrawn(len) => att.redraw.advance(len),
-            Advance::ExitSent => att.exit_sent = true,
-        }
+        pumped != Pumped::Closed
     }
 
     /// Gives the PTY (and the screen model) the size of the most recently
@@ -687,28 +543,14 @@ impl Actor {
     }
 
     fn kill(&mut self) {
-        if self.info.exit.is_some() {
-            self.done = true;
-            return;
-        }
-        tracing::info!("killing: SIGHUP to the process groups");
-        self.killed = true;
-        self.pty.signal_groups(Signal::SIGHUP);
-        self.kill_deadline = Some(Instant::now() + self.settings.kill_grace);
+        let effect = self.lifecycle.kill(Instant::now(), &self.timers);
+        self.apply(effect);
     }
 
-    /// Declares the session exited once the child is reaped and its output
-    /// drained (EOF, or `EOF_GRACE` after the exit).
-    fn finish_exit_if_drained(&mut self) {
-        let Some(status) = self.reaped.clone() else {
-            return;
-        };
-        if !self.eof || self.info.exit.is_some() {
-            return;
-        }
-        self.eof_deadline = None;
-        self.kill_deadline = None;
-        self.orphan_deadline = None;
+    /// Declares the session exited: every attachment gets `Exited` after
+    /// its last byte. Output a background job still writes is no longer read.
+    fn exited(&mut self, status: ExitStatus) {
+        self.output_eof = true;
         self.info.exit = Some(status);
         self.info.state = SessionState::Exited;
         let mut closed = Vec::new();
@@ -719,12 +561,6 @@ impl Actor {
         }
         for id in closed {
             self.detach(id);
-        }
-        if self.killed {
-            // A killed session goes away at once; `kill` waits for this.
-            self.done = true;
-        } else {
-            self.retention_deadline = Some(Instant::now() + self.settings.exited_retention);
         }
         self.publish();
     }
@@ -748,6 +584,59 @@ impl Actor {
     fn publish(&mut self) {
         self.publish.send_replace(self.info.clone());
     }
+}
+
+/// What an attachment is caught up from: the ring buffer, the screen
+/// model and the exit, borrowed for one pump.
+struct Feed<'a> {
+    ring: &'a RingBuffer,
+    screen: &'a Screen,
+    exit: Option<&'a ExitStatus>,
+    /// A terminal was redrawn: the program should repaint too.
+    resynced: bool,
+}
+
+impl<'a> Feed<'a> {
+    fn of(ring: &'a RingBuffer, screen: &'a Screen, exit: Option<&'a ExitStatus>) -> Feed<'a> {
+        Feed {
+            ring,
+            screen,
+            exit,
+            resynced: false,
+        }
+    }
+}
+
+impl Source for Feed<'_> {
+    fn bounds(&self) -> (u64, u64) {
+        (self.ring.start(), self.ring.end())
+    }
+
+    fn read(&self, offset: u64, max: usize) -> (u64, Bytes) {
+        self.ring.read(offset, max)
+    }
+
+    fn exit(&self) -> Option<&ExitStatus> {
+        self.exit
+    }
+
+    fn resync(&mut self) -> Bytes {
+        self.resynced = true;
+        redraw(self.ring, self.screen, "")
+    }
+}
+
+/// Bytes that bring a terminal to the current screen, after `history`
+/// lines, as of the ring's end: output then continues from there. An
+/// escape sequence the output stopped inside is repeated after the screen,
+/// so that the terminal reads the rest of it as the program meant (see
+/// [`screen::unfinished_suffix`]).
+fn redraw(ring: &RingBuffer, screen: &Screen, history: &str) -> Bytes {
+    let mut redraw = screen.restore(history);
+    let (_, tail) = ring.read(ring.end().saturating_sub(UNFINISHED_SEARCH), usize::MAX);
+    let unfinished = screen::unfinished_suffix(&tail);
+    redraw.extend_from_slice(&tail[tail.len() - unfinished..]);
+    Bytes::from(redraw)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

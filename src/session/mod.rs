@@ -11,7 +11,9 @@
 //! side of keepsh: what crosses to it is [`crate::protocol`].
 
 mod actor;
+mod catch_up;
 pub mod host;
+mod lifecycle;
 pub mod pty;
 pub mod ring;
 pub mod screen;
