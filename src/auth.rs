@@ -14,7 +14,6 @@ use russh::keys::PublicKey;
 use russh::keys::ssh_key::AuthorizedKeys;
 use serde::Deserialize;
 
-use crate::config::UserConfig;
 use crate::protocol::{InvalidName, SessionName};
 
 /// Why a credential could not be read.
@@ -118,6 +117,70 @@ pub fn read_authorized_keys(path: &Path) -> Result<Vec<PublicKey>, AuthError> {
         keys.push(key);
     }
     Ok(keys)
+}
+
+/// A configured user's login name: 1–64 characters of `[A-Za-z0-9._-]`
+/// (the alphabet of session names, [`crate::protocol::is_name`]; no `+`,
+/// which separates a session name at login).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UserName(String);
+
+/// Why a string is not a valid [`UserName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid user name \"{0}\"")]
+pub struct InvalidUserName(pub String);
+
+impl UserName {
+    /// What a valid name looks like, for error messages.
+    pub const RULE: &'static str =
+        "use 1-64 characters of A-Z a-z 0-9 . _ - (no '+': it separates a session name at login)";
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for UserName {
+    type Err = InvalidUserName;
+
+    /// # Errors
+    /// [`InvalidUserName`] when `s` is not [`crate::protocol::is_name`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if crate::protocol::is_name(s) {
+            Ok(UserName(s.to_owned()))
+        } else {
+            Err(InvalidUserName(crate::protocol::printable(s)))
+        }
+    }
+}
+
+impl std::fmt::Display for UserName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user who may log in (a `[[users]]` entry, or the first-run user).
+#[derive(Debug, Clone)]
+pub struct User {
+    /// SSH login name.
+    pub name: UserName,
+    /// Argon2 PHC hash of the password, if password login is allowed.
+    pub password_hash: Option<PasswordHash>,
+    /// Keys given inline.
+    pub authorized_keys: Vec<PublicKey>,
+    /// An authorized_keys file, re-read on each login.
+    pub authorized_keys_file: Option<PathBuf>,
+}
+
+impl User {
+    /// Whether any credential is configured.
+    pub fn has_credential(&self) -> bool {
+        self.password_hash.is_some()
+            || !self.authorized_keys.is_empty()
+            || self.authorized_keys_file.is_some()
+    }
 }
 
 /// The SSH login name split into the user and, for clients that cannot send
@@ -375,12 +438,12 @@ impl Authenticator {
     ///
     /// # Errors
     /// [`AuthError::Hash`] if the timing-equaliser hash cannot be made.
-    pub fn new(users: &[UserConfig]) -> Result<Authenticator, AuthError> {
+    pub fn new(users: &[User]) -> Result<Authenticator, AuthError> {
         let users = users
             .iter()
             .map(|u| {
                 (
-                    u.name.clone(),
+                    u.name.as_str().to_owned(),
                     Credentials {
                         password_hash: u.password_hash.clone(),
                         keys: u.authorized_keys.clone(),
@@ -445,6 +508,15 @@ mod tests {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpgIMZrZ4fZ6dKvdPGWBqfbnIcUj0ezoW6YJwu8CXhR me@host";
 
     #[test]
+    fn user_names_share_the_session_name_alphabet_and_never_hold_a_plus() {
+        assert!("alice".parse::<UserName>().is_ok());
+        assert!("a.b_c-9".parse::<UserName>().is_ok());
+        for bad in ["", "alice+work", "al ice", "é", &"x".repeat(65)] {
+            assert!(bad.parse::<UserName>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn login_names_split_at_plus() {
         assert_eq!(Login::parse("alice").target, None);
         let login = Login::parse("alice+work");
@@ -465,8 +537,8 @@ mod tests {
     async fn passwords_verify_against_their_hash_only() {
         let hash = hash_password("s3cret").expect("hash");
         assert!(hash.starts_with("$argon2id$"));
-        let user = UserConfig {
-            name: "alice".into(),
+        let user = User {
+            name: "alice".parse().expect("name"),
             password_hash: Some(PasswordHash::parse(&hash).expect("valid")),
             authorized_keys: vec![],
             authorized_keys_file: None,
@@ -535,8 +607,8 @@ mod tests {
     fn keys_match_by_key_data_not_comment() {
         let key = parse_authorized_key(KEY).expect("key");
         let other_comment = parse_authorized_key(&KEY.replace("me@host", "other")).expect("key");
-        let user = UserConfig {
-            name: "alice".into(),
+        let user = User {
+            name: "alice".parse().expect("name"),
             password_hash: None,
             authorized_keys: vec![key],
             authorized_keys_file: None,

@@ -15,9 +15,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::algorithms::{self, Algorithms, Kind};
-use crate::auth::{PasswordHash, parse_authorized_key};
+use crate::auth::{
+    InvalidUserName, PasswordHash, User, UserName, parse_authorized_key, read_authorized_keys,
+};
 use crate::penalty::PenaltyConfig;
-use russh::keys::PublicKey;
+use crate::protocol::{InvalidTerm, TermName};
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// `[[users]]`: the SSH login names and their credentials. Empty means
     /// first-run mode: the OS user running keepsh may log in with its own keys.
-    pub users: Vec<UserConfig>,
+    pub users: Vec<User>,
 }
 
 /// `[server]`: listeners, keys and connection limits.
@@ -104,8 +106,8 @@ pub const DEFAULT_SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 pub struct SessionsConfig {
     /// The shell for shell requests; `None` = the OS user's login shell.
     pub shell: Option<PathBuf>,
-    /// `TERM` when the client's `pty-req` gives none.
-    pub term: String,
+    /// `TERM` when the client's `pty-req` gives none (or an invalid one).
+    pub term: TermName,
     /// Ring buffer per session, in bytes.
     pub scrollback_bytes: usize,
     /// Most lines of history (newline-terminated lines of output above the
@@ -118,28 +120,6 @@ pub struct SessionsConfig {
     pub exited_retention: Duration,
     /// Sessions per login name.
     pub max_per_user: usize,
-}
-
-/// One `[[users]]` entry.
-#[derive(Debug, Clone)]
-pub struct UserConfig {
-    /// SSH login name.
-    pub name: String,
-    /// Argon2 PHC hash of the password, if password login is allowed.
-    pub password_hash: Option<PasswordHash>,
-    /// Keys given inline.
-    pub authorized_keys: Vec<PublicKey>,
-    /// An authorized_keys file, re-read on each login.
-    pub authorized_keys_file: Option<PathBuf>,
-}
-
-impl UserConfig {
-    /// Whether any credential is configured.
-    pub fn has_credential(&self) -> bool {
-        self.password_hash.is_some()
-            || !self.authorized_keys.is_empty()
-            || self.authorized_keys_file.is_some()
-    }
 }
 
 #[derive(Deserialize, Default)]
@@ -360,144 +340,207 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let invalid = |span: Option<Range<usize>>, message: String, hint: &str| {
-            let (line, column, key) = locate(text, span.unwrap_or(0..0));
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                key,
-                line,
-                column,
-                message,
-                hint: hint.to_owned(),
-            }
-        };
+        let resolver = Resolver { text, path, base };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            invalid(
+            resolver.invalid(
                 e.span(),
                 e.message().trim().to_owned(),
                 "see the example server.toml in the repository",
             )
         })?;
-        let resolve = |p: &str| -> PathBuf {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
+        let users = resolver.users(raw.users)?;
+        Ok(Config {
+            server: resolver.server(raw.server, users.is_empty())?,
+            sessions: resolver.sessions(raw.sessions)?,
+            users,
+        })
+    }
+}
 
-        let mut users: Vec<UserConfig> = Vec::new();
-        for raw_user in raw.users {
-            let name = raw_user.name.get_ref();
+/// The second stage: raw values → validated ones, with errors located in
+/// the file's text and relative paths resolved against its directory.
+struct Resolver<'a> {
+    text: &'a str,
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Resolver<'_> {
+    /// The error for the value at `span` (the file's start when `None`).
+    fn invalid(&self, span: Option<Range<usize>>, message: String, hint: &str) -> ConfigError {
+        let (line, column, key) = locate(self.text, span.unwrap_or(0..0));
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key,
+            line,
+            column,
+            message,
+            hint: hint.to_owned(),
+        }
+    }
+
+    /// `p`, relative to the file's directory unless absolute.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// `[[users]]`: names unique and valid, each with a credential.
+    fn users(&self, raw: Vec<RawUser>) -> Result<Vec<User>, ConfigError> {
+        let mut users: Vec<User> = Vec::new();
+        for raw_user in raw {
             let span = raw_user.name.span();
-            let valid_name = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if !valid_name {
-                return Err(invalid(
-                    Some(span),
-                    format!("invalid user name \"{name}\""),
-                    "use 1-64 characters of A-Z a-z 0-9 . _ - (no '+': it separates a session name at login)",
-                ));
-            }
-            if users.iter().any(|u| &u.name == name) {
-                return Err(invalid(
+            let name = raw_user.name.get_ref();
+            if users.iter().any(|u| u.name.as_str() == name) {
+                return Err(self.invalid(
                     Some(span),
                     format!("user \"{name}\" is defined twice"),
                     "merge the two [[users]] entries",
                 ));
             }
-            let mut authorized_keys = Vec::new();
-            for line in &raw_user.authorized_keys {
-                let key = parse_authorized_key(line.get_ref()).map_err(|e| {
-                    invalid(
-                        Some(line.span()),
-                        e.to_string(),
-                        "paste one line of a .pub file, e.g. \"ssh-ed25519 AAAA... me@host\"",
-                    )
-                })?;
-                authorized_keys.push(key);
-            }
-            let authorized_keys_file = match &raw_user.authorized_keys_file {
-                Some(file) => {
-                    let resolved = resolve(file.get_ref());
-                    crate::auth::read_authorized_keys(&resolved).map_err(|e| {
-                        invalid(Some(file.span()), e.to_string(), "fix or remove the file")
-                    })?;
-                    Some(resolved)
-                }
-                None => None,
-            };
-            let user = UserConfig {
-                name: name.clone(),
-                password_hash: raw_user.password_hash,
-                authorized_keys,
-                authorized_keys_file,
-            };
-            if !user.has_credential() {
-                return Err(invalid(
-                    Some(span),
-                    format!("user \"{name}\" has no credential"),
-                    "add password_hash (from `keepsh hash-password`), authorized_keys or authorized_keys_file",
-                ));
-            }
-            users.push(user);
+            users.push(self.user(raw_user)?);
         }
+        Ok(users)
+    }
 
-        if raw.server.listen.is_empty() {
-            return Err(invalid(
+    fn user(&self, raw: RawUser) -> Result<User, ConfigError> {
+        let span = raw.name.span();
+        let name: UserName = raw.name.get_ref().parse().map_err(|e: InvalidUserName| {
+            self.invalid(Some(span.clone()), e.to_string(), UserName::RULE)
+        })?;
+        let mut authorized_keys = Vec::new();
+        for line in &raw.authorized_keys {
+            let key = parse_authorized_key(line.get_ref()).map_err(|e| {
+                self.invalid(
+                    Some(line.span()),
+                    e.to_string(),
+                    "paste one line of a .pub file, e.g. \"ssh-ed25519 AAAA... me@host\"",
+                )
+            })?;
+            authorized_keys.push(key);
+        }
+        let authorized_keys_file = match &raw.authorized_keys_file {
+            Some(file) => {
+                let resolved = self.resolve(file.get_ref());
+                read_authorized_keys(&resolved).map_err(|e| {
+                    self.invalid(Some(file.span()), e.to_string(), "fix or remove the file")
+                })?;
+                Some(resolved)
+            }
+            None => None,
+        };
+        let user = User {
+            name,
+            password_hash: raw.password_hash,
+            authorized_keys,
+            authorized_keys_file,
+        };
+        if !user.has_credential() {
+            return Err(self.invalid(
+                Some(span),
+                format!("user \"{}\" has no credential", user.name),
+                "add password_hash (from `keepsh hash-password`), authorized_keys or authorized_keys_file",
+            ));
+        }
+        Ok(user)
+    }
+
+    /// `[server]`; `no_users` (first-run mode) allows loopback only.
+    fn server(&self, raw: RawServer, no_users: bool) -> Result<ServerConfig, ConfigError> {
+        self.check_listen(&raw.listen, no_users)?;
+        if raw.host_keys.is_empty() {
+            return Err(self.invalid(
+                None,
+                "server.host_keys is empty".into(),
+                "name at least one key file, e.g. [\"keys/ssh_host_ed25519_key\"]",
+            ));
+        }
+        let penalties = self.penalties(&raw)?;
+        let algorithms = self.algorithms(&raw)?;
+        let sftp_server = self.sftp_server(raw.sftp_server.as_ref())?;
+        Ok(ServerConfig {
+            listen: raw.listen.into_iter().map(Spanned::into_inner).collect(),
+            host_keys: raw.host_keys.iter().map(|p| self.resolve(p)).collect(),
+            state_dir: self.resolve(&raw.state_dir),
+            keepalive_interval: raw.keepalive_interval.0,
+            keepalive_max: raw.keepalive_max.0,
+            login_grace_time: raw.login_grace_time.0,
+            max_auth_attempts: raw.max_auth_attempts.0,
+            max_startups: raw.max_startups.0,
+            max_startups_per_source: raw.max_startups_per_source.0,
+            penalties,
+            algorithms,
+            sftp_server,
+        })
+    }
+
+    fn check_listen(
+        &self,
+        listen: &[Spanned<SocketAddr>],
+        no_users: bool,
+    ) -> Result<(), ConfigError> {
+        if listen.is_empty() {
+            return Err(self.invalid(
                 None,
                 "server.listen is empty".into(),
                 "listen on at least one address, e.g. [\"127.0.0.1:2222\"]",
             ));
         }
-        if users.is_empty()
-            && let Some(open) = raw
-                .server
-                .listen
-                .iter()
-                .find(|a| !a.get_ref().ip().is_loopback())
-        {
-            return Err(invalid(
+        let open = listen.iter().find(|a| !a.get_ref().ip().is_loopback());
+        match open {
+            Some(open) if no_users => Err(self.invalid(
                 Some(open.span()),
                 format!(
                     "refusing to listen on {} with no [[users]] configured",
                     open.get_ref()
                 ),
                 "add a [[users]] entry with a credential, or listen on 127.0.0.1 only",
-            ));
+            )),
+            _ => Ok(()),
         }
-        if raw.server.host_keys.is_empty() {
-            return Err(invalid(
-                None,
-                "server.host_keys is empty".into(),
-                "name at least one key file, e.g. [\"keys/ssh_host_ed25519_key\"]",
-            ));
-        }
+    }
+
+    /// The `penalty_*` keys; `None` with `per_source_penalties = false`.
+    fn penalties(&self, raw: &RawServer) -> Result<Option<PenaltyConfig>, ConfigError> {
         let mut exempt = Vec::new();
-        for net in &raw.server.penalty_exempt {
+        for net in &raw.penalty_exempt {
             let text = net.get_ref();
             let parsed = text
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
             exempt.push(parsed.map_err(|_| {
-                invalid(
+                self.invalid(
                     Some(net.span()),
                     format!("\"{text}\" is not an address or a network"),
                     "write CIDRs such as \"192.0.2.0/24\" or \"2001:db8::/32\"",
                 )
             })?);
         }
+        let seconds = |d: ConfigDuration| d.0.unwrap_or(Duration::ZERO);
+        Ok(raw.per_source_penalties.then(|| PenaltyConfig {
+            authfail: seconds(raw.penalty_authfail),
+            noauth: seconds(raw.penalty_noauth),
+            grace_exceeded: seconds(raw.penalty_grace_exceeded),
+            min: seconds(raw.penalty_min),
+            max: seconds(raw.penalty_max),
+            max_sources: raw.penalty_max_sources.0,
+            exempt,
+        }))
+    }
+
+    /// `kex_algorithms`, `host_key_algorithms`, `ciphers`, `macs`.
+    fn algorithms(&self, raw: &RawServer) -> Result<Algorithms, ConfigError> {
         let mut offered = Algorithms::default();
         for kind in Kind::ALL {
-            let Some(list) = raw.server.algorithms(kind) else {
+            let Some(list) = raw.algorithms(kind) else {
                 continue;
             };
             let names = algorithms::resolve(kind, &list.get_ref().spec()).map_err(|e| {
-                invalid(
+                self.invalid(
                     Some(list.span()),
                     e.to_string(),
                     &format!("supported: {}", kind.supported().join(", ")),
@@ -505,42 +548,37 @@ impl Config {
             })?;
             offered.set(kind, names);
         }
-        let sftp_server = match &raw.server.sftp_server {
-            None => Some(PathBuf::from(DEFAULT_SFTP_SERVER)).filter(|p| p.exists()),
-            Some(program) if program.get_ref().is_empty() => None,
+        Ok(offered)
+    }
+
+    /// `sftp_server`: the default when installed, `""` off, else a file
+    /// that must exist.
+    fn sftp_server(&self, raw: Option<&Spanned<String>>) -> Result<Option<PathBuf>, ConfigError> {
+        match raw {
+            None => Ok(Some(PathBuf::from(DEFAULT_SFTP_SERVER)).filter(|p| p.exists())),
+            Some(program) if program.get_ref().is_empty() => Ok(None),
             Some(program) => {
-                let path = resolve(program.get_ref());
+                let path = self.resolve(program.get_ref());
                 if !path.is_file() {
-                    return Err(invalid(
+                    return Err(self.invalid(
                         Some(program.span()),
                         format!("sftp server \"{}\" does not exist", path.display()),
                         "install openssh-sftp-server, name its sftp-server, or set sftp_server = \"\" to refuse SFTP",
                     ));
                 }
-                Some(path)
+                Ok(Some(path))
             }
-        };
-        let seconds = |d: ConfigDuration| d.0.unwrap_or(Duration::ZERO);
-        let penalties = raw.server.per_source_penalties.then(|| PenaltyConfig {
-            authfail: seconds(raw.server.penalty_authfail),
-            noauth: seconds(raw.server.penalty_noauth),
-            grace_exceeded: seconds(raw.server.penalty_grace_exceeded),
-            min: seconds(raw.server.penalty_min),
-            max: seconds(raw.server.penalty_max),
-            max_sources: raw.server.penalty_max_sources.0,
-            exempt,
-        });
-        let term = raw.sessions.term.get_ref();
-        if term.is_empty() || term.len() > 64 || !term.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
-                Some(raw.sessions.term.span()),
-                format!("invalid term \"{term}\""),
-                "use a terminfo name such as \"xterm-256color\"",
-            ));
         }
-        let shell = match raw.sessions.shell {
+    }
+
+    /// `[sessions]`.
+    fn sessions(&self, raw: RawSessions) -> Result<SessionsConfig, ConfigError> {
+        let term: TermName = raw.term.get_ref().parse().map_err(|e: InvalidTerm| {
+            self.invalid(Some(raw.term.span()), e.to_string(), TermName::RULE)
+        })?;
+        let shell = match raw.shell {
             Some(shell) if !Path::new(shell.get_ref()).is_absolute() => {
-                return Err(invalid(
+                return Err(self.invalid(
                     Some(shell.span()),
                     format!("shell \"{}\" is not an absolute path", shell.get_ref()),
                     "write the full path, e.g. \"/bin/bash\"",
@@ -549,42 +587,18 @@ impl Config {
             Some(shell) => Some(PathBuf::from(shell.into_inner())),
             None => None,
         };
-
-        Ok(Config {
-            server: ServerConfig {
-                listen: raw
-                    .server
-                    .listen
-                    .into_iter()
-                    .map(Spanned::into_inner)
-                    .collect(),
-                host_keys: raw.server.host_keys.iter().map(|p| resolve(p)).collect(),
-                state_dir: resolve(&raw.server.state_dir),
-                keepalive_interval: raw.server.keepalive_interval.0,
-                keepalive_max: raw.server.keepalive_max.0,
-                login_grace_time: raw.server.login_grace_time.0,
-                max_auth_attempts: raw.server.max_auth_attempts.0,
-                max_startups: raw.server.max_startups.0,
-                max_startups_per_source: raw.server.max_startups_per_source.0,
-                penalties,
-                algorithms: offered,
-                sftp_server,
-            },
-            sessions: SessionsConfig {
-                shell,
-                term: term.clone(),
-                scrollback_bytes: raw.sessions.scrollback_bytes.0 as usize,
-                scrollback_lines: raw.sessions.scrollback_lines.0,
-                orphan_timeout: raw.sessions.orphan_timeout.0,
-                // "never" keeps exited sessions for ~a century.
-                exited_retention: raw
-                    .sessions
-                    .exited_retention
-                    .0
-                    .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
-                max_per_user: raw.sessions.max_per_user.0,
-            },
-            users,
+        Ok(SessionsConfig {
+            shell,
+            term,
+            scrollback_bytes: raw.scrollback_bytes.0 as usize,
+            scrollback_lines: raw.scrollback_lines.0,
+            orphan_timeout: raw.orphan_timeout.0,
+            // "never" keeps exited sessions for ~a century.
+            exited_retention: raw
+                .exited_retention
+                .0
+                .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
+            max_per_user: raw.max_per_user.0,
         })
     }
 }

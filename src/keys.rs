@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use russh::keys::ssh_key::{HashAlg, LineEnding};
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
 
-use crate::auth::read_authorized_keys;
-use crate::config::UserConfig;
+use crate::auth::{InvalidUserName, User, UserName, read_authorized_keys};
 
 /// Why a key file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +31,11 @@ pub enum KeyError {
         /// Why.
         reason: String,
     },
+    /// First-run mode logs in as the OS user, whose name is not one.
+    #[error(
+        "{0}: the OS user's name cannot be a login name (add a [[users]] entry to server.toml)"
+    )]
+    OsUserName(#[from] InvalidUserName),
 }
 
 fn file_error(path: &Path, reason: impl std::fmt::Display) -> KeyError {
@@ -109,11 +113,12 @@ pub fn fingerprint(key: &PublicKey) -> String {
 /// generated key is the credential, its path (to print the `ssh -i` command).
 ///
 /// # Errors
-/// [`KeyError`] if the client key cannot be created.
-pub fn first_run_user(keys_dir: &Path) -> Result<(UserConfig, Option<PathBuf>), KeyError> {
-    let name = os_user_name();
+/// [`KeyError`] if the client key cannot be created, or the OS user's
+/// name is not a valid [`UserName`].
+pub fn first_run_user(keys_dir: &Path) -> Result<(User, Option<PathBuf>), KeyError> {
+    let name: UserName = os_user_name().parse()?;
     let home = home_dir();
-    let mut user = UserConfig {
+    let mut user = User {
         name,
         password_hash: None,
         authorized_keys: Vec::new(),

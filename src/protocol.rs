@@ -129,24 +129,71 @@ impl SessionName {
     }
 }
 
+/// Whether `s` is 1–64 characters of `[A-Za-z0-9._-]`: the alphabet of
+/// session names and of login names (which keeps `+` free to separate a
+/// session name at login).
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= SessionName::MAX_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 impl FromStr for SessionName {
     type Err = InvalidName;
 
     /// Parses a name.
     ///
     /// # Errors
-    /// [`InvalidName`] when `s` is empty, longer than 64 bytes or holds a
-    /// character outside `[A-Za-z0-9._-]`.
+    /// [`InvalidName`] when `s` is not [`is_name`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if valid {
+        if is_name(s) {
             Ok(SessionName(s.to_owned()))
         } else {
             Err(InvalidName(printable(s)))
         }
+    }
+}
+
+/// A terminal type for `TERM`: 1–64 printable ASCII characters, no space
+/// (a terminfo name such as `xterm-256color`). What a `pty-req` carries
+/// (RFC 4254 §6.2) is used only when it is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TermName(String);
+
+/// Why a string is not a valid [`TermName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid term \"{0}\"")]
+pub struct InvalidTerm(pub String);
+
+impl TermName {
+    /// What a valid terminal type looks like, for error messages.
+    pub const RULE: &'static str = "use a terminfo name such as \"xterm-256color\"";
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TermName {
+    type Err = InvalidTerm;
+
+    /// # Errors
+    /// [`InvalidTerm`] when `s` is empty, longer than 64 bytes or holds a
+    /// space, a control or a non-ASCII character.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(TermName(s.to_owned()))
+        } else {
+            Err(InvalidTerm(printable(s)))
+        }
+    }
+}
+
+impl fmt::Display for TermName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -458,6 +505,17 @@ mod tests {
         for bad in ["", "has space", "a/b", "é", "a+b", &"x".repeat(65)] {
             assert!(bad.parse::<SessionName>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn terminal_types_are_printable_ascii_without_spaces() {
+        assert!("xterm-256color".parse::<TermName>().is_ok());
+        assert!("screen.xterm-new".parse::<TermName>().is_ok());
+        for bad in ["", "xterm 256", "x\u{1b}[2J", "tèrm", &"x".repeat(65)] {
+            assert!(bad.parse::<TermName>().is_err(), "{bad:?} accepted");
+        }
+        let err = "a\u{7}b".parse::<TermName>().unwrap_err().to_string();
+        assert!(!err.contains('\u{7}'), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::command::{self, Command, Failure, Reply};
 use crate::protocol::host::SpawnSpec;
 use crate::protocol::{
     AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SessionName, SignalName,
+    TermName,
 };
 use crate::registry::{Found, RegistryError};
 use crate::remote::{AttachError, AttachmentControl, SessionHandle};
@@ -59,7 +60,7 @@ pub struct Start {
     /// What to run: a parsed command or the error to report.
     pub command: Result<Command, Failure>,
     /// `pty-req`'s terminal type and size, if any.
-    pub pty: Option<(String, PtySize)>,
+    pub pty: Option<(TermName, PtySize)>,
     /// Accepted `env` requests.
     pub env: Vec<(String, String)>,
     /// The channel's writing side: window-aware, so a full channel waits
@@ -301,7 +302,7 @@ fn spawn_spec(start: &Start, command: Vec<String>) -> SpawnSpec {
         .clone()
         .unwrap_or_else(|| (shared.default_term.clone(), PtySize::DEFAULT));
     let mut env = base_env(shared);
-    env.insert(0, ("TERM".to_owned(), term));
+    env.insert(0, ("TERM".to_owned(), term.to_string()));
     for (key, value) in &start.env {
         env.retain(|(k, _)| k != key);
         env.push((key.clone(), value.clone()));

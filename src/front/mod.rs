@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use crate::admission::StartupPermit;
 use crate::auth::{Authenticator, Login};
 use crate::command::{self, Failure};
-use crate::protocol::{PtySize, SignalName};
+use crate::protocol::{PtySize, SignalName, TermName};
 use crate::registry::Registry;
 use channel::ToChannel;
 
@@ -65,7 +65,7 @@ pub struct Shared {
     /// The shell for shell requests.
     pub shell: PathBuf,
     /// `TERM` when `pty-req` gives none.
-    pub default_term: String,
+    pub default_term: TermName,
     /// Sessions' working directory and `$HOME`.
     pub home: PathBuf,
     /// `$USER` of sessions (the OS user running keepsh).
@@ -92,7 +92,7 @@ pub struct AuthProgress {
 #[derive(Default)]
 struct ChannelState {
     /// `pty-req`: terminal type and size.
-    pty: Option<(String, PtySize)>,
+    pty: Option<(TermName, PtySize)>,
     /// Accepted `env` requests.
     env: Vec<(String, String)>,
     /// The channel's writing half, until a shell or exec request takes it
@@ -386,18 +386,12 @@ impl russh::server::Handler for Connection {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let default_term = self.shared.default_term.clone();
         match self.channels.get_mut(&channel) {
             // A second pty-req, or one after the shell started, is refused (sshd does the same).
             Some(state) if state.pty.is_none() && state.out.is_some() => {
-                let term = if !term.is_empty()
-                    && term.len() <= 64
-                    && term.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    term.to_owned()
-                } else {
-                    default_term
-                };
+                let term = term
+                    .parse::<TermName>()
+                    .unwrap_or_else(|_| self.shared.default_term.clone());
                 let size = PtySize::from_request(col_width, row_height, PtySize::DEFAULT);
                 state.pty = Some((term, size));
                 session.channel_success(channel)?;
