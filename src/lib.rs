@@ -11,7 +11,8 @@
 //! [`protocol`] → the session pumps PTY output into its ring buffer and out
 //! to every attachment; a dropped connection only detaches, and a server
 //! that dies or restarts loses no session. [`config`] reads `server.toml`, [`auth`] checks passwords and
-//! keys, [`keys`] manages key files.
+//! keys, [`keys`] manages key files, [`state_dir`] the private directory
+//! where the session processes' sockets live.
 
 pub mod admission;
 pub mod algorithms;
@@ -26,3 +27,4 @@ pub mod registry;
 pub mod remote;
 pub mod server;
 pub mod session;
+pub mod state_dir;

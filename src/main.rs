@@ -9,11 +9,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use keepsh::auth::{Authenticator, hash_password};
+use keepsh::auth::{Authenticator, User, hash_password};
 use keepsh::config::Config;
 use keepsh::front::Shared;
 use keepsh::protocol::host::SessionSettings;
 use keepsh::registry::Registry;
+use keepsh::state_dir::StateDir;
 use keepsh::{keys, server};
 
 /// Time between SIGHUP and SIGKILL when a session is killed.
@@ -135,74 +136,24 @@ fn serve(path: &Path) -> anyhow::Result<()> {
 async fn serve_async(mut config: Config) -> anyhow::Result<()> {
     // Before anything opens sockets (discovery holds one per session).
     let program_open_files = raise_open_files_limit();
-    prepare_state_dir(&config.server.state_dir)?;
     // Held (open and locked) for the server's whole life.
-    let _lock = lock_state_dir(&config.server.state_dir)?;
-    // Session processes get it absolute: they outlive this server's cwd.
-    config.server.state_dir = std::fs::canonicalize(&config.server.state_dir)
-        .with_context(|| format!("state directory {}", config.server.state_dir.display()))?;
-    let sessions_dir = keepsh::protocol::host::sessions_dir(&config.server.state_dir);
-    prepare_state_dir(&sessions_dir)?;
-
-    let mut host_keys = Vec::new();
-    for path in &config.server.host_keys {
-        let (key, generated) =
-            keys::load_or_generate(path).with_context(|| format!("host key {}", path.display()))?;
-        let verb = if generated { "generated" } else { "loaded" };
-        println!(
-            "host key {} ({verb}, {}): {}",
-            path.display(),
-            key.algorithm().as_str(),
-            keys::fingerprint(key.public_key())
-        );
-        host_keys.push(key);
-    }
-
-    let mut listeners = Vec::new();
-    for addr in &config.server.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr} (is another server using the port?)"))?;
-        listeners.push(listener);
-    }
-
+    let state = StateDir::open(&config.server.state_dir)?;
+    config.server.state_dir = state.path().to_owned();
+    let host_keys = load_host_keys(&config)?;
+    let listeners = bind(&config).await?;
     if config.users.is_empty() {
-        let keys_dir = config.server.host_keys[0]
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let (user, client_key) = keys::first_run_user(&keys_dir)?;
-        let addr = listeners[0].local_addr()?;
-        match client_key {
-            Some(key) => println!(
-                "no [[users]] configured: log in as {} with the generated key:\n  ssh -i {} -p {} {}@{}",
-                user.name,
-                key.display(),
-                addr.port(),
-                user.name,
-                addr.ip()
-            ),
-            None => println!(
-                "no [[users]] configured: log in as {} with a key from ~/.ssh/authorized_keys:\n  ssh -p {} {}@{}",
-                user.name,
-                addr.port(),
-                user.name,
-                addr.ip()
-            ),
-        }
+        let user = first_run_user(&config, &listeners[0])?;
         config.users.push(user);
     }
-
     // Sessions that outlived a previous server, before any client can ask.
-    let found = keepsh::remote::discover(&config.server.state_dir).await;
+    let found = state.discover().await;
     tracing::info!(
         live = found.live.len(),
         incompatible = found.incompatible.len(),
         stale = found.stale,
         "sessions found in {}",
-        sessions_dir.display()
+        keepsh::protocol::host::sessions_dir(state.path()).display()
     );
-
     match &config.server.sftp_server {
         Some(program) => tracing::info!("sftp and scp served by {}", program.display()),
         None => tracing::info!(
@@ -210,38 +161,11 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
             keepsh::config::DEFAULT_SFTP_SERVER
         ),
     }
-
     // Last, so that a script waiting for it knows everything above is done.
     for listener in &listeners {
         println!("listening on {}", listener.local_addr()?);
     }
-
-    let home = keys::home_dir().unwrap_or_else(|| PathBuf::from("/"));
-    let shared = Arc::new(Shared {
-        authenticator: Authenticator::new(&config.users)?,
-        registry: Registry::new(
-            config.server.state_dir.clone(),
-            SessionSettings {
-                scrollback_bytes: config.sessions.scrollback_bytes,
-                scrollback_lines: config.sessions.scrollback_lines,
-                orphan_timeout: config.sessions.orphan_timeout,
-                exited_retention: config.sessions.exited_retention,
-                program_open_files,
-                kill_grace: KILL_GRACE,
-            },
-            config.sessions.max_per_user,
-        ),
-        shell: config
-            .sessions
-            .shell
-            .clone()
-            .unwrap_or_else(keys::login_shell),
-        default_term: config.sessions.term.clone(),
-        home,
-        os_user: keys::os_user_name(),
-        max_auth_attempts: config.server.max_auth_attempts,
-        sftp_server: config.server.sftp_server.clone(),
-    });
+    let shared = Arc::new(shared(&config, program_open_files)?);
     for handle in found.live {
         shared.registry.adopt(handle);
     }
@@ -259,6 +183,84 @@ async fn serve_async(mut config: Config) -> anyhow::Result<()> {
     .await;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Loads (or generates) each host key, printing its type and fingerprint.
+fn load_host_keys(config: &Config) -> anyhow::Result<Vec<russh::keys::PrivateKey>> {
+    let mut host_keys = Vec::new();
+    for path in &config.server.host_keys {
+        let (key, generated) =
+            keys::load_or_generate(path).with_context(|| format!("host key {}", path.display()))?;
+        let verb = if generated { "generated" } else { "loaded" };
+        println!(
+            "host key {} ({verb}, {}): {}",
+            path.display(),
+            key.algorithm().as_str(),
+            keys::fingerprint(key.public_key())
+        );
+        host_keys.push(key);
+    }
+    Ok(host_keys)
+}
+
+async fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for addr in &config.server.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (is another server using the port?)"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// With no `[[users]]`: the OS user, with its own keys or a generated one;
+/// prints how to log in on `listener`.
+fn first_run_user(config: &Config, listener: &TcpListener) -> anyhow::Result<User> {
+    let keys_dir = config.server.host_keys[0]
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let (user, client_key) = keys::first_run_user(&keys_dir)?;
+    let addr = listener.local_addr()?;
+    let (name, port, ip) = (&user.name, addr.port(), addr.ip());
+    match client_key {
+        Some(key) => println!(
+            "no [[users]] configured: log in as {name} with the generated key:\n  ssh -i {} -p {port} {name}@{ip}",
+            key.display(),
+        ),
+        None => println!(
+            "no [[users]] configured: log in as {name} with a key from ~/.ssh/authorized_keys:\n  ssh -p {port} {name}@{ip}",
+        ),
+    }
+    Ok(user)
+}
+
+/// What every connection shares, from the configuration.
+fn shared(config: &Config, program_open_files: Option<u64>) -> anyhow::Result<Shared> {
+    let settings = SessionSettings {
+        scrollback_bytes: config.sessions.scrollback_bytes,
+        scrollback_lines: config.sessions.scrollback_lines,
+        orphan_timeout: config.sessions.orphan_timeout,
+        exited_retention: config.sessions.exited_retention,
+        program_open_files,
+        kill_grace: KILL_GRACE,
+    };
+    let state_dir = config.server.state_dir.clone();
+    Ok(Shared {
+        authenticator: Authenticator::new(&config.users)?,
+        registry: Registry::new(state_dir, settings, config.sessions.max_per_user),
+        shell: config
+            .sessions
+            .shell
+            .clone()
+            .unwrap_or_else(keys::login_shell),
+        default_term: config.sessions.term.clone(),
+        home: keys::home_dir().unwrap_or_else(|| PathBuf::from("/")),
+        os_user: keys::os_user_name(),
+        max_auth_attempts: config.server.max_auth_attempts,
+        sftp_server: config.server.sftp_server.clone(),
+    })
 }
 
 /// Raises the soft open-files limit (RLIMIT_NOFILE) to the hard one: the
@@ -289,52 +291,6 @@ fn raise_open_files_limit() -> Option<u64> {
             None
         }
     }
-}
-
-/// Takes an exclusive lock on `STATE_DIR/server.lock`: two servers on one
-/// state directory would both adopt its sessions. The returned file holds
-/// the lock until it is dropped (close-on-exec: sessions do not inherit it).
-fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    let path = dir.join("server.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        bail!(
-            "state directory {} is in use by another keepsh server (stop that one, or give this one another state_dir)",
-            dir.display()
-        );
-    }
-    Ok(file)
-}
-
-/// Creates the state directory with mode 0700, or checks an existing one is
-/// private (like tmux's socket directory check).
-fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating state directory {}", dir.display()))?;
-    }
-    let mode = std::fs::metadata(dir)
-        .with_context(|| format!("state directory {}", dir.display()))?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "state directory {} is accessible by others (mode {mode:o}) (run: chmod 700 {})",
-            dir.display(),
-            dir.display()
-        );
-    }
-    Ok(())
 }
 
 /// Marks every descriptor keepsh inherited beyond stdin, stdout and stderr

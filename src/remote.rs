@@ -21,7 +21,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::protocol::host::{HostSpec, Ready, SpawnError, sessions_dir, socket_path};
+use crate::protocol::host::{HostSpec, Ready, SpawnError, socket_path};
 use crate::protocol::wire::{
     self, Hello, WireError, holds_frame, read_frame, read_preamble, write_frame, write_preamble,
 };
@@ -438,84 +438,5 @@ impl AttachmentControl {
     /// The client's window changed.
     pub async fn resize(&mut self, size: PtySize) {
         let _ = write_frame(&mut self.writer, &AttachInput::Resize(size)).await;
-    }
-}
-
-/// The sessions found in a state directory at start.
-#[derive(Default)]
-pub struct Discovery {
-    /// Running sessions, connected.
-    pub live: Vec<SessionHandle>,
-    /// Sessions speaking another protocol version, as `list` shows them.
-    pub incompatible: Vec<SessionInfo>,
-    /// Sockets nobody listened on any more; removed.
-    pub stale: usize,
-}
-
-/// Connects to every session socket in `state_dir/sessions/`: live ones are
-/// returned, stale ones (their process is gone) removed, incompatible ones
-/// described for `list` and logged.
-pub async fn discover(state_dir: &Path) -> Discovery {
-    let mut found = Discovery::default();
-    let dir = sessions_dir(state_dir);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "sock") {
-            continue;
-        }
-        let connected = tokio::time::timeout(START_TIMEOUT, connect(&path)).await;
-        match connected {
-            Ok(Ok(handle)) => found.live.push(handle),
-            Ok(Err(ConnectError::Unreachable { .. })) => {
-                tracing::info!(socket = %path.display(), "removing the stale socket of a session process that is gone");
-                let _ = std::fs::remove_file(&path);
-                found.stale += 1;
-            }
-            Ok(Err(error @ ConnectError::Incompatible { .. })) => {
-                tracing::warn!(%error, "session left running but unusable; attach to it with a keepsh of its version, or kill its process");
-                if let ConnectError::Incompatible {
-                    theirs,
-                    hello: Some(hello),
-                } = error
-                {
-                    found
-                        .incompatible
-                        .push(incompatible_info(*hello, theirs, &path));
-                }
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "session socket skipped"),
-            Err(_) => {
-                tracing::warn!(socket = %path.display(), "session socket did not answer; skipped")
-            }
-        }
-    }
-    found
-}
-
-/// What `list` shows of a session that speaks protocol `theirs`.
-fn incompatible_info(hello: Hello, theirs: u16, path: &Path) -> SessionInfo {
-    let created = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| std::time::SystemTime::now());
-    SessionInfo {
-        id: hello.id,
-        name: hello.name,
-        owner: hello.owner,
-        state: SessionState::Incompatible,
-        clients: 0,
-        created,
-        last_activity: created,
-        detached_at: None,
-        size: PtySize::DEFAULT,
-        command: vec![format!(
-            "(speaks session protocol v{theirs}; this keepsh speaks v{})",
-            wire::VERSION
-        )],
-        exit: None,
-        output_offset: 0,
-        buffer_start: 0,
     }
 }
