@@ -9,6 +9,10 @@ use std::time::SystemTime;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+mod apply;
+
+pub use apply::{Context, Outcome};
+
 use crate::protocol::{SessionInfo, SessionName, SessionState};
 use crate::registry::RegistryError;
 
@@ -363,25 +367,7 @@ struct ListEntry<'a> {
 /// Renders `list` output: an aligned table, or a JSON array with `json`.
 pub fn render_list(sessions: &[SessionInfo], json: bool, now: SystemTime) -> String {
     if json {
-        let entries: Vec<ListEntry<'_>> = sessions
-            .iter()
-            .map(|s| ListEntry {
-                id: s.id.to_string(),
-                name: s.name.as_str(),
-                state: s.state,
-                clients: s.clients,
-                created: humantime::format_rfc3339_seconds(s.created).to_string(),
-                last_activity: humantime::format_rfc3339_seconds(s.last_activity).to_string(),
-                cols: s.size.cols(),
-                rows: s.size.rows(),
-                command: shell_words::join(&s.command),
-                exit_code: s.exit.as_ref().map(|e| e.code),
-                output_offset: s.output_offset,
-            })
-            .collect();
-        let mut out = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".into());
-        out.push('\n');
-        return out;
+        return list_json(sessions);
     }
     if sessions.is_empty() {
         return "no sessions (start one with: ssh -t HOST new NAME)\n".into();
@@ -389,30 +375,58 @@ pub fn render_list(sessions: &[SessionInfo], json: bool, now: SystemTime) -> Str
     let header = [
         "ID", "NAME", "STATE", "CLIENTS", "CREATED", "ACTIVITY", "SIZE", "COMMAND",
     ];
-    let rows: Vec<[String; 8]> = sessions
+    let rows: Vec<[String; 8]> = sessions.iter().map(|s| list_row(s, now)).collect();
+    aligned(header, &rows)
+}
+
+/// `list --json`: one object per session, keys as README documents them.
+fn list_json(sessions: &[SessionInfo]) -> String {
+    let entries: Vec<ListEntry<'_>> = sessions
         .iter()
-        .map(|s| {
-            let state = match &s.exit {
-                Some(exit) if s.state == SessionState::Exited => match &exit.signal {
-                    Some(signal) => format!("exited(SIG{signal})"),
-                    None => format!("exited({})", exit.code),
-                },
-                _ => s.state.to_string(),
-            };
-            [
-                s.id.short(),
-                s.name.to_string(),
-                state,
-                s.clients.to_string(),
-                ago(now, s.created),
-                ago(now, s.last_activity),
-                format!("{}x{}", s.size.cols(), s.size.rows()),
-                shell_words::join(&s.command),
-            ]
+        .map(|s| ListEntry {
+            id: s.id.to_string(),
+            name: s.name.as_str(),
+            state: s.state,
+            clients: s.clients,
+            created: humantime::format_rfc3339_seconds(s.created).to_string(),
+            last_activity: humantime::format_rfc3339_seconds(s.last_activity).to_string(),
+            cols: s.size.cols(),
+            rows: s.size.rows(),
+            command: shell_words::join(&s.command),
+            exit_code: s.exit.as_ref().map(|e| e.code),
+            output_offset: s.output_offset,
         })
         .collect();
+    let mut out = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".into());
+    out.push('\n');
+    out
+}
+
+/// One session's cells in the `list` table.
+fn list_row(s: &SessionInfo, now: SystemTime) -> [String; 8] {
+    let state = match &s.exit {
+        Some(exit) if s.state == SessionState::Exited => match &exit.signal {
+            Some(signal) => format!("exited(SIG{signal})"),
+            None => format!("exited({})", exit.code),
+        },
+        _ => s.state.to_string(),
+    };
+    [
+        s.id.short(),
+        s.name.to_string(),
+        state,
+        s.clients.to_string(),
+        ago(now, s.created),
+        ago(now, s.last_activity),
+        format!("{}x{}", s.size.cols(), s.size.rows()),
+        shell_words::join(&s.command),
+    ]
+}
+
+/// `header` and `rows` as columns two spaces apart (the last one unpadded).
+fn aligned<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -430,7 +444,7 @@ pub fn render_list(sessions: &[SessionInfo], json: bool, now: SystemTime) -> Str
         out.push('\n');
     };
     line(&header);
-    for row in &rows {
+    for row in rows {
         line(&row.each_ref().map(String::as_str));
     }
     out

@@ -183,46 +183,54 @@ pub async fn connect(path: &Path) -> Result<SessionHandle, ConnectError> {
     };
     let span = tracing::info_span!("session", id = %first.id);
     let (publish, info) = watch::channel(first);
-    let (requests, mut requests_rx) = mpsc::channel::<ControlRequest>(REQUEST_QUEUE);
-    let socket = path.to_owned();
-    tokio::spawn(
-        async move {
-            let reading = async {
-                loop {
-                    match read_frame::<_, SessionInfo>(&mut reader).await {
-                        Ok(Some(info)) => {
-                            publish.send_replace(info);
-                        }
-                        Ok(None) => return,
-                        Err(error) => {
-                            tracing::warn!(%error, "session's control connection failed");
-                            return;
-                        }
-                    }
-                }
-            };
-            let writing = async {
-                while let Some(request) = requests_rx.recv().await {
-                    if write_frame(&mut writer, &request).await.is_err() {
-                        return;
-                    }
-                }
-            };
-            tokio::select! {
-                () = reading => {}
-                () = writing => {}
-            }
-            // Dropping `publish` marks the handle gone. If the process died
-            // without removing its socket (kill -9), remove it now.
-            remove_if_stale(&socket).await;
-        }
-        .instrument(span),
-    );
+    let (requests, requests_rx) = mpsc::channel::<ControlRequest>(REQUEST_QUEUE);
+    let control = control(reader, writer, publish, requests_rx, path.to_owned());
+    tokio::spawn(control.instrument(span));
     Ok(SessionHandle {
         path: Arc::new(path.to_owned()),
         requests,
         info,
     })
+}
+
+/// A session's control connection: publishes the snapshots it pushes and
+/// sends the requests queued for it, until either side ends; then the
+/// handle is gone (`publish` dropped), and `socket` removed if stale.
+async fn control(
+    mut reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+    publish: watch::Sender<SessionInfo>,
+    mut requests: mpsc::Receiver<ControlRequest>,
+    socket: PathBuf,
+) {
+    let reading = async {
+        loop {
+            match read_frame::<_, SessionInfo>(&mut reader).await {
+                Ok(Some(info)) => {
+                    publish.send_replace(info);
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "session's control connection failed");
+                    return;
+                }
+            }
+        }
+    };
+    let writing = async {
+        while let Some(request) = requests.recv().await {
+            if write_frame(&mut writer, &request).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = reading => {}
+        () = writing => {}
+    }
+    drop(publish);
+    // If the process died without removing its socket (kill -9), remove it now.
+    remove_if_stale(&socket).await;
 }
 
 /// Removes `socket` if no session process serves it any more. A dying

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::admission::Startups;
+use crate::admission::{StartupPermit, Startups};
 use crate::algorithms::{self, Kind};
 use crate::config::ServerConfig;
 use crate::front::{self, AuthProgress, Connection, Shared};
@@ -177,41 +177,18 @@ async fn handshake_and_run(accepted: Accepted) -> Option<Offence> {
         limits,
     } = accepted;
     tracing::debug!("connection accepted");
+    let deadline = limits
+        .grace
+        .map(|grace| tokio::time::Instant::now() + grace);
+    // Refused while queued: our own queue, not the client's doing: no penalty.
+    let permit = admit(&limits.startups, peer, deadline).await?;
     let closer = stream.closer();
     let identification = stream.identification();
-    let ended = |error: &russh::Error| log_end(error, peer, &identification);
-    let grace_timer = async {
-        match limits.grace {
-            Some(grace) => tokio::time::sleep(grace).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(grace_timer);
-    if limits.startups.would_wait(peer.ip()) {
-        tracing::info!("max_startups or max_startups_per_source reached; waiting for a slot");
-    }
-    let permit = tokio::select! {
-        permit = limits.startups.admit(peer.ip()) => permit,
-        () = &mut grace_timer => {
-            // Our own queue, not the client's doing: no penalty.
-            tracing::info!("login grace time exceeded waiting for a startup slot; closed");
-            return None;
-        }
-    };
+    let ended = move |error: &russh::Error| log_end(error, peer, &identification);
     let (progress, progress_rx) = watch::channel(AuthProgress::default());
     let handle = Arc::new(OnceLock::new());
     let handler = Connection::new(shared, Some(peer), Arc::clone(&handle), progress, permit);
     let handshake = russh::server::run_stream(config, stream, handler);
-    let never_authenticated = |progress: &watch::Receiver<AuthProgress>| {
-        let progress = *progress.borrow();
-        if progress.authenticated {
-            None
-        } else if progress.failures > 0 {
-            Some(Offence::AuthFail)
-        } else {
-            Some(Offence::NoAuth)
-        }
-    };
     // The banner exchange may itself hang on a silent client.
     let running = tokio::select! {
         running = handshake => match running {
@@ -221,25 +198,56 @@ async fn handshake_and_run(accepted: Accepted) -> Option<Offence> {
                 return Some(Offence::NoAuth);
             }
         },
-        () = &mut grace_timer => {
+        () = until(deadline) => {
             tracing::info!("login grace time exceeded before the banner; closed");
             return Some(Offence::GraceExceeded);
         }
     };
     let _ = handle.set(running.handle());
+    let grace_exceeded = within_grace(running, deadline, closer, &progress_rx, ended).await;
+    grace_exceeded.or_else(|| never_authenticated(&progress_rx.borrow()))
+}
+
+/// Waits for a startup slot (`max_startups`), at most until `deadline`.
+async fn admit(
+    startups: &Arc<Startups>,
+    peer: SocketAddr,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<StartupPermit> {
+    if startups.would_wait(peer.ip()) {
+        tracing::info!("max_startups or max_startups_per_source reached; waiting for a slot");
+    }
+    tokio::select! {
+        permit = startups.admit(peer.ip()) => Some(permit),
+        () = until(deadline) => {
+            tracing::info!("login grace time exceeded waiting for a startup slot; closed");
+            None
+        }
+    }
+}
+
+/// Runs the connection to its end, shutting its socket down at `deadline`
+/// if it has not authenticated by then (`GraceExceeded`).
+async fn within_grace(
+    running: russh::server::RunningSession<Connection>,
+    deadline: Option<tokio::time::Instant>,
+    closer: Option<tcp::Closer>,
+    progress: &watch::Receiver<AuthProgress>,
+    ended: impl Fn(&russh::Error),
+) -> Option<Offence> {
     tokio::pin!(running);
     let mut offence = None;
-    let mut waiter = progress_rx.clone();
+    let mut waiter = progress.clone();
     tokio::select! {
         result = &mut running => {
             if let Err(error) = result {
                 ended(&error);
             }
-            return never_authenticated(&progress_rx);
+            return None;
         }
         // Authenticated (or the handler is gone): no deadline any more.
         _ = waiter.wait_for(|p| p.authenticated) => drop(closer),
-        () = &mut grace_timer => {
+        () = until(deadline) => {
             tracing::info!("login grace time exceeded; closed");
             offence = Some(Offence::GraceExceeded);
             if let Some(closer) = closer {
@@ -250,7 +258,26 @@ async fn handshake_and_run(accepted: Accepted) -> Option<Offence> {
     if let Err(error) = running.await {
         ended(&error);
     }
-    offence.or_else(|| never_authenticated(&progress_rx))
+    offence
+}
+
+/// How a connection that ended failed to authenticate, if it did.
+fn never_authenticated(progress: &AuthProgress) -> Option<Offence> {
+    if progress.authenticated {
+        None
+    } else if progress.failures > 0 {
+        Some(Offence::AuthFail)
+    } else {
+        Some(Offence::NoAuth)
+    }
+}
+
+/// Waits until `deadline`; for ever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Logs why a connection ended: a failed negotiation as sshd does (one

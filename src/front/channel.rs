@@ -14,7 +14,6 @@
 //! server closed first and never reports the client's answering close).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use russh::ChannelWriteHalf;
@@ -22,17 +21,11 @@ use russh::server::{Handle, Msg};
 use tokio::sync::mpsc;
 
 use super::{Shared, writer};
-use crate::command::{self, Command, Failure, Reply};
+use crate::command::{Command, Context, Failure, Outcome};
 use crate::protocol::host::SpawnSpec;
-use crate::protocol::{
-    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SessionName, SignalName,
-    TermName,
-};
-use crate::registry::{Found, RegistryError};
-use crate::remote::{AttachError, AttachmentControl, SessionHandle};
+use crate::protocol::{PtySize, SessionName, SignalName, TermName};
+use crate::remote::{AttachmentControl, SessionHandle};
 
-/// How long `kill` waits for the program to exit (its grace + margin).
-const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Input and resize messages queued for a channel's task. When full, the
 /// handler waits (back-pressure on the typing connection, as before).
 pub const INBOX: usize = 64;
@@ -70,14 +63,6 @@ pub struct Start {
     pub handle: Handle,
     /// Input and resizes from the handler.
     pub inbox: mpsc::Receiver<ToChannel>,
-}
-
-/// What a command ended in.
-enum Outcome {
-    /// A finished command's output.
-    Reply(Reply),
-    /// The channel is bound to a session.
-    Attached(Found, crate::remote::Attachment),
 }
 
 /// Runs a started channel until it closes.
@@ -134,114 +119,16 @@ pub fn takes_signals(command: &Result<Command, Failure>) -> bool {
     )
 }
 
-/// Carries out the command.
+/// Carries out the command (see `command::apply`).
 async fn execute(start: &mut Start) -> Result<Outcome, Failure> {
-    let shared = Arc::clone(&start.shared);
-    let registry = &shared.registry;
-    let owner = start.owner.as_str();
     let command = std::mem::replace(&mut start.command, Ok(Command::Help))?;
-    let reply = match command {
-        Command::New {
-            name,
-            detach,
-            command,
-        } => {
-            let spec = spawn_spec(start, command);
-            let found = registry
-                .create(owner, name, spec)
-                .await
-                .map_err(Failure::from)?;
-            if !detach {
-                return attach(start, found, false, None).await;
-            }
-            Reply::ok(format!("{}\n", found.id))
-        }
-        Command::Attach {
-            reference,
-            read_only,
-            from,
-        } => {
-            let found = match reference {
-                Some(reference) => registry.resolve(owner, &reference)?,
-                None => registry.last_detached(owner)?,
-            };
-            return attach(start, found, read_only, from).await;
-        }
-        Command::List { json } => Reply::ok(command::render_list(
-            &registry.list(owner),
-            json,
-            SystemTime::now(),
-        )),
-        Command::History { reference, raw } => {
-            let found = registry.resolve(owner, &reference)?;
-            let format = if raw {
-                HistoryFormat::Raw
-            } else {
-                HistoryFormat::Text
-            };
-            let data = found
-                .handle
-                .history(format)
-                .await
-                .map_err(|_| Failure::from(RegistryError::NotFound(found.name.to_string())))?;
-            match format {
-                HistoryFormat::Raw => Reply::verbatim(data),
-                HistoryFormat::Text => Reply::ok(String::from_utf8_lossy(&data)),
-            }
-        }
-        Command::Kill { reference } => {
-            let found = registry.resolve(owner, &reference)?;
-            found.handle.send(ControlRequest::Kill).await;
-            // Reply once the program is gone, so that a following `list`
-            // no longer shows it.
-            if !found.handle.wait_exited(KILL_WAIT).await {
-                return Err(Failure::operational(
-                    format!("session '{}' did not exit after SIGKILL", found.name),
-                    "check for processes stuck in the kernel (state D)",
-                ));
-            }
-            registry.remove(owner, found.id);
-            Reply::ok("")
-        }
-        Command::Rename { reference, new } => {
-            let found = registry.rename(owner, &reference, new.clone())?;
-            found
-                .handle
-                .send(ControlRequest::Rename { name: new })
-                .await;
-            Reply::ok("")
-        }
-        Command::Help => Reply::ok(command::HELP),
-        Command::Version => Reply::ok(command::version()),
-    };
-    Ok(Outcome::Reply(reply))
-}
-
-/// Binds the channel to `found`.
-async fn attach(
-    start: &Start,
-    found: Found,
-    read_only: bool,
-    from: Option<u64>,
-) -> Result<Outcome, Failure> {
-    let request = AttachRequest {
+    let ctx = Context {
+        registry: &start.shared.registry,
+        owner: &start.owner,
         size: start.pty.as_ref().map(|(_, size)| *size),
-        read_only,
-        from,
+        spawn: spawn_spec(start),
     };
-    let attachment = found.handle.attach(request).await.map_err(|e| match e {
-        AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {
-            Failure::operational(
-                refusal,
-                &format!("use --from {start} for the oldest byte kept"),
-            )
-        }
-        AttachError::Connect(_) | AttachError::Ended => {
-            tracing::info!(error = %e, "attach to a session that is gone");
-            Failure::from(RegistryError::NotFound(found.name.to_string()))
-        }
-    })?;
-    Ok(Outcome::Attached(found, attachment))
+    command.apply(ctx).await
 }
 
 /// The command of a shell request: `ssh alice+work@host` attaches `work`,
@@ -294,8 +181,9 @@ pub fn base_env(shared: &Shared) -> Vec<(String, String)> {
     env
 }
 
-/// The environment and program for a new session started from this channel.
-fn spawn_spec(start: &Start, command: Vec<String>) -> SpawnSpec {
+/// The environment and program for a new session started from this channel
+/// (its command is filled in by `new -- CMD`).
+fn spawn_spec(start: &Start) -> SpawnSpec {
     let shared = &start.shared;
     let (term, size) = start
         .pty
@@ -308,7 +196,7 @@ fn spawn_spec(start: &Start, command: Vec<String>) -> SpawnSpec {
         env.push((key.clone(), value.clone()));
     }
     SpawnSpec {
-        command,
+        command: Vec::new(),
         shell: shared.shell.clone(),
         env,
         cwd: shared.home.clone(),

@@ -35,16 +35,7 @@ pub struct Subsystem {
 /// Runs the program until it exits, then ends the channel.
 pub async fn run(mut subsystem: Subsystem) {
     let out = &subsystem.out;
-    let spawned = tokio::process::Command::new(&subsystem.program)
-        .current_dir(&subsystem.home)
-        .env_clear()
-        .envs(subsystem.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
+    let mut child = match spawn(&subsystem) {
         Ok(child) => child,
         Err(error) => {
             tracing::warn!(program = %subsystem.program.display(), %error, "starting the sftp server failed");
@@ -60,35 +51,19 @@ pub async fn run(mut subsystem: Subsystem) {
         }
     };
     tracing::info!(program = %subsystem.program.display(), "sftp subsystem started");
-    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+    let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return; // all three were asked for as pipes
-    };
-    let input = async {
-        while let Some(message) = subsystem.inbox.recv().await {
-            match message {
-                ToChannel::Input(data) => {
-                    if stdin.write_all(&data).await.is_err() {
-                        break; // the program is gone
-                    }
-                }
-                ToChannel::Eof => break,
-                ToChannel::Resize(_) | ToChannel::Signal(_) => {}
-            }
-        }
-        // EOF on its stdin: sftp-server finishes what it was asked and exits.
-        drop(stdin);
-        std::future::pending::<()>().await;
     };
     let output = async {
         let (data, errors) = tokio::join!(out.data(stdout), out.extended_data(STDERR, stderr));
         data.is_ok() && errors.is_ok()
     };
-    // `input` never finishes: the program's end (its output's end) does.
+    // `feed` never finishes: the program's end (its output's end) does.
     let delivered = tokio::select! {
         delivered = output => delivered,
-        () = input => false,
+        () = feed(&mut subsystem.inbox, stdin) => false,
     };
     let status = match child.wait().await {
         // 128 + the signal's number for a signal, as shells report it.
@@ -104,4 +79,37 @@ pub async fn run(mut subsystem: Subsystem) {
         let _ = out.eof().await;
     }
     let _ = out.close().await;
+}
+
+/// Starts the program in the home directory with the sessions' base
+/// environment, stdio piped; killed if the channel's task is dropped.
+fn spawn(subsystem: &Subsystem) -> std::io::Result<tokio::process::Child> {
+    tokio::process::Command::new(&subsystem.program)
+        .current_dir(&subsystem.home)
+        .env_clear()
+        .envs(subsystem.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Writes the client's data to the program's stdin until the client's EOF
+/// (or the program's end), then closes it; never returns.
+async fn feed(inbox: &mut mpsc::Receiver<ToChannel>, mut stdin: tokio::process::ChildStdin) {
+    while let Some(message) = inbox.recv().await {
+        match message {
+            ToChannel::Input(data) => {
+                if stdin.write_all(&data).await.is_err() {
+                    break; // the program is gone
+                }
+            }
+            ToChannel::Eof => break,
+            ToChannel::Resize(_) | ToChannel::Signal(_) => {}
+        }
+    }
+    // EOF on its stdin: sftp-server finishes what it was asked and exits.
+    drop(stdin);
+    std::future::pending::<()>().await;
 }

@@ -64,21 +64,7 @@ pub struct PtyStreams {
 /// # Errors
 /// [`SpawnError`] when no PTY can be opened or the program cannot be executed.
 pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
-    let (program, args) = match spec.command.split_first() {
-        Some((program, args)) => {
-            let path = spec
-                .env
-                .iter()
-                .find(|(k, _)| k == "PATH")
-                .map(|(_, v)| v.as_str());
-            if which::which_in(program, path, &spec.cwd).is_err() {
-                return Err(SpawnError::NotFound(program.clone()));
-            }
-            (program.clone(), args)
-        }
-        None => (spec.shell.display().to_string(), &[][..]),
-    };
-
+    let (program, args) = program(spec)?;
     let open_error = |e: pty_process::Error| SpawnError::OpenPty(e.to_string());
     let (pty, pts) = pty_process::open().map_err(open_error)?;
     pty.resize(winsize(spec.size)).map_err(open_error)?;
@@ -88,26 +74,13 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
     let dup =
         || rustix::io::fcntl_dupfd_cloexec(&pty, 0).map_err(|e| SpawnError::OpenPty(e.to_string()));
     let (control, reader) = (dup()?, dup()?);
-
-    let mut cmd = pty_process::Command::new(&program)
-        .args(args)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env("SHELL", &spec.shell)
-        .current_dir(&spec.cwd);
-    if spec.command.is_empty() {
-        // A login shell: argv[0] "-NAME", as sshd and login(1) start it.
-        let name = spec
-            .shell
-            .file_name()
-            .map_or_else(|| "sh".into(), |n| n.to_string_lossy());
-        cmd = cmd.arg0(format!("-{name}"));
-    }
     // Consuming `pts` closes the parent's copy of the slave once spawned.
-    let mut child = cmd.spawn(pts).map_err(|e| SpawnError::Exec {
-        program,
-        reason: e.to_string(),
-    })?;
+    let child = command(spec, &program, args)
+        .spawn(pts)
+        .map_err(|e| SpawnError::Exec {
+            program,
+            reason: e.to_string(),
+        })?;
     let pid = child
         .id()
         .and_then(|p| i32::try_from(p).ok())
@@ -116,7 +89,6 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
     let (output_tx, output) = mpsc::channel(OUTPUT_QUEUE);
     let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
     let (exit_tx, exit) = oneshot::channel();
-
     let reading = std::thread::Builder::new()
         .name("keepsh-pty-read".to_owned())
         .stack_size(64 * 1024)
@@ -126,23 +98,7 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
         tracing::error!(%error, "cannot start the PTY reader thread");
     }
     tokio::spawn(write_loop(pty, input_rx).in_current_span());
-    tokio::spawn(
-        async move {
-            let status = match child.wait().await {
-                Ok(status) => exit_status(status),
-                Err(error) => {
-                    tracing::warn!(%error, "waiting for the program failed");
-                    ExitStatus {
-                        code: 1,
-                        signal: None,
-                    }
-                }
-            };
-            let _ = exit_tx.send(status);
-        }
-        .in_current_span(),
-    );
-
+    tokio::spawn(wait(child, exit_tx).in_current_span());
     Ok((
         Pty {
             control,
@@ -151,6 +107,60 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
         },
         PtyStreams { output, exit },
     ))
+}
+
+/// The program and its arguments: the command, found in the session's
+/// `PATH`, or the login shell.
+fn program(spec: &SpawnSpec) -> Result<(String, &[String]), SpawnError> {
+    match spec.command.split_first() {
+        Some((program, args)) => {
+            let path = spec
+                .env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.as_str());
+            if which::which_in(program, path, &spec.cwd).is_err() {
+                return Err(SpawnError::NotFound(program.clone()));
+            }
+            Ok((program.clone(), args))
+        }
+        None => Ok((spec.shell.display().to_string(), &[][..])),
+    }
+}
+
+/// The program's command: a cleared environment but `spec.env` and
+/// `SHELL`, in `spec.cwd`; a login shell gets argv[0] `-NAME`, as sshd and
+/// login(1) start it.
+fn command(spec: &SpawnSpec, program: &str, args: &[String]) -> pty_process::Command {
+    let cmd = pty_process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("SHELL", &spec.shell)
+        .current_dir(&spec.cwd);
+    if !spec.command.is_empty() {
+        return cmd;
+    }
+    let name = spec
+        .shell
+        .file_name()
+        .map_or_else(|| "sh".into(), |n| n.to_string_lossy());
+    cmd.arg0(format!("-{name}"))
+}
+
+/// Reaps the program; sends its exit status.
+async fn wait(mut child: tokio::process::Child, exit: oneshot::Sender<ExitStatus>) {
+    let status = match child.wait().await {
+        Ok(status) => exit_status(status),
+        Err(error) => {
+            tracing::warn!(%error, "waiting for the program failed");
+            ExitStatus {
+                code: 1,
+                signal: None,
+            }
+        }
+    };
+    let _ = exit.send(status);
 }
 
 /// The exit status as RFC 4254 §6.10 needs it: a signal keeps its name

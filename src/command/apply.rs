@@ -1,0 +1,152 @@
+//! Carrying out a [`Command`] for a channel: create, find, attach, list,
+//! kill, rename (mini-redis's `Command::apply`). It runs on the channel's
+//! own task, never in the russh handler, because it may wait: a session
+//! process starting, `kill`'s grace period, a session answering an attach.
+
+use std::time::{Duration, SystemTime};
+
+use super::{Command, Failure, Reply, render_list};
+use crate::protocol::host::SpawnSpec;
+use crate::protocol::{AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal};
+use crate::registry::{Found, Registry, RegistryError};
+use crate::remote::{AttachError, Attachment};
+
+/// How long `kill` waits for the program to exit (its grace + margin).
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// What applying a command needs from its channel.
+pub struct Context<'a> {
+    /// All sessions.
+    pub registry: &'a Registry,
+    /// The SSH user.
+    pub owner: &'a str,
+    /// The client's window, when it sent a `pty-req`: an attachment is then
+    /// a terminal (redrawn, deciding the size); otherwise a byte stream.
+    pub size: Option<PtySize>,
+    /// A new session's program, environment and directory; `command` is
+    /// filled in from `new -- CMD`.
+    pub spawn: SpawnSpec,
+}
+
+/// What a command ended in.
+pub enum Outcome {
+    /// A finished command's output.
+    Reply(Reply),
+    /// The channel is bound to a session.
+    Attached(Found, Attachment),
+}
+
+impl Command {
+    /// Carries the command out for `ctx`'s user.
+    ///
+    /// # Errors
+    /// The [`Failure`] to report: no such session, a name taken, a session
+    /// that cannot start or be reached, `--from` outside the buffer.
+    pub async fn apply(self, ctx: Context<'_>) -> Result<Outcome, Failure> {
+        let reply = match self {
+            Command::New {
+                name,
+                detach,
+                command,
+            } => {
+                let spec = SpawnSpec {
+                    command,
+                    ..ctx.spawn.clone()
+                };
+                let found = ctx.registry.create(ctx.owner, name, spec).await?;
+                if !detach {
+                    return attach(&ctx, found, false, None).await;
+                }
+                Reply::ok(format!("{}\n", found.id))
+            }
+            Command::Attach {
+                reference,
+                read_only,
+                from,
+            } => {
+                let found = match reference {
+                    Some(reference) => ctx.registry.resolve(ctx.owner, &reference)?,
+                    None => ctx.registry.last_detached(ctx.owner)?,
+                };
+                return attach(&ctx, found, read_only, from).await;
+            }
+            Command::List { json } => {
+                let sessions = ctx.registry.list(ctx.owner);
+                Reply::ok(render_list(&sessions, json, SystemTime::now()))
+            }
+            Command::History { reference, raw } => history(&ctx, &reference, raw).await?,
+            Command::Kill { reference } => kill(&ctx, &reference).await?,
+            Command::Rename { reference, new } => {
+                let found = ctx.registry.rename(ctx.owner, &reference, new.clone())?;
+                found
+                    .handle
+                    .send(ControlRequest::Rename { name: new })
+                    .await;
+                Reply::ok("")
+            }
+            Command::Help => Reply::ok(super::HELP),
+            Command::Version => Reply::ok(super::version()),
+        };
+        Ok(Outcome::Reply(reply))
+    }
+}
+
+/// Binds the channel to `found`.
+async fn attach(
+    ctx: &Context<'_>,
+    found: Found,
+    read_only: bool,
+    from: Option<u64>,
+) -> Result<Outcome, Failure> {
+    let request = AttachRequest {
+        size: ctx.size,
+        read_only,
+        from,
+    };
+    let attachment = found.handle.attach(request).await.map_err(|e| match e {
+        AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {
+            Failure::operational(
+                refusal,
+                &format!("use --from {start} for the oldest byte kept"),
+            )
+        }
+        AttachError::Connect(_) | AttachError::Ended => {
+            tracing::info!(error = %e, "attach to a session that is gone");
+            Failure::from(RegistryError::NotFound(found.name.to_string()))
+        }
+    })?;
+    Ok(Outcome::Attached(found, attachment))
+}
+
+/// `history REF [--raw]`.
+async fn history(ctx: &Context<'_>, reference: &str, raw: bool) -> Result<Reply, Failure> {
+    let found = ctx.registry.resolve(ctx.owner, reference)?;
+    let format = if raw {
+        HistoryFormat::Raw
+    } else {
+        HistoryFormat::Text
+    };
+    let data = found.handle.history(format).await.map_err(|error| {
+        tracing::info!(%error, "history of a session that is gone");
+        Failure::from(RegistryError::NotFound(found.name.to_string()))
+    })?;
+    Ok(match format {
+        HistoryFormat::Raw => Reply::verbatim(data),
+        HistoryFormat::Text => Reply::ok(String::from_utf8_lossy(&data)),
+    })
+}
+
+/// `kill REF`: replies once the program is gone, so that a following
+/// `list` no longer shows it.
+async fn kill(ctx: &Context<'_>, reference: &str) -> Result<Reply, Failure> {
+    let found = ctx.registry.resolve(ctx.owner, reference)?;
+    found.handle.send(ControlRequest::Kill).await;
+    if !found.handle.wait_exited(KILL_WAIT).await {
+        return Err(Failure::operational(
+            format!("session '{}' did not exit after SIGKILL", found.name),
+            "check for processes stuck in the kernel (state D)",
+        ));
+    }
+    ctx.registry.remove(ctx.owner, found.id);
+    Ok(Reply::ok(""))
+}
