@@ -27,4 +27,6 @@ pub mod registry;
 pub mod remote;
 pub mod server;
 pub mod session;
+#[cfg(test)]
+mod shape;
 pub mod state_dir;

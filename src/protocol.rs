@@ -548,33 +548,6 @@ mod tests {
         }
     }
 
-    /// Every `.rs` file under `dir`, recursively.
-    fn sources(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(dir).expect("read source dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                sources(&path, found);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                found.push(path);
-            }
-        }
-    }
-
-    #[test]
-    fn session_and_protocol_code_never_name_russh() {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = vec![src.join("protocol.rs")];
-        sources(&src.join("protocol"), &mut files);
-        sources(&src.join("session"), &mut files);
-        assert!(files.len() >= 8, "{files:?}");
-        // A path or `use` of the crate; prose may mention it.
-        let needle = ["russh", "::"].concat();
-        for file in files {
-            let text = std::fs::read_to_string(&file).expect("read source");
-            assert!(!text.contains(&needle), "{} names russh", file.display());
-        }
-    }
-
     #[test]
     fn short_ids_are_eight_hex_digits_of_the_full_id() {
         let id = SessionId::random();
