@@ -73,6 +73,7 @@ pub fn start_keepsh() -> Server {
         log: Some("warn"),
         ..Default::default()
     })
+    .without_time_limit()
 }
 
 fn main() {

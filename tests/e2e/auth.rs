@@ -5,7 +5,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    ALICE_PASSWORD, DEADLINE, Server, block_on, run_with_deadline, stderr, stdout, wait_until,
+    ALICE_PASSWORD, DEADLINE, Server, block_on, poll, run_with_deadline, stderr, stdout, wait_until,
 };
 
 #[test]
@@ -219,14 +219,8 @@ fn a_storm_of_clients_from_one_address_is_served_in_turn() {
         .collect();
     let mut failed = 0;
     for mut client in clients {
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = client.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(started.elapsed() < DEADLINE * 2, "a client hung");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status =
+            poll(DEADLINE * 2, || client.try_wait().expect("try_wait")).expect("a client hung");
         failed += usize::from(!status.success());
     }
     assert_eq!(failed, 0, "{failed} of 40 clients failed");

@@ -1,7 +1,9 @@
 //! The shared test harness: a real `keepsh` server on 127.0.0.1 with an
 //! ephemeral port and a temp dir, driven by the real OpenSSH client and by an
-//! in-process russh client. Every wait has a deadline; nothing sleeps to
-//! synchronise.
+//! in-process russh client. Every wait has a deadline (one loop: [`poll`]);
+//! nothing sleeps to synchronise; a test holding a server past
+//! [`TEST_LIMIT`] aborts the run, and one without a server runs its
+//! programs with [`run_with_deadline`].
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,15 +19,53 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// alice's password in every test server.
 pub const ALICE_PASSWORD: &str = "correct horse battery staple";
 
+/// The longest any end-to-end test may run: a test still holding a
+/// server past this aborts the test binary, naming the limit (a hang shows
+/// as a failure within minutes, not as a CI run that never ends).
+pub const TEST_LIMIT: Duration = Duration::from_secs(300);
+
+/// How often [`poll`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The one poll-with-deadline loop: calls `probe` every 20 ms until it
+/// yields a value, or `None` once `timeout` has passed.
+pub fn poll<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
 /// Polls `condition` until it holds or `timeout` passes; panics naming `what`.
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    if poll(timeout, || condition().then_some(())).is_none() {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Aborts the test binary if it is not dropped within [`TEST_LIMIT`]:
+/// dropping the sender is what stops it.
+struct Watchdog {
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TEST_LIMIT) {
+                eprintln!("{test}: still running after {TEST_LIMIT:?}; aborting the test run");
+                std::process::abort();
+            }
+        });
+        Watchdog { _stop: tx }
     }
 }
 
@@ -107,6 +147,9 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<u8>>>,
     stdout: Arc<Mutex<Vec<u8>>>,
+    /// The test's time limit, held as long as the server (`None` for the
+    /// benchmark, which holds one server for its whole run).
+    _watchdog: Option<Watchdog>,
 }
 
 /// Extra TOML for [`Server::start_with`].
@@ -214,7 +257,15 @@ authorized_keys_file = "bob.pub"
             dir,
             log,
             stdout,
+            _watchdog: Some(Watchdog::start()),
         }
+    }
+
+    /// Lifts [`TEST_LIMIT`] from this server (for the benchmark).
+    #[allow(dead_code, reason = "the benchmark's; every test keeps the limit")]
+    pub fn without_time_limit(mut self) -> Server {
+        self._watchdog = None;
+        self
     }
 
     /// Stops the server with `signal` ("KILL", "TERM"), waits for it to
@@ -246,11 +297,8 @@ authorized_keys_file = "bob.pub"
             .status()
             .expect("kill");
         assert!(status.success());
-        let start = Instant::now();
-        while self.child.try_wait().expect("try_wait").is_none() {
-            assert!(start.elapsed() < DEADLINE, "keepsh ignored SIG{signal}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let exited = poll(DEADLINE, || self.child.try_wait().expect("try_wait"));
+        assert!(exited.is_some(), "keepsh ignored SIG{signal}");
     }
 
     /// Starts `cmd`, appending its stderr to `log` and stdout to `stdout`;
@@ -849,16 +897,9 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
         .expect("spawn");
     let out = capture(child.stdout.take().expect("stdout"));
     let err = capture(child.stderr.take().expect("stderr"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let Some(status) = poll(timeout, || child.try_wait().expect("try_wait")) else {
+        let _ = child.kill();
+        panic!("{cmd:?} did not finish within {timeout:?}");
     };
     // The pipes close with the process; wait for the readers to drain them.
     let drained = |b: &Arc<Mutex<Vec<u8>>>| Arc::strong_count(b) == 1;
@@ -998,21 +1039,17 @@ impl Client {
 
     /// Waits until the output contains `needle`; returns the output.
     pub fn wait_for(&mut self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let out = self.output();
-            if out.contains(needle) {
-                return out;
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = self.child.kill();
-                panic!(
-                    "timed out waiting for {needle:?}; output so far:\n{out}\nstderr:\n{}",
-                    self.errors()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(out) = poll(DEADLINE, || {
+            Some(self.output()).filter(|o| o.contains(needle))
+        }) {
+            return out;
         }
+        let _ = self.child.kill();
+        panic!(
+            "timed out waiting for {needle:?}; output so far:\n{}\nstderr:\n{}",
+            self.output(),
+            self.errors()
+        );
     }
 
     /// Kills the client process (SIGKILL): the connection drops without a goodbye.
@@ -1023,21 +1060,15 @@ impl Client {
 
     /// Waits for the client to exit; returns its exit code.
     pub fn wait_exit(&mut self) -> i32 {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code().unwrap_or(-1);
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = self.child.kill();
-                panic!(
-                    "ssh did not exit; output:\n{}\nstderr:\n{}",
-                    self.output(),
-                    self.errors()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = poll(DEADLINE, || self.child.try_wait().expect("try_wait")) {
+            return status.code().unwrap_or(-1);
         }
+        let _ = self.child.kill();
+        panic!(
+            "ssh did not exit; output:\n{}\nstderr:\n{}",
+            self.output(),
+            self.errors()
+        );
     }
 }
 

@@ -5,22 +5,19 @@
 
 use std::time::Instant;
 
-use crate::harness::{Client, DEADLINE, Options, Server, stdout, wait_until};
+use crate::harness::{Client, DEADLINE, Options, Server, poll, stdout, wait_until};
 
 /// Waits until `stayed` and `returned` render the same state; on a timeout,
 /// fails showing both.
 fn wait_same(stayed: &Client, returned: &Client) {
-    let start = Instant::now();
-    loop {
-        let (a, b) = (stayed.terminal().state(), returned.terminal().state());
-        if a == b {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "screens differ.\n--- attached all along:\n{a}\n--- reattached:\n{b}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let states = || (stayed.terminal().state(), returned.terminal().state());
+    let same = || {
+        let (a, b) = states();
+        (a == b).then_some(())
+    };
+    if poll(DEADLINE, same).is_none() {
+        let (a, b) = states();
+        panic!("screens differ.\n--- attached all along:\n{a}\n--- reattached:\n{b}");
     }
 }
 
