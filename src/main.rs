@@ -2,23 +2,13 @@
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 
-use keepsh::auth::{Authenticator, User, hash_password};
+use keepsh::auth::hash_password;
 use keepsh::config::Config;
-use keepsh::front::Shared;
-use keepsh::protocol::host::SessionSettings;
-use keepsh::registry::Registry;
-use keepsh::state_dir::StateDir;
-use keepsh::{keys, server};
-
-/// Time between SIGHUP and SIGKILL when a session is killed.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+use keepsh::server::startup::Launch;
 
 #[derive(Parser)]
 #[command(
@@ -133,134 +123,15 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .block_on(serve_async(config))
 }
 
-async fn serve_async(mut config: Config) -> anyhow::Result<()> {
+async fn serve_async(config: Config) -> anyhow::Result<()> {
     // Before anything opens sockets (discovery holds one per session).
     let program_open_files = raise_open_files_limit();
-    // Held (open and locked) for the server's whole life.
-    let state = StateDir::open(&config.server.state_dir)?;
-    config.server.state_dir = state.path().to_owned();
-    let host_keys = load_host_keys(&config)?;
-    let listeners = bind(&config).await?;
-    if config.users.is_empty() {
-        let user = first_run_user(&config, &listeners[0])?;
-        config.users.push(user);
-    }
-    // Sessions that outlived a previous server, before any client can ask.
-    let found = state.discover().await;
-    tracing::info!(
-        live = found.live.len(),
-        incompatible = found.incompatible.len(),
-        stale = found.stale,
-        "sessions found in {}",
-        keepsh::protocol::host::sessions_dir(state.path()).display()
-    );
-    match &config.server.sftp_server {
-        Some(program) => tracing::info!("sftp and scp served by {}", program.display()),
-        None => tracing::info!(
-            "sftp and scp refused (sftp_server is \"\" or {} is not installed)",
-            keepsh::config::DEFAULT_SFTP_SERVER
-        ),
-    }
-    // Last, so that a script waiting for it knows everything above is done.
-    for listener in &listeners {
-        println!("listening on {}", listener.local_addr()?);
-    }
-    let shared = Arc::new(shared(&config, program_open_files)?);
-    for handle in found.live {
-        shared.registry.adopt(handle);
-    }
-    for info in found.incompatible {
-        shared.registry.adopt_incompatible(info);
-    }
-    let russh_config = Arc::new(server::russh_config(&config.server, host_keys));
-    server::run(
-        listeners,
-        russh_config,
-        config.server,
-        shared,
-        shutdown_signal(),
-    )
-    .await;
-    tracing::info!("shutting down");
-    Ok(())
-}
-
-/// Loads (or generates) each host key, printing its type and fingerprint.
-fn load_host_keys(config: &Config) -> anyhow::Result<Vec<russh::keys::PrivateKey>> {
-    let mut host_keys = Vec::new();
-    for path in &config.server.host_keys {
-        let (key, generated) =
-            keys::load_or_generate(path).with_context(|| format!("host key {}", path.display()))?;
-        let verb = if generated { "generated" } else { "loaded" };
-        println!(
-            "host key {} ({verb}, {}): {}",
-            path.display(),
-            key.algorithm().as_str(),
-            keys::fingerprint(key.public_key())
-        );
-        host_keys.push(key);
-    }
-    Ok(host_keys)
-}
-
-async fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
-    let mut listeners = Vec::new();
-    for addr in &config.server.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr} (is another server using the port?)"))?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
-}
-
-/// With no `[[users]]`: the OS user, with its own keys or a generated one;
-/// prints how to log in on `listener`.
-fn first_run_user(config: &Config, listener: &TcpListener) -> anyhow::Result<User> {
-    let keys_dir = config.server.host_keys[0]
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let (user, client_key) = keys::first_run_user(&keys_dir)?;
-    let addr = listener.local_addr()?;
-    let (name, port, ip) = (&user.name, addr.port(), addr.ip());
-    match client_key {
-        Some(key) => println!(
-            "no [[users]] configured: log in as {name} with the generated key:\n  ssh -i {} -p {port} {name}@{ip}",
-            key.display(),
-        ),
-        None => println!(
-            "no [[users]] configured: log in as {name} with a key from ~/.ssh/authorized_keys:\n  ssh -p {port} {name}@{ip}",
-        ),
-    }
-    Ok(user)
-}
-
-/// What every connection shares, from the configuration.
-fn shared(config: &Config, program_open_files: Option<u64>) -> anyhow::Result<Shared> {
-    let settings = SessionSettings {
-        scrollback_bytes: config.sessions.scrollback_bytes,
-        scrollback_lines: config.sessions.scrollback_lines,
-        orphan_timeout: config.sessions.orphan_timeout,
-        exited_retention: config.sessions.exited_retention,
+    let launch = Launch {
+        host_program: PathBuf::from(keepsh::remote::SELF_EXE),
         program_open_files,
-        kill_grace: KILL_GRACE,
     };
-    let state_dir = config.server.state_dir.clone();
-    Ok(Shared {
-        authenticator: Authenticator::new(&config.users)?,
-        registry: Registry::new(state_dir, settings, config.sessions.max_per_user),
-        shell: config
-            .sessions
-            .shell
-            .clone()
-            .unwrap_or_else(keys::login_shell),
-        default_term: config.sessions.term.clone(),
-        home: keys::home_dir().unwrap_or_else(|| PathBuf::from("/")),
-        os_user: keys::os_user_name(),
-        max_auth_attempts: config.server.max_auth_attempts,
-        sftp_server: config.server.sftp_server.clone(),
-    })
+    keepsh::server::startup::serve(config, launch, shutdown_signal()).await?;
+    Ok(())
 }
 
 /// Raises the soft open-files limit (RLIMIT_NOFILE) to the hard one: the

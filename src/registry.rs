@@ -96,6 +96,8 @@ pub struct Registry {
     state_dir: PathBuf,
     settings: SessionSettings,
     max_per_user: usize,
+    /// The keepsh binary whose `session-host` runs each session.
+    host_program: PathBuf,
 }
 
 impl Registry {
@@ -107,7 +109,16 @@ impl Registry {
             state_dir,
             settings,
             max_per_user,
+            host_program: PathBuf::from(remote::SELF_EXE),
         }
+    }
+
+    /// Sessions are started by the keepsh binary at `program` instead of
+    /// this process's own (for running the server inside another program,
+    /// such as a test).
+    pub fn with_host_program(mut self, program: PathBuf) -> Registry {
+        self.host_program = program;
+        self
     }
 
     /// Adds a running session found at start (see `remote::discover`).
@@ -189,7 +200,7 @@ impl Registry {
             spawn: spec,
             settings: self.settings.clone(),
         };
-        let started = remote::start(&self.state_dir, &host).await;
+        let started = remote::start(&self.host_program, &self.state_dir, &host).await;
         let mut users = self.lock();
         let entries = users.entry(owner.to_owned()).or_default();
         match started {

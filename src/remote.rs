@@ -34,6 +34,9 @@ use crate::protocol::{
 const REQUEST_QUEUE: usize = 64;
 /// How long a new session process may take to answer [`Ready`].
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The program a session process runs by default: this very build, which
+/// `/proc/self/exe` still is after its file was replaced (an upgrade).
+pub const SELF_EXE: &str = "/proc/self/exe";
 /// Bytes read ahead from an attachment's connection: several output
 /// frames, so that what has arrived goes to the client as one message.
 const EVENTS_READ_AHEAD: usize = 128 * 1024;
@@ -109,16 +112,19 @@ pub struct SessionHandle {
     info: watch::Receiver<SessionInfo>,
 }
 
-/// Starts a session process (`keepsh session-host`) for `spec` and connects
-/// to it. The process is detached: it outlives this server.
+/// Starts a session process (`program session-host`, a keepsh binary) for
+/// `spec` and connects to it. The process is detached: it outlives this server.
 ///
 /// # Errors
 /// [`StartError::Spawn`] with the error the session process reports (e.g.
 /// command not found); the other [`StartError`]s when it cannot be started
 /// or reached.
-pub async fn start(state_dir: &Path, spec: &HostSpec) -> Result<SessionHandle, StartError> {
-    // /proc/self/exe still runs this build after its file was replaced.
-    let mut child = tokio::process::Command::new("/proc/self/exe")
+pub async fn start(
+    program: &Path,
+    state_dir: &Path,
+    spec: &HostSpec,
+) -> Result<SessionHandle, StartError> {
+    let mut child = tokio::process::Command::new(program)
         .arg0("keepsh")
         .arg("session-host")
         .arg("--state-dir")

@@ -29,6 +29,7 @@ use crate::penalty::{Offence, Penalties, Verdict};
 use crate::protocol::printable;
 
 mod identification;
+pub mod startup;
 mod tcp;
 use tcp::Tuned;
 

@@ -32,7 +32,7 @@ use std::sync::{Arc, OnceLock};
 
 use russh::keys::{Algorithm, HashAlg};
 use russh::server::{
-    Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+    self as server, Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, MethodKind, MethodSet};
 use tokio::sync::{mpsc, watch};
@@ -194,7 +194,7 @@ impl Connection {
         &mut self,
         channel: ChannelId,
         command: Result<command::Command, Failure>,
-        session: &Session,
+        session: &server::Session,
     ) -> bool {
         let owner = self.owner().to_owned();
         let shared = Arc::clone(&self.shared);
@@ -335,7 +335,7 @@ impl russh::server::Handler for Connection {
         }
     }
 
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn auth_succeeded(&mut self, _session: &mut server::Session) -> Result<(), Self::Error> {
         self.progress.send_modify(|p| p.authenticated = true);
         self.startup_permit = None; // no longer counts against max_startups
         Ok(())
@@ -345,7 +345,7 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        _session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         // Channels keepsh closed itself are gone from russh's table without a
         // `channel_close` call: count only those still open.
@@ -369,7 +369,7 @@ impl russh::server::Handler for Connection {
     async fn channel_close(
         &mut self,
         channel: ChannelId,
-        _session: &mut Session,
+        _session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         self.channels.remove(&channel); // ends its task, which detaches
         Ok(())
@@ -384,7 +384,7 @@ impl russh::server::Handler for Connection {
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
-        session: &mut Session,
+        session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         match self.channels.get_mut(&channel) {
             // A second pty-req, or one after the shell started, is refused (sshd does the same).
@@ -406,7 +406,7 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         name: &str,
         value: &str,
-        session: &mut Session,
+        session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         // Like sshd's AcceptEnv: locale and colour hints only, never
         // LD_PRELOAD, PATH, BASH_ENV and the like.
@@ -430,7 +430,7 @@ impl russh::server::Handler for Connection {
     async fn shell_request(
         &mut self,
         channel: ChannelId,
-        session: &mut Session,
+        session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         let target = self.login.as_ref().and_then(|l| l.target.clone());
         let command = channel::shell_command(&self.shared, self.owner(), target);
@@ -446,7 +446,7 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: ChannelId,
         data: &[u8],
-        session: &mut Session,
+        session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         let command = match std::str::from_utf8(data) {
             Ok(line) => command::parse(line),
@@ -467,7 +467,7 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: ChannelId,
         name: &str,
-        session: &mut Session,
+        session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         // RFC 4254 §6.5; only "sftp", as sshd's default `Subsystem`.
         if name == "sftp" && self.start_sftp(channel) {
@@ -485,7 +485,7 @@ impl russh::server::Handler for Connection {
     async fn channel_eof(
         &mut self,
         channel: ChannelId,
-        _session: &mut Session,
+        _session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         self.pass(channel, ToChannel::Eof).await;
         Ok(())
@@ -498,7 +498,7 @@ impl russh::server::Handler for Connection {
         row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
-        session: &mut Session,
+        session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         let resized = match self.channels.get_mut(&channel) {
             Some(ChannelState {
@@ -521,7 +521,7 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: ChannelId,
         data: &[u8],
-        _session: &mut Session,
+        _session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         let data = bytes::Bytes::copy_from_slice(data);
         self.pass(channel, ToChannel::Input(data)).await;
@@ -532,7 +532,7 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: ChannelId,
         signal: russh::Sig,
-        session: &mut Session,
+        session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         // RFC 4254 §6.9; the reply (when wanted) says whether it was passed on.
         let takes = self.channels.get(&channel).is_some_and(|c| c.takes_signals);
@@ -556,7 +556,7 @@ impl russh::server::Handler for Connection {
         _x11_auth_protocol: &str,
         _x11_auth_cookie: &str,
         _x11_screen_number: u32,
-        session: &mut Session,
+        session: &mut server::Session,
     ) -> Result<(), Self::Error> {
         session.channel_failure(channel)?;
         Ok(())

@@ -192,7 +192,7 @@ impl Server {
     }
 
     /// Writes the test users' keys and server.toml into `dir`.
-    fn write_config(dir: &tempfile::TempDir, options: &Options) -> PathBuf {
+    pub fn write_config(dir: &tempfile::TempDir, options: &Options) -> PathBuf {
         for user in ["alice", "bob", "mallory"] {
             keygen(&dir.path().join(user));
         }

@@ -11,6 +11,7 @@ mod channels;
 mod commands;
 mod first_run;
 mod hygiene;
+mod in_process;
 mod isolation;
 mod libraries;
 mod lifetimes;
