@@ -121,7 +121,7 @@ impl Registry {
         self
     }
 
-    /// Adds a running session found at start (see `remote::discover`).
+    /// Adds a running session found at start (see `StateDir::discover`).
     pub fn adopt(&self, handle: SessionHandle) {
         let info = handle.info();
         let mut users = self.lock();
@@ -277,7 +277,7 @@ impl Registry {
     }
 
     /// Renames `owner`'s session `reference` to `new`. The caller tells the
-    /// session (`Request::Rename`).
+    /// session (`ControlRequest::Rename`).
     ///
     /// # Errors
     /// `NotFound`, `Ambiguous`, or `DuplicateName`.

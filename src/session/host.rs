@@ -310,9 +310,12 @@ async fn attachment(
     let Ok(answer) = answer.await else {
         return;
     };
-    let attached = matches!(answer, AttachReply::Attached { .. });
-    if write_frame(&mut writer, &answer).await.is_err() || !attached {
-        // Refused, or attached but gone: the session drops a closed queue.
+    if !matches!(answer, AttachReply::Attached { .. }) {
+        let _ = write_frame(&mut writer, &answer).await;
+        return; // refused: nothing was bound
+    }
+    if write_frame(&mut writer, &answer).await.is_err() {
+        let _ = session.messages.send(Message::Detach { id }).await;
         return;
     }
     let pump = async {
