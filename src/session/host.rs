@@ -290,7 +290,7 @@ const HISTORY_CHUNK: usize = 64 * 1024;
 /// Binds attachment `id`: its events go out as frames; typed bytes and
 /// resizes come in. Closing either way detaches.
 async fn attachment(
-    mut reader: OwnedReadHalf,
+    reader: OwnedReadHalf,
     mut writer: OwnedWriteHalf,
     session: &Mailbox,
     id: AttachmentId,
@@ -325,30 +325,33 @@ async fn attachment(
             }
         }
     };
-    let feed = async {
-        let mut gate = InputGate::default();
-        loop {
-            match read_frame::<_, AttachInput>(&mut reader).await {
-                Ok(Some(AttachInput::Typed(data))) => {
-                    gate.pass(&session.input, Input { id, data }, INPUT_STALL)
-                        .await;
-                }
-                Ok(Some(AttachInput::Resize(size))) => {
-                    let _ = session.messages.send(Message::Resize { id, size }).await;
-                }
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "closed an attachment's connection");
-                    return;
-                }
-            }
-        }
-    };
     tokio::select! {
         () = pump => {}
-        () = feed => {}
+        () = feed(reader, session, id) => {}
     }
     let _ = session.messages.send(Message::Detach { id }).await;
+}
+
+/// Passes attachment `id`'s typed bytes and resizes to the session until
+/// its connection closes.
+async fn feed(mut reader: OwnedReadHalf, session: &Mailbox, id: AttachmentId) {
+    let mut gate = InputGate::default();
+    loop {
+        match read_frame::<_, AttachInput>(&mut reader).await {
+            Ok(Some(AttachInput::Typed(data))) => {
+                gate.pass(&session.input, Input { id, data }, INPUT_STALL)
+                    .await;
+            }
+            Ok(Some(AttachInput::Resize(size))) => {
+                let _ = session.messages.send(Message::Resize { id, size }).await;
+            }
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "closed an attachment's connection");
+                return;
+            }
+        }
+    }
 }
 
 /// How long input from one client may wait for a program that does not read
