@@ -522,11 +522,19 @@ authorized_keys_file = "bob.pub"
         cmd.arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/e2e/clients/asyncssh_client.py"
-        ))
-        .arg(self.port.to_string())
-        .arg(user)
-        .arg(self.key(user))
-        .arg(ALICE_PASSWORD);
+        ));
+        self.round(cmd, user, &[])
+    }
+
+    /// Runs a client program of `clients/` with the arguments they all take
+    /// (`PORT USER KEY PASSWORD`: `user`'s key, alice's password), then
+    /// `extra`; at most three deadlines.
+    fn round(&self, mut cmd: Command, user: &str, extra: &[&str]) -> Output {
+        cmd.arg(self.port.to_string())
+            .arg(user)
+            .arg(self.key(user))
+            .arg(ALICE_PASSWORD)
+            .args(extra);
         run_with_deadline(cmd, DEADLINE * 3)
     }
 
@@ -542,12 +550,8 @@ authorized_keys_file = "bob.pub"
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/e2e/clients/node_ssh2_client.js"
-        ))
-        .arg(self.port.to_string())
-        .arg(user)
-        .arg(self.key(user))
-        .arg(ALICE_PASSWORD);
-        run_with_deadline(cmd, DEADLINE * 3)
+        ));
+        self.round(cmd, user, &[])
     }
 
     /// Runs `clients/JschClient.java` (JSch 0.1.55, Debian's
@@ -594,13 +598,7 @@ authorized_keys_file = "bob.pub"
             ));
         let built = run_with_deadline(go, DEADLINE * 3);
         assert!(built.status.success(), "go build: {}", stderr(&built));
-        let mut client = Command::new(binary);
-        client
-            .arg(self.port.to_string())
-            .arg(user)
-            .arg(self.key(user))
-            .arg(ALICE_PASSWORD);
-        run_with_deadline(client, DEADLINE * 3)
+        self.round(Command::new(binary), user, &[])
     }
 
     /// Builds `clients/NAME.c` against `-lLIBRARY` with cc, into this
@@ -622,25 +620,15 @@ authorized_keys_file = "bob.pub"
     /// `libssh2-1-dev`) as `user` (its key, and alice's password) with
     /// `scenario`.
     pub fn libssh2(&self, user: &str, scenario: &str) -> Output {
-        let mut client = Command::new(self.c_client("libssh2_client", "ssh2"));
-        client
-            .arg(self.port.to_string())
-            .arg(user)
-            .arg(self.key(user))
-            .args([ALICE_PASSWORD, scenario]);
-        run_with_deadline(client, DEADLINE * 3)
+        let client = Command::new(self.c_client("libssh2_client", "ssh2"));
+        self.round(client, user, &[scenario])
     }
 
     /// Runs `clients/libssh_client.c` (libssh 0.10, Debian's `libssh-dev`)
     /// as `user`, with its key and alice's password.
     pub fn libssh(&self, user: &str) -> Output {
-        let mut client = Command::new(self.c_client("libssh_client", "ssh"));
-        client
-            .arg(self.port.to_string())
-            .arg(user)
-            .arg(self.key(user))
-            .arg(ALICE_PASSWORD);
-        run_with_deadline(client, DEADLINE * 3)
+        let client = Command::new(self.c_client("libssh_client", "ssh"));
+        self.round(client, user, &[])
     }
 
     /// An askpass program (`SSH_ASKPASS`) that answers the passwords in

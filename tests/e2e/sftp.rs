@@ -2,7 +2,8 @@
 //! behind a `subsystem sftp` channel, judged by OpenSSH's sftp and scp and
 //! by paramiko's SFTP client.
 
-use std::io::Write;
+use std::path::Path;
+use std::process::Output;
 
 use crate::harness::{
     Client, DEADLINE, Options, Server, run_with_deadline, stderr, stdout, through_master,
@@ -32,20 +33,36 @@ fn assert_round_trip(remote: &std::path::Path, back: &std::path::Path, data: &[u
     assert!(downloaded == data, "download differs");
 }
 
+/// Runs OpenSSH's `sftp -b` with `commands` (one per line) as alice,
+/// through the master at `master` when given.
+fn sftp_batch(server: &Server, commands: &[String], master: Option<&Path>) -> Output {
+    let batch = server.dir.path().join("batch");
+    std::fs::write(&batch, commands.join("\n") + "\n").expect("batch");
+    let mut cmd = server.file_transfer("sftp", "alice");
+    if let Some(master) = master {
+        cmd = through_master(cmd, master);
+    }
+    cmd.arg("-b").arg(&batch).arg("alice@127.0.0.1");
+    run_with_deadline(cmd, DEADLINE)
+}
+
+/// `put LOCAL REMOTE` then `get REMOTE BACK`.
+fn put_get(local: &Path, remote: &Path, back: &Path) -> [String; 2] {
+    [
+        format!("put {} {}", local.display(), remote.display()),
+        format!("get {} {}", remote.display(), back.display()),
+    ]
+}
+
 #[test]
 fn sftp_puts_and_gets_a_mebibyte_byte_identical() {
     let server = Server::start();
     let (local, data) = random_file(&server, "local.bin");
     let remote = server.dir.path().join("remote.bin");
     let back = server.dir.path().join("back.bin");
-    let batch = server.dir.path().join("batch");
-    let mut file = std::fs::File::create(&batch).expect("batch");
-    writeln!(file, "pwd").expect("write");
-    writeln!(file, "put {} {}", local.display(), remote.display()).expect("write");
-    writeln!(file, "get {} {}", remote.display(), back.display()).expect("write");
-    let mut cmd = server.file_transfer("sftp", "alice");
-    cmd.arg("-b").arg(&batch).arg("alice@127.0.0.1");
-    let out = run_with_deadline(cmd, DEADLINE);
+    let mut commands = vec!["pwd".to_owned()];
+    commands.extend(put_get(&local, &remote, &back));
+    let out = sftp_batch(&server, &commands, None);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_round_trip(&remote, &back, &data);
     // sshd's Subsystem runs in the user's home directory; so does keepsh's.
@@ -95,21 +112,7 @@ fn sftp_and_scp_through_one_controlmaster_connection_beside_its_shell() {
     let (local, data) = random_file(&server, "cm-local.bin");
     let remote = server.dir.path().join("cm-remote.bin");
     let back = server.dir.path().join("cm-back.bin");
-    let batch = server.dir.path().join("cm-batch");
-    std::fs::write(
-        &batch,
-        format!(
-            "put {} {}\nget {} {}\n",
-            local.display(),
-            remote.display(),
-            remote.display(),
-            back.display()
-        ),
-    )
-    .expect("batch");
-    let mut sftp = through_master(server.file_transfer("sftp", "alice"), &master);
-    sftp.arg("-b").arg(&batch).arg("alice@127.0.0.1");
-    let out = run_with_deadline(sftp, DEADLINE);
+    let out = sftp_batch(&server, &put_get(&local, &remote, &back), Some(&master));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_round_trip(&remote, &back, &data);
     let scp_back = server.dir.path().join("cm-scp-back.bin");
@@ -160,11 +163,7 @@ fn with_sftp_turned_off_the_subsystem_is_refused_and_the_server_carries_on() {
         server: "sftp_server = \"\"",
         ..Default::default()
     });
-    let batch = server.dir.path().join("batch");
-    std::fs::write(&batch, "pwd\n").expect("batch");
-    let mut cmd = server.file_transfer("sftp", "alice");
-    cmd.arg("-b").arg(&batch).arg("alice@127.0.0.1");
-    let out = run_with_deadline(cmd, DEADLINE);
+    let out = sftp_batch(&server, &["pwd".to_owned()], None);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("subsystem request failed"),
