@@ -25,7 +25,7 @@
 //!   attached or typed (tmux's `window-size latest`).
 
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -43,7 +43,7 @@ use super::ring::RingBuffer;
 use super::screen::{self, Screen};
 use crate::protocol::host::SessionSettings;
 use crate::protocol::{
-    AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, HistoryFormat, MAX_PTY_ROWS,
+    AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, HistoryFormat,
     PtySize, Refusal, SessionInfo, SessionState, SignalName,
 };
 
@@ -104,11 +104,6 @@ pub(super) struct Input {
 /// unfinished escape sequence (OSC titles and hyperlinks fit; a longer
 /// sequence cut by a redraw prints its remainder as text).
 const UNFINISHED_SEARCH: u64 = 64 * 1024;
-/// How long the PTY stays one row taller when a full-screen program is made
-/// to repaint (two SIGWINCHes; shpool does the same).
-const REPAINT_HOLD: Duration = Duration::from_millis(100);
-/// Fewest time between two such repaints.
-const REPAINT_INTERVAL: Duration = Duration::from_secs(1);
 
 type WaitForRoom =
     Pin<Box<dyn Future<Output = (AttachmentId, Result<OwnedPermit<Event>, SendError<()>>)> + Send>>;
@@ -138,9 +133,6 @@ pub(super) struct Actor {
     timers: Timers,
     /// The PTY's output has ended (or is no longer read, after an exit).
     output_eof: bool,
-    /// The PTY is one row taller until then, to make the program repaint.
-    repaint_deadline: Option<Instant>,
-    last_repaint: Option<Instant>,
 }
 
 impl Actor {
@@ -170,8 +162,6 @@ impl Actor {
             lifecycle: Lifecycle::start(Instant::now(), &timers),
             timers,
             output_eof: false,
-            repaint_deadline: None,
-            last_repaint: None,
         }
     }
 
@@ -234,22 +224,13 @@ impl Actor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        [self.lifecycle.deadline(), self.repaint_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        self.lifecycle.deadline()
     }
 
     fn on_deadline(&mut self) {
         let now = Instant::now();
         let effect = self.lifecycle.deadline_passed(now, &self.timers);
         self.apply(effect);
-        if self.repaint_deadline.is_some_and(|d| d <= now) {
-            self.repaint_deadline = None;
-            if self.info.exit.is_none() {
-                self.pty.resize(self.info.size);
-            }
-        }
     }
 
     /// Carries out what a lifecycle transition asks for.
@@ -355,37 +336,6 @@ impl Actor {
         screen::history(&output, self.info.size)
     }
 
-    /// Makes a full-screen program repaint itself: the PTY grows one row for
-    /// [`REPAINT_HOLD`], then takes its size back (two SIGWINCHes). Only
-    /// when the screen model says it may be needed, at most every
-    /// [`REPAINT_INTERVAL`].
-    fn request_repaint(&mut self) {
-        let now = Instant::now();
-        if !self.screen.needs_repaint()
-            || self.info.exit.is_some()
-            || self.repaint_deadline.is_some()
-            || self
-                .last_repaint
-                .is_some_and(|at| now < at + REPAINT_INTERVAL)
-        {
-            return;
-        }
-        let size = self.info.size;
-        let rows = if size.rows() < MAX_PTY_ROWS {
-            size.rows() + 1
-        } else {
-            size.rows() - 1
-        };
-        tracing::debug!("asking the program to repaint");
-        self.pty.resize(PtySize::from_request(
-            u32::from(size.cols()),
-            u32::from(rows),
-            size,
-        ));
-        self.repaint_deadline = Some(now + REPAINT_HOLD);
-        self.last_repaint = Some(now);
-    }
-
     fn attach(
         &mut self,
         id: AttachmentId,
@@ -427,7 +377,7 @@ impl Actor {
         );
         let (clients, now) = (self.attachments.len(), Instant::now());
         self.lifecycle.clients(clients, now, &self.timers);
-        let resized = self.apply_size();
+        self.apply_size();
         let index = self.attachments.len() - 1;
         if terminal {
             // Drawn after the model took the client's size (as a terminal
@@ -435,9 +385,6 @@ impl Actor {
             // output continues from; the program repaints for the new size.
             let redraw = redraw(&self.ring, &self.screen, &self.history_lines());
             self.attachments[index].redraw_first(redraw);
-            if !resized {
-                self.request_repaint();
-            }
         }
         if !self.pump(index) {
             self.detach(id);
@@ -493,9 +440,6 @@ impl Actor {
             permit.send(event);
             att.advance(advance);
         }
-        if feed.resynced {
-            self.request_repaint();
-        }
         if !self.pump(index) {
             self.detach(id);
         }
@@ -513,16 +457,13 @@ impl Actor {
             self.waiting
                 .push(Box::pin(async move { (id, tx.reserve_owned().await) }));
         }
-        if feed.resynced {
-            self.request_repaint();
-        }
         pumped != Pumped::Closed
     }
 
     /// Gives the PTY (and the screen model) the size of the most recently
     /// active writable client that has one. Byte-stream and read-only
-    /// clients never decide it. Returns whether the size changed.
-    fn apply_size(&mut self) -> bool {
+    /// clients never decide it.
+    fn apply_size(&mut self) {
         let leader = self
             .attachments
             .iter()
@@ -537,9 +478,7 @@ impl Actor {
             self.screen.resize(size);
             self.info.size = size;
             self.publish();
-            return true;
         }
-        false
     }
 
     fn kill(&mut self) {
@@ -592,18 +531,11 @@ struct Feed<'a> {
     ring: &'a RingBuffer,
     screen: &'a Screen,
     exit: Option<&'a ExitStatus>,
-    /// A terminal was redrawn: the program should repaint too.
-    resynced: bool,
 }
 
 impl<'a> Feed<'a> {
     fn of(ring: &'a RingBuffer, screen: &'a Screen, exit: Option<&'a ExitStatus>) -> Feed<'a> {
-        Feed {
-            ring,
-            screen,
-            exit,
-            resynced: false,
-        }
+        Feed { ring, screen, exit }
     }
 }
 
@@ -621,7 +553,6 @@ impl Source for Feed<'_> {
     }
 
     fn resync(&mut self) -> Bytes {
-        self.resynced = true;
         redraw(self.ring, self.screen, "")
     }
 }

@@ -1,0 +1,443 @@
+//! The redraw: terminal bytes written from the model's state, which bring
+//! any VT/xterm-family terminal to the same screen and the same modes.
+//!
+//! Nothing written here makes the viewer's terminal answer (no DA, DSR,
+//! DECRQSS, `CSI 21 t`, OSC 10/11 `?` or OSC 52): the redraw is state, never
+//! a replay of the program's requests (DESIGN §6).
+
+use std::fmt::Write as _;
+
+use alacritty_terminal::grid::{Dimensions, Grid};
+use alacritty_terminal::index::{Column, Line, Point};
+use alacritty_terminal::term::cell::{Cell, Flags};
+use alacritty_terminal::term::{Term, TermMode};
+use alacritty_terminal::vte::ansi::{
+    CharsetIndex, Color, CursorShape, CursorStyle, KeyboardModes, ModifyOtherKeys, NamedColor,
+    StandardCharset,
+};
+
+/// What a cell looks like apart from its character: the SGR and OSC 8
+/// state a terminal must be in to print it.
+#[derive(Clone, PartialEq)]
+pub(super) struct Pen {
+    fg: Color,
+    bg: Color,
+    flags: Flags,
+    underline: Option<Color>,
+    /// `(id, uri)` of the OSC 8 hyperlink; an id alacritty made up is `None`.
+    link: Option<(Option<String>, String)>,
+}
+
+/// Cell flags that are attributes (SGR) rather than layout.
+const ATTRIBUTES: Flags = Flags::BOLD
+    .union(Flags::DIM)
+    .union(Flags::ITALIC)
+    .union(Flags::ALL_UNDERLINES)
+    .union(Flags::BLINK)
+    .union(Flags::INVERSE)
+    .union(Flags::HIDDEN)
+    .union(Flags::STRIKEOUT)
+    .union(Flags::OVERLINE);
+
+impl Pen {
+    /// The terminal's state after `CSI m` and `OSC 8 ; ; ST`.
+    pub(super) fn plain() -> Pen {
+        Pen {
+            fg: Color::Named(NamedColor::Foreground),
+            bg: Color::Named(NamedColor::Background),
+            flags: Flags::empty(),
+            underline: None,
+            link: None,
+        }
+    }
+
+    pub(super) fn of(cell: &Cell) -> Pen {
+        let link = cell.hyperlink().map(|link| {
+            let id = (!link.id().ends_with("_alacritty")).then(|| link.id().to_owned());
+            (id, link.uri().to_owned())
+        });
+        Pen {
+            fg: cell.fg,
+            bg: cell.bg,
+            flags: cell.flags & ATTRIBUTES,
+            underline: cell.underline_color(),
+            link,
+        }
+    }
+
+    /// Writes what changes the terminal from `self` to `to`: one SGR that
+    /// starts with a reset (so it does not depend on what each attribute's
+    /// cancel code is), and an OSC 8 when the hyperlink changes.
+    pub(super) fn switch(&self, to: &Pen, out: &mut String) {
+        if (&self.fg, &self.bg, self.flags, &self.underline)
+            != (&to.fg, &to.bg, to.flags, &to.underline)
+        {
+            out.push_str("\x1b[0");
+            for (flag, code) in [
+                (Flags::BOLD, "1"),
+                (Flags::DIM, "2"),
+                (Flags::ITALIC, "3"),
+                (Flags::UNDERLINE, "4"),
+                (Flags::DOUBLE_UNDERLINE, "4:2"),
+                (Flags::UNDERCURL, "4:3"),
+                (Flags::DOTTED_UNDERLINE, "4:4"),
+                (Flags::DASHED_UNDERLINE, "4:5"),
+                (Flags::BLINK, "5"),
+                (Flags::INVERSE, "7"),
+                (Flags::HIDDEN, "8"),
+                (Flags::STRIKEOUT, "9"),
+                (Flags::OVERLINE, "53"),
+            ] {
+                if to.flags.contains(flag) {
+                    out.push(';');
+                    out.push_str(code);
+                }
+            }
+            color(out, to.fg, 30, 90, "38");
+            color(out, to.bg, 40, 100, "48");
+            if let Some(underline) = to.underline {
+                color(out, underline, 0, 0, "58");
+            }
+            out.push('m');
+        }
+        if self.link != to.link {
+            match &to.link {
+                Some((Some(id), uri)) => {
+                    let _ = write!(out, "\x1b]8;id={id};{uri}\x1b\\");
+                }
+                Some((None, uri)) => {
+                    let _ = write!(out, "\x1b]8;;{uri}\x1b\\");
+                }
+                None => out.push_str("\x1b]8;;\x1b\\"),
+            }
+        }
+    }
+}
+
+/// `;` and the SGR parameters of `color`: `base + n` for the eight basic
+/// colours, `bright + n` for the bright ones, `extended;5;n` for the 256
+/// palette and `extended;2;r;g;b` for direct colour. The default colour
+/// adds nothing (the SGR starts with a reset).
+fn color(out: &mut String, color: Color, base: u8, bright: u8, extended: &str) {
+    match color {
+        Color::Named(named) if (named as usize) < 8 && base > 0 => {
+            let _ = write!(out, ";{}", base + named as u8);
+        }
+        Color::Named(named) if (named as usize) < 16 && base > 0 => {
+            let _ = write!(out, ";{}", bright + named as u8 - 8);
+        }
+        Color::Named(named) if (named as usize) < 16 => {
+            let _ = write!(out, ";{extended};5;{}", named as u8);
+        }
+        Color::Named(_) => {}
+        Color::Indexed(index) => {
+            let _ = write!(out, ";{extended};5;{index}");
+        }
+        Color::Spec(rgb) => {
+            let _ = write!(out, ";{extended};2;{};{};{}", rgb.r, rgb.g, rgb.b);
+        }
+    }
+}
+
+/// Whether `cell` looks like a cell that was never written.
+fn is_blank(cell: &Cell) -> bool {
+    cell.c == ' ' && cell.zerowidth().is_none() && Pen::of(cell) == Pen::plain()
+}
+
+/// Fewest blank cells skipped over with CUF rather than printed as spaces.
+const MIN_SKIP: usize = 4;
+
+/// Writes the cells of one grid row (`line`, 0 at the top of the screen,
+/// negative in history) from the cursor on, leaving `pen` as the terminal's
+/// pen afterwards. Blank cells are skipped over (CUF) when `skip` (the row
+/// is drawn on a cleared screen), printed as spaces otherwise; trailing
+/// ones are left out unless the row wraps onto the next one, which needs
+/// the whole row printed. Returns whether the row wraps.
+pub(super) fn row(
+    grid: &Grid<Cell>,
+    line: Line,
+    skip: bool,
+    pen: &mut Pen,
+    out: &mut String,
+) -> bool {
+    let row = &grid[line];
+    let columns = grid.columns();
+    let wraps = row[Column(columns - 1)].flags.contains(Flags::WRAPLINE);
+    let end = if wraps {
+        columns
+    } else {
+        (0..columns)
+            .rposition(|column| !is_blank(&row[Column(column)]))
+            .map_or(0, |last| last + 1)
+    };
+    let mut blanks = 0;
+    for column in 0..end {
+        let cell = &row[Column(column)];
+        if cell.flags.contains(Flags::WIDE_CHAR_SPACER) {
+            continue;
+        }
+        if skip && is_blank(cell) && column + 1 < end {
+            blanks += 1;
+            continue;
+        }
+        if blanks >= MIN_SKIP {
+            let _ = write!(out, "\x1b[{blanks}C");
+        } else if blanks > 0 {
+            pen.switch(&Pen::plain(), out);
+            *pen = Pen::plain();
+            out.extend(std::iter::repeat_n(' ', blanks));
+        }
+        blanks = 0;
+        let next = Pen::of(cell);
+        pen.switch(&next, out);
+        *pen = next;
+        if cell.flags.contains(Flags::LEADING_WIDE_CHAR_SPACER) {
+            // The last column, left empty by a wide character that did not
+            // fit: printing the character in the next row wraps the same way.
+            continue;
+        }
+        out.push(cell.c);
+        for &mark in cell.zerowidth().unwrap_or_default() {
+            out.push(mark);
+        }
+    }
+    wraps
+}
+
+/// Draws a whole grid on a cleared screen, top to bottom.
+fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
+    pen.switch(&Pen::plain(), out);
+    *pen = Pen::plain();
+    out.push_str("\x1b[H\x1b[2J");
+    let mut wrapped = false;
+    for line in 0..grid.screen_lines() {
+        if !wrapped {
+            let _ = write!(out, "\x1b[{};1H", line + 1);
+        }
+        wrapped = row(grid, Line(line as i32), true, pen, out);
+    }
+}
+
+/// G0..G3 designations of `cursor_charsets` (SCS, `ESC ( B`, `ESC ( 0`…).
+fn charsets(grid: &Grid<Cell>, saved: bool, out: &mut String) {
+    let cursor = if saved { &grid.saved_cursor } else { &grid.cursor };
+    for (index, intermediate) in [
+        (CharsetIndex::G0, '('),
+        (CharsetIndex::G1, ')'),
+        (CharsetIndex::G2, '*'),
+        (CharsetIndex::G3, '+'),
+    ] {
+        let final_byte = match cursor.charsets[index] {
+            StandardCharset::Ascii => 'B',
+            StandardCharset::SpecialCharacterAndLineDrawing => '0',
+        };
+        let _ = write!(out, "\x1b{intermediate}{final_byte}");
+    }
+}
+
+/// Places the cursor at `point` of `grid`, written as a row `top` rows
+/// lower (the top of the scroll region in origin mode, else 0), with the
+/// pending-wrap state of a cursor that has just printed the last column if
+/// `wrap`.
+fn place(grid: &Grid<Cell>, point: Point, top: i32, wrap: bool, pen: &mut Pen, out: &mut String) {
+    let line = Line(point.line.0.clamp(0, grid.screen_lines() as i32 - 1));
+    let column = Column(point.column.0.min(grid.columns() - 1));
+    let row = line.0 - top + 1;
+    if wrap {
+        let mut start = column;
+        if start.0 > 0 && grid[line][start].flags.contains(Flags::WIDE_CHAR_SPACER) {
+            start.0 -= 1;
+        }
+        let _ = write!(out, "\x1b[{row};{}H", start.0 + 1);
+        let cell = &grid[line][start];
+        let next = Pen::of(cell);
+        pen.switch(&next, out);
+        *pen = next;
+        out.push(cell.c);
+        for &mark in cell.zerowidth().unwrap_or_default() {
+            out.push(mark);
+        }
+    } else {
+        let _ = write!(out, "\x1b[{row};{}H", column.0 + 1);
+    }
+}
+
+/// The state every redraw starts from, whatever the terminal showed before:
+/// primary screen, whole-screen scroll region, origin mode off, autowrap
+/// on, insert mode off, cursor hidden while drawing, ASCII in G0, plain
+/// pen, no hyperlink, default palette and colours (OSC 104/110/111/112),
+/// no kitty keyboard flags, modifyOtherKeys off. The cursor ends on the
+/// bottom row, from where printed lines scroll into the scrollback.
+pub(super) const RESET: &str = "\x1b[?1049l\x1b[r\x1b[?6l\x1b[?7h\x1b[4l\x1b[?25l\
+    \x1b(B\x0f\x1b[m\x1b]8;;\x1b\\\x1b]104\x1b\\\x1b]110\x1b\\\x1b]111\x1b\\\x1b]112\x1b\\\
+    \x1b[<99u\x1b[=0;1u\x1b[>4;0m\x1b[999;1H";
+
+/// Writes the screen and its state after [`RESET`] (and any history lines).
+pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
+    let mode = *term.mode();
+    let mut pen = Pen::plain();
+    let (active, inactive) = term.keyboard_mode_stacks();
+    if mode.contains(TermMode::ALT_SCREEN) {
+        // The primary screen first, then the cursor that leaving the
+        // alternate screen restores (1049 saves it on the way in).
+        let primary = term.inactive_grid();
+        grid(primary, &mut pen, out);
+        keyboard_stack(inactive, out);
+        charsets(primary, false, out);
+        place(primary, primary.cursor.point, 0, false, &mut pen, out);
+        let next = Pen::of(&primary.cursor.template);
+        pen.switch(&next, out);
+        pen = next;
+        out.push_str("\x1b[?1049h");
+    }
+    let screen = term.grid();
+    grid(screen, &mut pen, out);
+    keyboard_stack(active, out);
+    tab_stops(term, out);
+    // The saved cursor (DECSC): its place, pen and character sets.
+    let saved = &screen.saved_cursor;
+    place(screen, saved.point, 0, false, &mut pen, out);
+    let next = Pen::of(&saved.template);
+    pen.switch(&next, out);
+    pen = next;
+    charsets(screen, true, out);
+    out.push_str("\x1b7");
+    terminal_state(term, out);
+    // The cursor, last: its place and pending wrap, pen and charsets.
+    let cursor = &screen.cursor;
+    let mut top = 0;
+    let region = term.scroll_region();
+    if (region.start.0, region.end.0) != (0, screen.screen_lines() as i32) {
+        let _ = write!(out, "\x1b[{};{}r", region.start.0 + 1, region.end.0);
+    }
+    if mode.contains(TermMode::ORIGIN) {
+        out.push_str("\x1b[?6h");
+        top = region.start.0;
+    }
+    place(screen, cursor.point, top, cursor.input_needs_wrap, &mut pen, out);
+    pen.switch(&Pen::of(&cursor.template), out);
+    charsets(screen, false, out);
+    out.push_str(match term.active_charset() {
+        CharsetIndex::G0 => "\x0f",
+        CharsetIndex::G1 => "\x0e",
+        CharsetIndex::G2 => "\x1bn",
+        CharsetIndex::G3 => "\x1bo",
+    });
+    modes(mode, out);
+}
+
+/// Empties the kitty keyboard protocol stack of the screen in use (`CSI <
+/// 99 u`), then pushes `stack` (`CSI > flags u`), oldest first.
+fn keyboard_stack(stack: &[KeyboardModes], out: &mut String) {
+    out.push_str("\x1b[<99u");
+    for modes in stack {
+        let _ = write!(out, "\x1b[>{}u", modes.bits());
+    }
+}
+
+/// Clears every tab stop (TBC 3) and sets the model's (HTS).
+fn tab_stops<T>(term: &Term<T>, out: &mut String) {
+    out.push_str("\x1b[3g");
+    for column in term.tab_stops() {
+        let _ = write!(out, "\x1b[1;{}H\x1bH", column.0 + 1);
+    }
+}
+
+/// Palette and colours (OSC 4, 10, 11, 12), the title and its stack (OSC 2,
+/// XTWINOPS 22), the cursor style (DECSCUSR) and modifyOtherKeys.
+fn terminal_state<T>(term: &Term<T>, out: &mut String) {
+    let colors = term.colors();
+    let hex = |rgb: alacritty_terminal::vte::ansi::Rgb| {
+        format!("rgb:{:02x}/{:02x}/{:02x}", rgb.r, rgb.g, rgb.b)
+    };
+    for index in 0..256 {
+        if let Some(rgb) = colors[index] {
+            let _ = write!(out, "\x1b]4;{index};{}\x1b\\", hex(rgb));
+        }
+    }
+    for (named, osc) in [
+        (NamedColor::Foreground, 10),
+        (NamedColor::Background, 11),
+        (NamedColor::Cursor, 12),
+    ] {
+        if let Some(rgb) = colors[named] {
+            let _ = write!(out, "\x1b]{osc};{}\x1b\\", hex(rgb));
+        }
+    }
+    let (title, stack) = term.title();
+    for pushed in stack {
+        let _ = write!(out, "\x1b]2;{}\x1b\\\x1b[22;2t", pushed.as_deref().unwrap_or(""));
+    }
+    if let Some(title) = title {
+        let _ = write!(out, "\x1b]2;{title}\x1b\\");
+    } else if !stack.is_empty() {
+        out.push_str("\x1b]2;\x1b\\");
+    }
+    let style = term.cursor_style();
+    if style == CursorStyle::default() {
+        out.push_str("\x1b[0 q");
+    } else {
+        let steady = match style.shape {
+            CursorShape::Underline => 4,
+            CursorShape::Beam => 6,
+            _ => 2,
+        };
+        let _ = write!(out, "\x1b[{} q", steady - u8::from(style.blinking));
+    }
+    let level = match term.modify_other_keys() {
+        ModifyOtherKeys::Reset => 0,
+        ModifyOtherKeys::EnableExceptWellDefined => 1,
+        ModifyOtherKeys::EnableAll => 2,
+    };
+    if level > 0 {
+        let _ = write!(out, "\x1b[>4;{level}m");
+    }
+}
+
+/// The modes, set or reset each (DECSET/DECRST, SM/RM, DECKPAM/DECKPNM, the
+/// kitty keyboard flags), the cursor's visibility last.
+fn modes(mode: TermMode, out: &mut String) {
+    let mut private = |on: bool, code: u16| {
+        let _ = write!(out, "\x1b[?{code}{}", if on { 'h' } else { 'l' });
+    };
+    private(mode.contains(TermMode::APP_CURSOR), 1);
+    private(mode.contains(TermMode::LINE_WRAP), 7);
+    for (flag, code) in [
+        (TermMode::MOUSE_REPORT_CLICK, 1000),
+        (TermMode::MOUSE_DRAG, 1002),
+        (TermMode::MOUSE_MOTION, 1003),
+    ] {
+        private(false, code);
+        if mode.contains(flag) {
+            private(true, code);
+        }
+    }
+    private(mode.contains(TermMode::FOCUS_IN_OUT), 1004);
+    private(mode.contains(TermMode::UTF8_MOUSE), 1005);
+    private(mode.contains(TermMode::SGR_MOUSE), 1006);
+    // On by default in the model, off by default in xterm: only a program's
+    // reset is carried.
+    if !mode.contains(TermMode::ALTERNATE_SCROLL) {
+        private(false, 1007);
+    }
+    private(mode.contains(TermMode::BRACKETED_PASTE), 2004);
+    out.push_str(if mode.contains(TermMode::INSERT) {
+        "\x1b[4h"
+    } else {
+        "\x1b[4l"
+    });
+    out.push_str(if mode.contains(TermMode::LINE_FEED_NEW_LINE) {
+        "\x1b[20h"
+    } else {
+        "\x1b[20l"
+    });
+    out.push_str(if mode.contains(TermMode::APP_KEYPAD) {
+        "\x1b="
+    } else {
+        "\x1b>"
+    });
+    let kitty = (mode & TermMode::KITTY_KEYBOARD_PROTOCOL).bits() >> 18;
+    let _ = write!(out, "\x1b[={kitty};1u");
+    let visible = mode.contains(TermMode::SHOW_CURSOR);
+    let _ = write!(out, "\x1b[?25{}", if visible { 'h' } else { 'l' });
+}
