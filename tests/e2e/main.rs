@@ -3,12 +3,14 @@
 //! small harness, a file per behaviour.
 
 mod harness;
+mod tmux;
 
 mod algorithms;
 mod auth;
 mod bad_input;
 mod channels;
 mod commands;
+mod fidelity;
 mod first_run;
 mod hygiene;
 mod in_process;

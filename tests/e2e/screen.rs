@@ -1,29 +1,15 @@
-//! Screen fidelity: a client that reattaches sees exactly what a client that
-//! stayed attached sees — every cell with its colours, the cursor, the
-//! alternate screen and the input modes — for real full-screen programs and
-//! a scripted one. Both are rendered with a terminal emulator in the test.
+//! What a reattaching client is sent: a clean screen after the ring buffer
+//! wrapped mid-sequence, byte-exact output from an offset, history as text
+//! and raw bytes, history in the terminal's scrollback, the size of the
+//! newest client. (Screen fidelity, judged by tmux, is in `fidelity.rs`.)
 
 use std::time::Instant;
 
-use crate::harness::{Client, DEADLINE, Options, Server, poll, stdout, wait_until};
-
-/// Waits until `stayed` and `returned` render the same state; on a timeout,
-/// fails showing both.
-fn wait_same(stayed: &Client, returned: &Client) {
-    let states = || (stayed.terminal().state(), returned.terminal().state());
-    let same = || {
-        let (a, b) = states();
-        (a == b).then_some(())
-    };
-    if poll(DEADLINE, same).is_none() {
-        let (a, b) = states();
-        panic!("screens differ.\n--- attached all along:\n{a}\n--- reattached:\n{b}");
-    }
-}
+use crate::harness::{Client, DEADLINE, Options, Server, stdout, wait_until};
 
 /// `script` as one word of the exec request (ssh joins its arguments with
 /// spaces; keepsh splits them like a POSIX shell).
-fn sh(script: &str) -> String {
+pub fn sh(script: &str) -> String {
     shell_words::quote(script).into_owned()
 }
 
@@ -32,174 +18,6 @@ fn wait_screen(client: &Client, text: &str) {
     wait_until(&format!("{text:?} on the screen"), DEADLINE, || {
         client.terminal().screen().contents().contains(text)
     });
-}
-
-/// The scenario every program goes through: `stayed` created the session
-/// running `program` and stays; another client attaches, drops, the
-/// program changes the screen (`while_away`, typed into `stayed`), and a
-/// third client reattaches: it must render what `stayed` renders.
-fn reattach_matches(program: &[&str], ready: &str, while_away: &str, changed: &str) {
-    let server = Server::start();
-    let quoted: Vec<String> = program.iter().map(|arg| sh(arg)).collect();
-    let mut args = vec!["new", "fidelity", "--"];
-    args.extend(quoted.iter().map(String::as_str));
-    let mut stayed = server.tt("alice", &args);
-    wait_screen(&stayed, ready);
-
-    let mut dropped = server.tt("alice", &["attach", "fidelity"]);
-    wait_screen(&dropped, ready);
-    dropped.kill();
-    wait_until("the dropped client to leave", DEADLINE, || {
-        server
-            .session("alice", "fidelity")
-            .is_some_and(|s| s["clients"] == 1)
-    });
-
-    stayed.send(while_away);
-    wait_screen(&stayed, changed);
-    let returned = server.tt("alice", &["attach", "fidelity"]);
-    wait_screen(&returned, changed);
-    wait_same(&stayed, &returned);
-}
-
-/// A full-screen program written for the test: alternate screen, a title,
-/// colours, a scroll region under a fixed header, and bracketed paste,
-/// application cursor keys and keypad, SGR mouse reporting and focus
-/// events. Like a real TUI it repaints on SIGWINCH (header, status line and
-/// scroll region, which the screen model cannot carry; not the lines).
-const TUI: &str = r#"
-draw() {
-  printf '\033[H\033[1;37;44m header: scroll region below \033[m'
-  printf '\033[24;1H\033[7m status line \033[m\033[2;23r\033[23;1H'
-}
-trap draw WINCH
-printf '\033]2;scripted tui\007\033[?2004h\033[?1h\033=\033[?1002h\033[?1006h\033[?1004h'
-printf '\033[?1049h\033[H\033[2J'
-draw
-printf '\033[32mready\033[m\n'
-i=0
-while :; do
-  if read -r line; then
-    i=$((i+1))
-    printf '\033[1;31m%s\033[0;3m line\033[m \033[38;5;208m%s\033[m\n' "$i" "$line"
-  fi
-done
-"#;
-
-#[test]
-fn a_scripted_tui_is_restored_cell_for_cell_with_its_modes() {
-    let lines: String = (1..=40).map(|i| format!("away-{i}\n")).collect();
-    reattach_matches(&["bash", "-c", TUI], "ready", &lines, "away-40");
-}
-
-#[test]
-fn a_scripted_tui_keeps_its_modes_and_title_after_reattach() {
-    let server = Server::start();
-    let stayed = server.tt("alice", &["new", "tui", "--", "bash", "-c", &sh(TUI)]);
-    wait_screen(&stayed, "ready");
-    let returned = server.tt("alice", &["attach", "tui"]);
-    wait_screen(&returned, "ready");
-    let screen = returned.terminal();
-    let screen = screen.screen();
-    assert!(screen.alternate_screen());
-    assert!(screen.bracketed_paste());
-    assert!(screen.application_cursor());
-    assert!(screen.application_keypad());
-    assert_eq!(
-        screen.mouse_protocol_mode(),
-        vt100::MouseProtocolMode::ButtonMotion
-    );
-    assert_eq!(
-        screen.mouse_protocol_encoding(),
-        vt100::MouseProtocolEncoding::Sgr
-    );
-    // What vt100 does not track, seen in the bytes.
-    let bytes = String::from_utf8_lossy(&returned.bytes()).into_owned();
-    assert!(bytes.contains("\x1b]2;scripted tui\x07"), "title restored");
-    assert!(bytes.contains("\x1b[?1004h"), "focus events restored");
-}
-
-fn have(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-#[test]
-fn vim_is_restored_cell_for_cell() {
-    let program = if have("vim") { "vim" } else { "vi" };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("main.rs");
-    let text: String = (1..=60)
-        .map(|i| format!("fn f{i}() -> u32 {{ {i} }} // line {i}\n"))
-        .collect();
-    std::fs::write(&file, text).expect("write file");
-    let file = file.to_string_lossy().into_owned();
-    // -u NONE: no user vimrc; syntax colours, line numbers, mouse on.
-    let vim = [
-        program,
-        "-u",
-        "NONE",
-        "-i",
-        "NONE",
-        "-N",
-        "-c",
-        "syntax on",
-        "-c",
-        "set number mouse=a",
-        &file,
-    ];
-    reattach_matches(&vim, "line 1", "Gotyped while away\x1b", "typed while away");
-}
-
-#[test]
-fn less_is_restored_cell_for_cell() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("text");
-    let text: String = (1..=500).map(|i| format!("row {i}\n")).collect();
-    std::fs::write(&file, text).expect("write file");
-    let file = file.to_string_lossy().into_owned();
-    // Two pages down while away.
-    reattach_matches(&["less", &file], "row 1", "  ", "row 50");
-}
-
-#[test]
-fn top_is_restored_cell_for_cell() {
-    // top refreshes every second; the screens agree between refreshes.
-    // 'i' (idle processes off) changes the screen while away.
-    reattach_matches(&["top", "-d", "1"], "load average", "i", "load average");
-}
-
-#[test]
-fn reattach_after_the_ring_wrapped_mid_escape_sequence_shows_a_clean_screen() {
-    // 4 KiB of ring and ~200 KiB of output that is almost all escape
-    // sequences (truecolour on every character, no newline): the ring's
-    // oldest byte is in the middle of one.
-    let server = Server::start_with(Options {
-        sessions: "scrollback_bytes = \"4KiB\"",
-        ..Options::default()
-    });
-    let script = r#"
-i=0
-while [ $i -lt 3000 ]; do
-  i=$((i+1))
-  printf '\033[%d;%dH\033[38;2;%d;%d;%dm\033[48;2;1;2;3m#' $((i % 24 + 1)) $((i % 80 + 1)) $((i % 256)) 7 9
-  printf '\033[38;5;%dmx\033[1;4mw\033[m' $((i % 256))
-done
-printf '\033[1;1Hwrapped-done'
-exec sleep 1000
-"#;
-    let stayed = server.tt("alice", &["new", "wrap", "--", "bash", "-c", &sh(script)]);
-    wait_screen(&stayed, "wrapped-done");
-    wait_until("the ring to wrap many times", DEADLINE, || {
-        server
-            .session("alice", "wrap")
-            .is_some_and(|s| s["output_offset"].as_u64() > Some(64 * 1024))
-    });
-    let returned = server.tt("alice", &["attach", "wrap"]);
-    wait_screen(&returned, "wrapped-done");
-    wait_same(&stayed, &returned);
 }
 
 #[test]

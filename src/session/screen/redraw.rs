@@ -144,6 +144,18 @@ fn is_blank(cell: &Cell) -> bool {
     cell.c == ' ' && cell.zerowidth().is_none() && Pen::of(cell) == Pen::plain()
 }
 
+/// Whether `cell` looks like a cell erased (EL, ED, ECH) with `bg` as the
+/// background: a space with no attribute but that colour.
+fn is_erased(cell: &Cell, bg: Color) -> bool {
+    cell.c == ' '
+        && cell.zerowidth().is_none()
+        && Pen::of(cell)
+            == Pen {
+                bg,
+                ..Pen::plain()
+            }
+}
+
 /// Fewest blank cells skipped over with CUF rather than printed as spaces.
 const MIN_SKIP: usize = 4;
 
@@ -151,7 +163,8 @@ const MIN_SKIP: usize = 4;
 /// negative in history) from the cursor on, leaving `pen` as the terminal's
 /// pen afterwards. Blank cells are skipped over (CUF) when `skip` (the row
 /// is drawn on a cleared screen), printed as spaces otherwise; trailing
-/// ones are left out unless the row wraps onto the next one, which needs
+/// ones are left out, and trailing erased ones with a background are
+/// erased again (EL), unless the row wraps onto the next one, which needs
 /// the whole row printed. Returns whether the row wraps.
 pub(super) fn row(
     grid: &Grid<Cell>,
@@ -162,12 +175,17 @@ pub(super) fn row(
 ) -> bool {
     let row = &grid[line];
     let columns = grid.columns();
-    let wraps = row[Column(columns - 1)].flags.contains(Flags::WRAPLINE);
+    let last = &row[Column(columns - 1)];
+    let wraps = last.flags.contains(Flags::WRAPLINE);
+    let erased = (!wraps && is_erased(last, last.bg) && last.bg != Pen::plain().bg).then_some(last.bg);
     let end = if wraps {
         columns
     } else {
         (0..columns)
-            .rposition(|column| !is_blank(&row[Column(column)]))
+            .rposition(|column| {
+                let cell = &row[Column(column)];
+                !is_blank(cell) && erased.is_none_or(|bg| !is_erased(cell, bg))
+            })
             .map_or(0, |last| last + 1)
     };
     let mut blanks = 0;
@@ -200,6 +218,15 @@ pub(super) fn row(
         for &mark in cell.zerowidth().unwrap_or_default() {
             out.push(mark);
         }
+    }
+    if let Some(bg) = erased {
+        let next = Pen {
+            bg,
+            ..Pen::plain()
+        };
+        pen.switch(&next, out);
+        *pen = next;
+        out.push_str("\x1b[K");
     }
     wraps
 }
@@ -364,14 +391,23 @@ fn terminal_state<T>(term: &Term<T>, out: &mut String) {
             let _ = write!(out, "\x1b]{osc};{}\x1b\\", hex(rgb));
         }
     }
+    // A title never set is the terminal's own: pushed as it is, and not
+    // replaced unless a pushed one was set.
     let (title, stack) = term.title();
+    let mut replaced = false;
     for pushed in stack {
-        let _ = write!(out, "\x1b]2;{}\x1b\\\x1b[22;2t", pushed.as_deref().unwrap_or(""));
+        if let Some(pushed) = pushed {
+            let _ = write!(out, "\x1b]2;{pushed}\x1b\\");
+            replaced = true;
+        }
+        out.push_str("\x1b[22;2t");
     }
-    if let Some(title) = title {
-        let _ = write!(out, "\x1b]2;{title}\x1b\\");
-    } else if !stack.is_empty() {
-        out.push_str("\x1b]2;\x1b\\");
+    match title {
+        Some(title) => {
+            let _ = write!(out, "\x1b]2;{title}\x1b\\");
+        }
+        None if replaced => out.push_str("\x1b]2;\x1b\\"),
+        None => {}
     }
     let style = term.cursor_style();
     if style == CursorStyle::default() {
@@ -402,12 +438,17 @@ fn modes(mode: TermMode, out: &mut String) {
     };
     private(mode.contains(TermMode::APP_CURSOR), 1);
     private(mode.contains(TermMode::LINE_WRAP), 7);
-    for (flag, code) in [
+    // All off first: resetting any mouse mode ends every one of them in
+    // tmux, and setting one ends the others.
+    let mice = [
         (TermMode::MOUSE_REPORT_CLICK, 1000),
         (TermMode::MOUSE_DRAG, 1002),
         (TermMode::MOUSE_MOTION, 1003),
-    ] {
+    ];
+    for (_, code) in mice {
         private(false, code);
+    }
+    for (flag, code) in mice {
         if mode.contains(flag) {
             private(true, code);
         }
