@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use alacritty_terminal::grid::{Dimensions, Grid};
+use alacritty_terminal::grid::{Dimensions, Grid, Row};
 use alacritty_terminal::index::{Column, Line, Point};
 use alacritty_terminal::term::cell::{Cell, Flags};
 use alacritty_terminal::term::{Term, TermMode};
@@ -63,6 +63,12 @@ impl Pen {
             underline: cell.underline_color(),
             link,
         }
+    }
+
+    /// Changes the terminal's pen to `to` (see [`Pen::switch`]).
+    pub(super) fn set(&mut self, to: Pen, out: &mut String) {
+        self.switch(&to, out);
+        *self = to;
     }
 
     /// Writes what changes the terminal from `self` to `to`: one SGR that
@@ -159,6 +165,32 @@ fn is_erased(cell: &Cell, bg: Color) -> bool {
 /// Fewest blank cells skipped over with CUF rather than printed as spaces.
 const MIN_SKIP: usize = 4;
 
+/// Prints one cell: its pen, its character and any combining marks.
+fn print(cell: &Cell, pen: &mut Pen, out: &mut String) {
+    pen.set(Pen::of(cell), out);
+    out.push(cell.c);
+    out.extend(cell.zerowidth().unwrap_or_default());
+}
+
+/// How much of `row` must be printed: the number of cells, whether the row
+/// wraps (then all of them), and the background of the erased cells that
+/// end it, if they have one.
+fn extent(row: &Row<Cell>) -> (usize, bool, Option<Color>) {
+    let columns = row.len();
+    let last = &row[Column(columns - 1)];
+    if last.flags.contains(Flags::WRAPLINE) {
+        return (columns, true, None);
+    }
+    let erased = (is_erased(last, last.bg) && last.bg != Pen::plain().bg).then_some(last.bg);
+    let end = (0..columns)
+        .rposition(|column| {
+            let cell = &row[Column(column)];
+            !is_blank(cell) && erased.is_none_or(|bg| !is_erased(cell, bg))
+        })
+        .map_or(0, |last| last + 1);
+    (end, false, erased)
+}
+
 /// Writes the cells of one grid row (`line`, 0 at the top of the screen,
 /// negative in history) from the cursor on, leaving `pen` as the terminal's
 /// pen afterwards. Blank cells are skipped over (CUF) when `skip` (the row
@@ -174,20 +206,7 @@ pub(super) fn row(
     out: &mut String,
 ) -> bool {
     let row = &grid[line];
-    let columns = grid.columns();
-    let last = &row[Column(columns - 1)];
-    let wraps = last.flags.contains(Flags::WRAPLINE);
-    let erased = (!wraps && is_erased(last, last.bg) && last.bg != Pen::plain().bg).then_some(last.bg);
-    let end = if wraps {
-        columns
-    } else {
-        (0..columns)
-            .rposition(|column| {
-                let cell = &row[Column(column)];
-                !is_blank(cell) && erased.is_none_or(|bg| !is_erased(cell, bg))
-            })
-            .map_or(0, |last| last + 1)
-    };
+    let (end, wraps, erased) = extent(row);
     let mut blanks = 0;
     for column in 0..end {
         let cell = &row[Column(column)];
@@ -201,31 +220,26 @@ pub(super) fn row(
         if blanks >= MIN_SKIP {
             let _ = write!(out, "\x1b[{blanks}C");
         } else if blanks > 0 {
-            pen.switch(&Pen::plain(), out);
-            *pen = Pen::plain();
+            pen.set(Pen::plain(), out);
             out.extend(std::iter::repeat_n(' ', blanks));
         }
         blanks = 0;
-        let next = Pen::of(cell);
-        pen.switch(&next, out);
-        *pen = next;
         if cell.flags.contains(Flags::LEADING_WIDE_CHAR_SPACER) {
             // The last column, left empty by a wide character that did not
             // fit: printing the character in the next row wraps the same way.
-            continue;
-        }
-        out.push(cell.c);
-        for &mark in cell.zerowidth().unwrap_or_default() {
-            out.push(mark);
+            pen.set(Pen::of(cell), out);
+        } else {
+            print(cell, pen, out);
         }
     }
     if let Some(bg) = erased {
-        let next = Pen {
-            bg,
-            ..Pen::plain()
-        };
-        pen.switch(&next, out);
-        *pen = next;
+        pen.set(
+            Pen {
+                bg,
+                ..Pen::plain()
+            },
+            out,
+        );
         out.push_str("\x1b[K");
     }
     wraps
@@ -233,8 +247,7 @@ pub(super) fn row(
 
 /// Draws a whole grid on a cleared screen, top to bottom.
 fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
-    pen.switch(&Pen::plain(), out);
-    *pen = Pen::plain();
+    pen.set(Pen::plain(), out);
     out.push_str("\x1b[H\x1b[2J");
     let mut wrapped = false;
     for line in 0..grid.screen_lines() {
@@ -276,14 +289,7 @@ fn place(grid: &Grid<Cell>, point: Point, top: i32, wrap: bool, pen: &mut Pen, o
             start.0 -= 1;
         }
         let _ = write!(out, "\x1b[{row};{}H", start.0 + 1);
-        let cell = &grid[line][start];
-        let next = Pen::of(cell);
-        pen.switch(&next, out);
-        *pen = next;
-        out.push(cell.c);
-        for &mark in cell.zerowidth().unwrap_or_default() {
-            out.push(mark);
-        }
+        print(&grid[line][start], pen, out);
     } else {
         let _ = write!(out, "\x1b[{row};{}H", column.0 + 1);
     }
@@ -312,9 +318,7 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
         keyboard_stack(inactive, out);
         charsets(primary, false, out);
         place(primary, primary.cursor.point, 0, false, &mut pen, out);
-        let next = Pen::of(&primary.cursor.template);
-        pen.switch(&next, out);
-        pen = next;
+        pen.set(Pen::of(&primary.cursor.template), out);
         out.push_str("\x1b[?1049h");
     }
     let screen = term.grid();
@@ -324,9 +328,7 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
     // The saved cursor (DECSC): its place, pen and character sets.
     let saved = &screen.saved_cursor;
     place(screen, saved.point, 0, false, &mut pen, out);
-    let next = Pen::of(&saved.template);
-    pen.switch(&next, out);
-    pen = next;
+    pen.set(Pen::of(&saved.template), out);
     charsets(screen, true, out);
     out.push_str("\x1b7");
     terminal_state(term, out);
