@@ -1,8 +1,9 @@
-//! The screen model: parse throughput and memory of `vt100` (through
-//! keepsh's own `session::screen`, as sessions use it) beside `avt`, the
-//! other candidate, on four kinds of output; and the cost of what an attach
-//! does with it (a restore of the screen, history lines rebuilt from the
-//! ring buffer). See BENCHMARKS.md.
+//! The screen model: parse throughput and memory of keepsh's model
+//! (`alacritty_terminal`, patched, through `session::screen` as sessions use
+//! it) beside the other candidates, `vt100` (keepsh's model until it was
+//! found to lose attributes and state) and `avt`, on four kinds of output;
+//! and the cost of what an attach does with it (a restore of the screen,
+//! history lines rebuilt from the ring buffer). See BENCHMARKS.md.
 //!
 //! Run: `cargo bench --bench model` (~30 s). `KEEPSH_BENCH_QUICK=1` for
 //! smaller inputs.
@@ -111,12 +112,22 @@ fn main() {
     let size = if quick { 4 << 20 } else { 32 << 20 };
     let runs = if quick { 2 } else { 3 };
     let pty = PtySize::DEFAULT;
-    println!("# Screen model: vt100 (keepsh's Screen) vs avt, 80x24, fed in {CHUNK}-byte chunks\n");
-    println!("| workload | vt100 MB/s | avt MB/s |");
-    println!("| --- | --- | --- |");
+    println!(
+        "# Screen model: keepsh's (alacritty_terminal) vs vt100 vs avt, 80x24, fed in {CHUNK}-byte chunks\n"
+    );
+    println!("| workload | keepsh MB/s | vt100 MB/s | avt MB/s |");
+    println!("| --- | --- | --- | --- |");
+    let nonzero = |n: u16| std::num::NonZeroU16::new(n).expect("size");
     for (name, bytes) in workloads(size) {
-        let vt100 = best(runs, || {
+        let keepsh = best(runs, || {
             let mut model = Screen::new(pty);
+            for chunk in bytes.chunks(CHUNK) {
+                model.process(chunk);
+            }
+            black_box(&model);
+        });
+        let vt100 = best(runs, || {
+            let mut model = vt100::Parser::new(nonzero(24), nonzero(80), 0);
             for chunk in bytes.chunks(CHUNK) {
                 model.process(chunk);
             }
@@ -131,20 +142,26 @@ fn main() {
             black_box(&model);
         });
         println!(
-            "| {name} ({} MiB) | {:.1} | {:.1} |",
+            "| {name} ({} MiB) | {:.1} | {:.1} | {:.1} |",
             bytes.len() >> 20,
+            mb_per_s(bytes.len(), keepsh),
             mb_per_s(bytes.len(), vt100),
             mb_per_s(bytes.len(), avt)
         );
     }
 
-    println!("\n| memory per model (RSS growth over 1,000 models) | vt100 | avt |");
-    println!("| --- | --- | --- |");
+    println!("\n| memory per model (RSS growth over 1,000 models) | keepsh | vt100 | avt |");
+    println!("| --- | --- | --- | --- |");
     for (cols, rows) in [(80u16, 24u16), (200, 60)] {
         let size = PtySize::from_request(cols.into(), rows.into(), pty);
-        let vt100 = bytes_per_model(1000, || {
+        let keepsh = bytes_per_model(1000, || {
             let mut model = Screen::new(size);
             model.process(b"x"); // touch the grids
+            model
+        });
+        let vt100 = bytes_per_model(1000, || {
+            let mut model = vt100::Parser::new(nonzero(rows), nonzero(cols), 0);
+            model.process(b"x");
             model
         });
         let avt = bytes_per_model(1000, || {
@@ -153,7 +170,8 @@ fn main() {
             model
         });
         println!(
-            "| {cols}x{rows} | {:.0} KiB | {:.0} KiB |",
+            "| {cols}x{rows} | {:.0} KiB | {:.0} KiB | {:.0} KiB |",
+            keepsh / 1024.0,
             vt100 / 1024.0,
             avt / 1024.0
         );
@@ -166,6 +184,7 @@ fn main() {
     let restore = best(20, || {
         black_box(model.restore(""));
     });
+    let restore_bytes = model.restore("").len();
     let lines = 2000 + 24;
     let tail_start = log.len()
         - log
@@ -187,7 +206,7 @@ fn main() {
     println!("\n| attach step | time |");
     println!("| --- | --- |");
     println!(
-        "| restore the screen and modes (80x24 of log lines) | {:.0} µs |",
+        "| restore the screen and modes (80x24 of log lines, {restore_bytes} bytes) | {:.0} µs |",
         restore.as_secs_f64() * 1e6
     );
     println!(

@@ -43,8 +43,8 @@ use super::ring::RingBuffer;
 use super::screen::{self, Screen};
 use crate::protocol::host::SessionSettings;
 use crate::protocol::{
-    AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, HistoryFormat,
-    PtySize, Refusal, SessionInfo, SessionState, SignalName,
+    AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, HistoryFormat, PtySize, Refusal,
+    SessionInfo, SessionState, SignalName,
 };
 
 /// Identifies one attachment within its session process. Chosen by the

@@ -122,7 +122,8 @@ fn reattach_matches(program: &[&str], ready: &str, while_away: &str, changed: &s
 /// A program that prints what it is typed, with `\xHH` escapes decoded
 /// (bash's `printf %b`), one line at a time, and never repaints: the test
 /// drives it step by step. Echo is off so that typing draws nothing.
-const PRINTER: &str = r#"stty -echo; printf 'ready\r\n'; while IFS= read -r line; do printf '%b' "$line"; done"#;
+const PRINTER: &str =
+    r#"stty -echo; printf 'ready\r\n'; while IFS= read -r line; do printf '%b' "$line"; done"#;
 
 /// `bytes` as one line typed into [`PRINTER`].
 fn step(bytes: &[u8]) -> String {
@@ -256,11 +257,19 @@ fn a_scripted_tui_keeps_its_modes_title_and_hyperlinks_in_the_redraw_bytes() {
     );
     let stayed = server.tt("alice", &["new", "tui", "--", "bash", "-c", &sh(script)]);
     wait_until("the program's output", DEADLINE, || {
-        stayed.terminal().screen().contents().contains("hyper-ready")
+        stayed
+            .terminal()
+            .screen()
+            .contents()
+            .contains("hyper-ready")
     });
     let returned = server.tt("alice", &["attach", "tui"]);
     wait_until("the redraw", DEADLINE, || {
-        returned.terminal().screen().contents().contains("hyper-ready")
+        returned
+            .terminal()
+            .screen()
+            .contents()
+            .contains("hyper-ready")
     });
     drop(stayed);
     let sequences = sequences(&returned.bytes());
@@ -324,9 +333,7 @@ fn vim_is_restored_cell_for_cell() {
     );
     let judged = Judged::start(Server::start(), &["bash", "-c", &vim], "line 1");
     judged.attach_and_drop("line 1");
-    judged
-        .tmux
-        .send(&judged.stayed, "Gotyped while away\x1b");
+    judged.tmux.send(&judged.stayed, "Gotyped while away\x1b");
     wait_text(&judged.tmux, &judged.stayed, "typed while away");
     let returned = judged.reattach("typed while away");
     // Quit vim: both show the screen from before it started (the primary

@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod channels;
 mod commands;
+mod differential;
 mod fidelity;
 mod first_run;
 mod hygiene;

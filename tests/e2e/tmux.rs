@@ -137,6 +137,13 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-e", "-N", "-t", &pane.id])
     }
 
+    /// The title of `pane` (OSC 0/2).
+    pub fn title(&self, pane: &Pane) -> String {
+        self.run(&["display-message", "-p", "-t", &pane.id, "#{pane_title}"])
+            .trim_end_matches('\n')
+            .to_owned()
+    }
+
     /// The visible screen of `pane` as plain text.
     pub fn text(&self, pane: &Pane) -> String {
         self.run(&["capture-pane", "-p", "-t", &pane.id])
@@ -163,7 +170,13 @@ impl Drop for Tmux {
 /// two captures of the same cells compare equal however tmux chose to
 /// write them: SGR relative or not, a line-drawing character as itself
 /// after SO (tmux's way) or as its Unicode box character, trailing blank
-/// cells (which tmux keeps for some rows and not others) or not.
+/// cells or not. tmux keeps a blank cell with a background colour in two
+/// ways that look the same — printed (a space with its background in the
+/// capture) or erased (a plain space, or nothing at a row's end) —
+/// depending on what wrote it, where keepsh's model (like xterm's) keeps
+/// one: so a space with no attribute compares as a plain space whatever
+/// its colours, and trailing ones are left out. (keepsh's unit tests check
+/// that the redraw keeps those backgrounds.)
 pub fn cells(capture: &str) -> String {
     use vte::ansi::StandardCharset;
     struct Reader {
@@ -191,7 +204,11 @@ pub fn cells(capture: &str) -> String {
             } else {
                 c
             };
-            self.row.push(format!("{c}{}", self.pen.describe()));
+            if c == ' ' && self.pen.flags.is_empty() {
+                self.row.push(" ".into());
+            } else {
+                self.row.push(format!("{c}{}", self.pen.describe()));
+            }
         }
         fn execute(&mut self, byte: u8) {
             match byte {

@@ -181,7 +181,7 @@ fn plain_row(grid: &Grid<Cell>, line: Line, text: &mut String) -> bool {
             .flags
             .intersects(Flags::WIDE_CHAR_SPACER | Flags::LEADING_WIDE_CHAR_SPACER)
         {
-            text.push(cell.c);
+            text.push(redraw::shown(cell));
             text.extend(cell.zerowidth().unwrap_or_default());
         }
     }
@@ -456,7 +456,10 @@ mod tests {
         let term = &screen.term;
         let mut out = String::new();
         let mut grids = vec![("active", term.grid())];
-        if term.mode().contains(alacritty_terminal::term::TermMode::ALT_SCREEN) {
+        if term
+            .mode()
+            .contains(alacritty_terminal::term::TermMode::ALT_SCREEN)
+        {
             grids.push(("primary", term.inactive_grid()));
         }
         for (name, grid) in grids {
@@ -467,8 +470,8 @@ mod tests {
                     let cell = &row[Column(column)];
                     let mut pen = String::new();
                     Pen::plain().switch(&Pen::of(cell), &mut pen);
-                    let layout = cell.flags
-                        & (Flags::WIDE_CHAR | Flags::WIDE_CHAR_SPACER | Flags::WRAPLINE);
+                    let layout =
+                        cell.flags & (Flags::WIDE_CHAR | Flags::WIDE_CHAR_SPACER | Flags::WRAPLINE);
                     out.push_str(&format!(
                         "{:?}{:?}{}{pen:?} ",
                         cell.c,
@@ -483,12 +486,15 @@ mod tests {
                 "cursor {:?} wrap {} charsets {:?}\n",
                 cursor.point,
                 cursor.input_needs_wrap,
-                [0, 1, 2, 3].map(|i| format!("{:?}", cursor.charsets[[
-                    alacritty_terminal::vte::ansi::CharsetIndex::G0,
-                    alacritty_terminal::vte::ansi::CharsetIndex::G1,
-                    alacritty_terminal::vte::ansi::CharsetIndex::G2,
-                    alacritty_terminal::vte::ansi::CharsetIndex::G3
-                ][i]]))
+                [0, 1, 2, 3].map(|i| format!(
+                    "{:?}",
+                    cursor.charsets[[
+                        alacritty_terminal::vte::ansi::CharsetIndex::G0,
+                        alacritty_terminal::vte::ansi::CharsetIndex::G1,
+                        alacritty_terminal::vte::ansi::CharsetIndex::G2,
+                        alacritty_terminal::vte::ansi::CharsetIndex::G3
+                    ][i]]
+                ))
             ));
             let mut pen = String::new();
             Pen::plain().switch(&Pen::of(&cursor.template), &mut pen);
@@ -500,10 +506,13 @@ mod tests {
             }
         }
         let mode = *term.mode() & !alacritty_terminal::term::TermMode::ALTERNATE_SCROLL;
-        let colors: Vec<_> = (0..259).filter_map(|i| term.colors()[i].map(|c| (i, c))).collect();
+        let colors: Vec<_> = (0..259)
+            .filter_map(|i| term.colors()[i].map(|c| (i, c)))
+            .collect();
         out.push_str(&format!(
-            "mode {mode:?}\nregion {:?}\ntabs {:?}\ncharset {:?}\ntitle {:?}\n\
+            "mode {mode:?}\nsaved origin {:?}\nregion {:?}\ntabs {:?}\ncharset {:?}\ntitle {:?}\n\
              keyboard {:?}\nmodify {:?}\ncolors {colors:?}\nstyle {:?}\n",
+            term.saved_origin(),
             term.scroll_region(),
             term.tab_stops().collect::<Vec<_>>(),
             term.active_charset(),
@@ -518,7 +527,9 @@ mod tests {
     /// A fresh model fed `screen`'s restore (after other output) must equal it.
     fn assert_round_trip(screen: &Screen, size: PtySize) {
         let mut fresh = Screen::new(size);
-        fresh.process(b"junk\x1b[?1000h\x1b[2;3r\x1b]4;1;rgb:01/02/03\x07\x1b[>1u\x1b(0\x0e\x1b[5;5H");
+        fresh.process(
+            b"junk\x1b[?1000h\x1b[2;3r\x1b]4;1;rgb:01/02/03\x07\x1b[>1u\x1b(0\x0e\x1b[5;5H",
+        );
         fresh.process(&screen.restore(""));
         let (want, got) = (snapshot(screen), snapshot(&fresh));
         if want != got {
@@ -557,7 +568,8 @@ mod tests {
         screen.process(program);
         assert_round_trip(&screen, size);
         // And back on the primary screen, with what the alternate one left.
-        screen.process(b"\x1b[m\x1b[?1049l\x1b[?6l\x1b[r\x1b[4l\x1b[?7h\x1b[8;25Hend of row\x1b[>1u");
+        screen
+            .process(b"\x1b[m\x1b[?1049l\x1b[?6l\x1b[r\x1b[4l\x1b[?7h\x1b[8;25Hend of row\x1b[>1u");
         assert_round_trip(&screen, size);
     }
 
@@ -584,17 +596,23 @@ mod tests {
         impl vte::Perform for Seen {
             fn csi_dispatch(&mut self, params: &vte::Params, i: &[u8], _: bool, c: char) {
                 let params: Vec<Vec<u16>> = params.iter().map(<[u16]>::to_vec).collect();
-                self.0.push(format!("CSI {} {params:?} {c}", String::from_utf8_lossy(i)));
+                self.0
+                    .push(format!("CSI {} {params:?} {c}", String::from_utf8_lossy(i)));
             }
             fn osc_dispatch(&mut self, params: &[&[u8]], _: bool) {
                 let params: Vec<_> = params.iter().map(|p| String::from_utf8_lossy(p)).collect();
                 self.0.push(format!("OSC {params:?}"));
             }
             fn hook(&mut self, _: &vte::Params, i: &[u8], _: bool, c: char) {
-                self.0.push(format!("DCS {} {c}", String::from_utf8_lossy(i)));
+                self.0
+                    .push(format!("DCS {} {c}", String::from_utf8_lossy(i)));
             }
             fn esc_dispatch(&mut self, i: &[u8], _: bool, byte: u8) {
-                self.0.push(format!("ESC {} {}", String::from_utf8_lossy(i), byte as char));
+                self.0.push(format!(
+                    "ESC {} {}",
+                    String::from_utf8_lossy(i),
+                    byte as char
+                ));
             }
         }
         let mut seen = Seen::default();

@@ -145,21 +145,21 @@ fn color(out: &mut String, color: Color, base: u8, bright: u8, extended: &str) {
     }
 }
 
+/// The character a cell shows: alacritty keeps a tab's `\t` in the cell
+/// where the tab started (for copying), which shows as a space.
+pub(super) fn shown(cell: &Cell) -> char {
+    if cell.c == '\t' { ' ' } else { cell.c }
+}
+
 /// Whether `cell` looks like a cell that was never written.
 fn is_blank(cell: &Cell) -> bool {
-    cell.c == ' ' && cell.zerowidth().is_none() && Pen::of(cell) == Pen::plain()
+    shown(cell) == ' ' && cell.zerowidth().is_none() && Pen::of(cell) == Pen::plain()
 }
 
 /// Whether `cell` looks like a cell erased (EL, ED, ECH) with `bg` as the
 /// background: a space with no attribute but that colour.
 fn is_erased(cell: &Cell, bg: Color) -> bool {
-    cell.c == ' '
-        && cell.zerowidth().is_none()
-        && Pen::of(cell)
-            == Pen {
-                bg,
-                ..Pen::plain()
-            }
+    shown(cell) == ' ' && cell.zerowidth().is_none() && Pen::of(cell) == Pen { bg, ..Pen::plain() }
 }
 
 /// Fewest blank cells skipped over with CUF rather than printed as spaces.
@@ -168,7 +168,7 @@ const MIN_SKIP: usize = 4;
 /// Prints one cell: its pen, its character and any combining marks.
 fn print(cell: &Cell, pen: &mut Pen, out: &mut String) {
     pen.set(Pen::of(cell), out);
-    out.push(cell.c);
+    out.push(shown(cell));
     out.extend(cell.zerowidth().unwrap_or_default());
 }
 
@@ -233,13 +233,7 @@ pub(super) fn row(
         }
     }
     if let Some(bg) = erased {
-        pen.set(
-            Pen {
-                bg,
-                ..Pen::plain()
-            },
-            out,
-        );
+        pen.set(Pen { bg, ..Pen::plain() }, out);
         out.push_str("\x1b[K");
     }
     wraps
@@ -260,7 +254,11 @@ fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
 
 /// G0..G3 designations of `cursor_charsets` (SCS, `ESC ( B`, `ESC ( 0`…).
 fn charsets(grid: &Grid<Cell>, saved: bool, out: &mut String) {
-    let cursor = if saved { &grid.saved_cursor } else { &grid.cursor };
+    let cursor = if saved {
+        &grid.saved_cursor
+    } else {
+        &grid.cursor
+    };
     for (index, intermediate) in [
         (CharsetIndex::G0, '('),
         (CharsetIndex::G1, ')'),
@@ -325,12 +323,20 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
     grid(screen, &mut pen, out);
     keyboard_stack(active, out);
     tab_stops(term, out);
-    // The saved cursor (DECSC): its place, pen and character sets.
+    // The saved cursor (DECSC): its place, pen, character sets, the one in
+    // GL and origin mode (with no scroll region yet, origin mode does not
+    // move it).
     let saved = &screen.saved_cursor;
+    let (saved_origin, saved_charset) = term.saved_origin();
+    if saved_origin {
+        out.push_str("\x1b[?6h");
+    }
     place(screen, saved.point, 0, false, &mut pen, out);
     pen.set(Pen::of(&saved.template), out);
     charsets(screen, true, out);
-    out.push_str("\x1b7");
+    out.push_str(shift(saved_charset));
+    // Back to ASCII in GL for what is printed after (a pending wrap's cell).
+    out.push_str("\x1b7\x1b[?6l\x1b(B\x0f");
     terminal_state(term, out);
     // The cursor, last: its place and pending wrap, pen and charsets.
     let cursor = &screen.cursor;
@@ -343,16 +349,23 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
         out.push_str("\x1b[?6h");
         top = region.start.0;
     }
-    place(screen, cursor.point, top, cursor.input_needs_wrap, &mut pen, out);
+    // The model may keep a pending wrap with autowrap off; no terminal does.
+    let wrap = cursor.input_needs_wrap && mode.contains(TermMode::LINE_WRAP);
+    place(screen, cursor.point, top, wrap, &mut pen, out);
     pen.switch(&Pen::of(&cursor.template), out);
     charsets(screen, false, out);
-    out.push_str(match term.active_charset() {
+    out.push_str(shift(term.active_charset()));
+    modes(mode, out);
+}
+
+/// The locking shift that invokes `charset` into GL (SI, SO, LS2, LS3).
+fn shift(charset: CharsetIndex) -> &'static str {
+    match charset {
         CharsetIndex::G0 => "\x0f",
         CharsetIndex::G1 => "\x0e",
         CharsetIndex::G2 => "\x1bn",
         CharsetIndex::G3 => "\x1bo",
-    });
-    modes(mode, out);
+    }
 }
 
 /// Empties the kitty keyboard protocol stack of the screen in use (`CSI <

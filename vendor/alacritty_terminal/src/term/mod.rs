@@ -328,6 +328,12 @@ pub struct Term<T> {
     /// xterm's modifyOtherKeys level (`CSI > 4 ; n m`). keepsh patch.
     modify_other_keys: ModifyOtherKeys,
 
+    /// Origin mode as DECSC saved it. keepsh patch.
+    saved_origin: bool,
+
+    /// The charset in GL as DECSC saved it. keepsh patch.
+    saved_charset: CharsetIndex,
+
     /// Config directly for the terminal.
     config: Config,
 }
@@ -436,6 +442,8 @@ impl<T> Term<T> {
             inactive_keyboard_mode_stack: Default::default(),
             keyboard_mode_stack: Default::default(),
             modify_other_keys: ModifyOtherKeys::Reset,
+            saved_origin: false,
+            saved_charset: CharsetIndex::G0,
             active_charset: Default::default(),
             vi_mode_cursor: Default::default(),
             cursor_style: Default::default(),
@@ -708,6 +716,33 @@ impl<T> Term<T> {
         self.damage.resize(num_cols, num_lines);
     }
 
+    /// keepsh patch: the line `lines` above the cursor's for CUU and CPL,
+    /// which stop at the top margin from at or below it, else at the top
+    /// (xterm's CursorUp, tmux); upstream went through `goto`, which adds
+    /// the scroll region's top to the absolute line in origin mode.
+    fn line_up(&self, lines: usize) -> Line {
+        let cursor = self.grid.cursor.point.line;
+        let top = if cursor >= self.scroll_region.start { self.scroll_region.start } else { Line(0) };
+        cmp::max(cursor - lines, top)
+    }
+
+    /// keepsh patch: as [`Term::line_up`], down, for CUD and CNL.
+    fn line_down(&self, lines: usize) -> Line {
+        let cursor = self.grid.cursor.point.line;
+        let bottom = self.scroll_region.end - 1;
+        let bottom = if cursor <= bottom { bottom } else { self.bottommost_line() };
+        cmp::min(cursor + lines, bottom)
+    }
+
+    /// keepsh patch: puts the cursor at an absolute place on the screen.
+    fn move_to(&mut self, line: Line, column: Column) {
+        self.damage_cursor();
+        self.grid.cursor.point.line = cmp::max(cmp::min(line, self.bottommost_line()), Line(0));
+        self.grid.cursor.point.column = cmp::min(column, self.last_column());
+        self.damage_cursor();
+        self.grid.cursor.input_needs_wrap = false;
+    }
+
     /// keepsh patch: read access to the state a screen restore must carry
     /// and that the terminal keeps but did not expose.
     ///
@@ -745,6 +780,12 @@ impl<T> Term<T> {
         (&self.keyboard_mode_stack, &self.inactive_keyboard_mode_stack)
     }
 
+    /// keepsh patch: origin mode and the charset in GL as DECSC saved
+    /// them, restored by DECRC.
+    pub fn saved_origin(&self) -> (bool, CharsetIndex) {
+        (self.saved_origin, self.saved_charset)
+    }
+
     /// keepsh patch: xterm's modifyOtherKeys level.
     pub fn modify_other_keys(&self) -> ModifyOtherKeys {
         self.modify_other_keys
@@ -764,6 +805,8 @@ impl<T> Term<T> {
 
             // Drop information about the primary screens saved cursor.
             self.grid.saved_cursor = self.grid.cursor.clone();
+            // keepsh patch: with origin mode, as DECSC does.
+            self.saved_origin = self.mode.contains(TermMode::ORIGIN);
 
             // Reset alternate screen contents.
             self.inactive_grid.reset_region(..);
@@ -1226,7 +1269,9 @@ impl<T: EventListener> Handler for Term<T> {
     #[inline]
     fn goto_col(&mut self, col: usize) {
         trace!("Going to column: {col}");
-        self.goto(self.grid.cursor.point.line.0, col)
+        // keepsh patch: the line is absolute; `goto` would move it down by
+        // the scroll region's top in origin mode.
+        self.move_to(self.grid.cursor.point.line, Column(col));
     }
 
     #[inline]
@@ -1261,18 +1306,16 @@ impl<T: EventListener> Handler for Term<T> {
     fn move_up(&mut self, lines: usize) {
         trace!("Moving up: {lines}");
 
-        let line = self.grid.cursor.point.line - lines;
         let column = self.grid.cursor.point.column;
-        self.goto(line.0, column.0)
+        self.move_to(self.line_up(lines), column)
     }
 
     #[inline]
     fn move_down(&mut self, lines: usize) {
         trace!("Moving down: {lines}");
 
-        let line = self.grid.cursor.point.line + lines;
         let column = self.grid.cursor.point.column;
-        self.goto(line.0, column.0)
+        self.move_to(self.line_down(lines), column)
     }
 
     #[inline]
@@ -1395,24 +1438,22 @@ impl<T: EventListener> Handler for Term<T> {
     fn move_down_and_cr(&mut self, lines: usize) {
         trace!("Moving down and cr: {lines}");
 
-        let line = self.grid.cursor.point.line + lines;
-        self.goto(line.0, 0)
+        self.move_to(self.line_down(lines), Column(0))
     }
 
     #[inline]
     fn move_up_and_cr(&mut self, lines: usize) {
         trace!("Moving up and cr: {lines}");
 
-        let line = self.grid.cursor.point.line - lines;
-        self.goto(line.0, 0)
+        self.move_to(self.line_up(lines), Column(0))
     }
 
     /// Insert tab at cursor position.
     #[inline]
     fn put_tab(&mut self, mut count: u16) {
-        // A tab after the last column is the same as a linebreak.
+        // keepsh patch: a tab while a wrap is pending does nothing, as in
+        // xterm and tmux (upstream took it for a line break).
         if self.grid.cursor.input_needs_wrap {
-            self.wrapline();
             return;
         }
 
@@ -1586,11 +1627,12 @@ impl<T: EventListener> Handler for Term<T> {
         let cursor = &self.grid.cursor;
         let bg = cursor.template.bg;
 
-        // Ensure deleting within terminal bounds.
-        let count = cmp::min(count, columns);
-
+        // keepsh patch: at most the cells from the cursor to the row's end
+        // are deleted (upstream cleared `count` cells at the row's end even
+        // where fewer were left, erasing characters left of the cursor).
         let start = cursor.point.column.0;
-        let end = cmp::min(start + count, columns - 1);
+        let count = cmp::min(count, columns - start);
+        let end = start + count;
         let num_cells = columns - end;
 
         let line = cursor.point.line;
@@ -1621,7 +1663,10 @@ impl<T: EventListener> Handler for Term<T> {
                 break;
             }
 
-            for i in (0..(col.0)).rev() {
+            // keepsh patch: with no tab stop to the left, the first column
+            // (xterm, tmux); upstream stayed.
+            col = index::Column(0);
+            for i in (0..(self.grid.cursor.point.column.0)).rev() {
                 if self.tabs[index::Column(i)] {
                     col = index::Column(i);
                     break;
@@ -1666,6 +1711,10 @@ impl<T: EventListener> Handler for Term<T> {
         trace!("Saving cursor position");
 
         self.grid.saved_cursor = self.grid.cursor.clone();
+        // keepsh patch: DECSC saves origin mode and the charset in GL too
+        // (xterm, VT510).
+        self.saved_origin = self.mode.contains(TermMode::ORIGIN);
+        self.saved_charset = self.active_charset;
     }
 
     #[inline]
@@ -1674,6 +1723,10 @@ impl<T: EventListener> Handler for Term<T> {
 
         self.damage_cursor();
         self.grid.cursor = self.grid.saved_cursor.clone();
+        // keepsh patch: DECRC restores origin mode and the charset in GL too
+        // (xterm, VT510).
+        self.mode.set(TermMode::ORIGIN, self.saved_origin);
+        self.active_charset = self.saved_charset;
         self.damage_cursor();
     }
 
@@ -1803,8 +1856,9 @@ impl<T: EventListener> Handler for Term<T> {
             ansi::ClearMode::Above => {
                 let cursor = self.grid.cursor.point;
 
-                // If clearing more than one line.
-                if cursor.line > 1 {
+                // keepsh patch: every line above the cursor's, also when
+                // there is only one (upstream cleared none then).
+                if cursor.line > 0 {
                     // Fully clear all lines before the current line.
                     self.grid.reset_region(..cursor.line);
                 }
@@ -1895,6 +1949,8 @@ impl<T: EventListener> Handler for Term<T> {
         self.keyboard_mode_stack = Default::default();
         self.inactive_keyboard_mode_stack = Default::default();
         self.modify_other_keys = ModifyOtherKeys::Reset;
+        self.saved_origin = false;
+        self.saved_charset = CharsetIndex::G0;
 
         // Preserve vi mode across resets.
         self.mode &= TermMode::VI;
@@ -2068,16 +2124,12 @@ impl<T: EventListener> Handler for Term<T> {
             },
             NamedPrivateMode::ShowCursor => self.mode.remove(TermMode::SHOW_CURSOR),
             NamedPrivateMode::CursorKeys => self.mode.remove(TermMode::APP_CURSOR),
-            NamedPrivateMode::ReportMouseClicks => {
-                self.mode.remove(TermMode::MOUSE_REPORT_CLICK);
-                self.event_proxy.send_event(Event::MouseCursorDirty);
-            },
-            NamedPrivateMode::ReportCellMouseMotion => {
-                self.mode.remove(TermMode::MOUSE_DRAG);
-                self.event_proxy.send_event(Event::MouseCursorDirty);
-            },
-            NamedPrivateMode::ReportAllMouseMotion => {
-                self.mode.remove(TermMode::MOUSE_MOTION);
+            // keepsh patch: resetting any mouse mode ends mouse reporting,
+            // as in xterm (one mouse mode at a time) and tmux.
+            NamedPrivateMode::ReportMouseClicks
+            | NamedPrivateMode::ReportCellMouseMotion
+            | NamedPrivateMode::ReportAllMouseMotion => {
+                self.mode.remove(TermMode::MOUSE_MODE);
                 self.event_proxy.send_event(Event::MouseCursorDirty);
             },
             NamedPrivateMode::ReportFocusInOut => self.mode.remove(TermMode::FOCUS_IN_OUT),
@@ -2086,7 +2138,11 @@ impl<T: EventListener> Handler for Term<T> {
             NamedPrivateMode::Utf8Mouse => self.mode.remove(TermMode::UTF8_MOUSE),
             NamedPrivateMode::AlternateScroll => self.mode.remove(TermMode::ALTERNATE_SCROLL),
             NamedPrivateMode::LineWrap => self.mode.remove(TermMode::LINE_WRAP),
-            NamedPrivateMode::Origin => self.mode.remove(TermMode::ORIGIN),
+            // keepsh patch: resetting DECOM homes the cursor too (xterm, VT510).
+            NamedPrivateMode::Origin => {
+                self.mode.remove(TermMode::ORIGIN);
+                self.goto(0, 0);
+            },
             NamedPrivateMode::ColumnMode => self.deccolm(),
             NamedPrivateMode::BlinkingCursor => {
                 let style = self.cursor_style.get_or_insert(self.config.default_cursor_style);
