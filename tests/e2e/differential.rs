@@ -50,7 +50,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::harness::{DEADLINE, Server, poll, wait_until};
-use crate::tmux::{Pane, Tmux};
+use crate::tmux::Tmux;
 
 /// Seeds run by the test suite (each takes about a second).
 const SEEDS: u64 = 40;
@@ -427,7 +427,8 @@ fn trial(server: &Server, tmux: &Tmux, items: &[Item], cuts: (usize, usize)) -> 
         .iter()
         .zip([cuts.0, cuts.1])
         .try_for_each(|(pane, cut)| {
-            compare(tmux, &stayed, pane)
+            // A short wait lets the last bytes land.
+            tmux.agree(&stayed, pane, Duration::from_secs(2))
                 .map_err(|diff| format!("client attached after byte {cut}:\n{diff}"))
         });
     for pane in std::iter::once(&stayed).chain(&late) {
@@ -457,27 +458,6 @@ fn open_writer(fifo: &std::path::Path) -> std::fs::File {
 
 fn libc_nonblock() -> i32 {
     rustix::fs::OFlags::NONBLOCK.bits() as i32
-}
-
-/// The first rows in which `returned` differs from `stayed`, if any (a
-/// short wait lets the last bytes land).
-fn compare(tmux: &Tmux, stayed: &Pane, returned: &Pane) -> Result<(), String> {
-    let same = || (tmux.state(stayed) == tmux.state(returned)).then_some(());
-    if poll(Duration::from_secs(2), same).is_some() {
-        return Ok(());
-    }
-    let (a, b) = (tmux.state(stayed), tmux.state(returned));
-    let diff: Vec<String> = a
-        .lines()
-        .zip(b.lines())
-        .enumerate()
-        .filter(|(_, (x, y))| x != y)
-        .take(2)
-        .map(|(row, (x, y))| {
-            format!("row {row}:\n  attached all along: {x}\n  reattached:         {y}")
-        })
-        .collect();
-    Err(diff.join("\n"))
 }
 
 /// Removes items from a failing input while it still fails, for at most

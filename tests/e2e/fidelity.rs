@@ -33,22 +33,9 @@ fn wait_text(tmux: &Tmux, pane: &Pane, text: &str) {
 /// Waits until both panes are in the same state; on a timeout, fails
 /// showing the first rows that differ.
 fn wait_same(tmux: &Tmux, stayed: &Pane, returned: &Pane) {
-    let same = || {
-        let (a, b) = (tmux.state(stayed), tmux.state(returned));
-        (a == b).then_some(())
-    };
-    if poll(DEADLINE, same).is_none() {
-        let (a, b) = (tmux.state(stayed), tmux.state(returned));
-        let diff: Vec<_> = a
-            .lines()
-            .zip(b.lines())
-            .enumerate()
-            .filter(|(_, (x, y))| x != y)
-            .take(3)
-            .collect();
+    if let Err(diff) = tmux.agree(stayed, returned, DEADLINE) {
         panic!(
-            "panes differ (row, attached all along, reattached): {diff:#?}\n\
-             --- attached all along:\n{}\n--- reattached:\n{}",
+            "panes differ:\n{diff}\n--- attached all along:\n{}\n--- reattached:\n{}",
             tmux.capture(stayed),
             tmux.capture(returned)
         );

@@ -149,6 +149,33 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", &pane.id])
     }
 
+    /// Waits up to `timeout` for `returned` to come to the state of
+    /// `stayed`; if it does not, the first rows that differ, one per line
+    /// pair (the last row is the cursor, modes and title).
+    pub fn agree(
+        &self,
+        stayed: &Pane,
+        returned: &Pane,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let same = || (self.state(stayed) == self.state(returned)).then_some(());
+        if crate::harness::poll(timeout, same).is_some() {
+            return Ok(());
+        }
+        let (a, b) = (self.state(stayed), self.state(returned));
+        let diff: Vec<String> = a
+            .lines()
+            .zip(b.lines())
+            .enumerate()
+            .filter(|(_, (x, y))| x != y)
+            .take(3)
+            .map(|(row, (x, y))| {
+                format!("row {row}:\n  attached all along: {x}\n  reattached:         {y}")
+            })
+            .collect();
+        Err(diff.join("\n"))
+    }
+
     /// Everything tmux keeps that decides what the user sees and what their
     /// keys send: every cell with its attributes, then the cursor, modes,
     /// scroll region and title. Two panes with equal states look and
