@@ -27,18 +27,28 @@
 //!   right edge;
 //! - relative moves and backspace while a wrap is pending (xterm moves
 //!   from the last column, tmux from one past it): they follow a CHA;
+//!   so do DECSC (a wrap pending when it saved is pending again after
+//!   DECRC in xterm and the model, not in tmux) and ICH, DCH and ECH
+//!   (applied at the last column in xterm, not at all in tmux);
 //! - DECSTBM in origin mode (xterm homes to the region, tmux to the
 //!   screen): it is sent with origin mode off;
 //! - a 1049 reset on the primary screen, and charsets designated on the
 //!   alternate screen (which leaving it restores in xterm, not in tmux);
 //! - ICH, DCH, ECH, EL 1, ED 1 and insert mode on half of a wide
-//!   character: seeds with wide characters (odd ones) send none;
+//!   character: seeds with wide characters (odd ones) send none; and the
+//!   attributes of the half left when text is printed over the other half
+//!   (a default blank in tmux, its own attributes in the model, the
+//!   current ones in xterm.js): text in those seeds has none;
 //! - DECRC on the alternate screen or after a 1049 switch (tmux keeps one
 //!   saved cursor apart from 1049's, xterm one per screen that 1049 sets);
 //! - IL and DL outside the scroll region (nothing in xterm, the whole
 //!   screen in tmux): they are sent with the cursor inside it;
-//! - LNM (mode 20), DECCOLM (mode 3) and the 47/1047/1048 alternate
-//!   screens, which tmux or the model does not implement;
+//! - leaving the alternate screen by another mode than the one that
+//!   entered it (47 and 1049: xterm restores a cursor, tmux does not), and
+//!   what 47 shows on the way in (the alternate screen as it was left in
+//!   xterm, a blank one in tmux and the model);
+//! - LNM (mode 20), DECCOLM (mode 3), 1048 and left and right margins
+//!   (DECLRMM, DECSLRM), which tmux does not implement;
 //! - emoji and other characters whose width the two Unicode tables give
 //!   differently, and invalid UTF-8 (tmux prints `_`, the model U+FFFD);
 //! - C1 controls as single bytes (0x80–0x9f), which are UTF-8 to both.
@@ -113,6 +123,9 @@ struct Gen {
     region: Option<(u16, u16)>,
     /// Whether the alternate screen is on.
     alternate: bool,
+    /// The mode that switched to it (1049, 1047 or 47), which switches
+    /// back (leaving 47 with 1049 restores a cursor in xterm, not in tmux).
+    switched_by: u16,
     /// A DECSC since the last switch of screens.
     saved: bool,
     /// Wide characters in this seed's text, or ICH, DCH and ECH (which
@@ -146,7 +159,11 @@ impl Gen {
             "°C",
         ];
         const WIDE: &[&str] = &["中文", "字", "表示"];
-        let mut text = String::from("\x1b[49m");
+        // In seeds with wide characters, with no attribute at all: the
+        // half of a wide character that printing over the other half
+        // leaves is a default blank in tmux, keeps its attributes in the
+        // model and takes the current ones in xterm.js.
+        let mut text = String::from(if self.wide { "\x1b[m" } else { "\x1b[49m" });
         for _ in 0..self.rng.random_range(1..6) {
             let word: &&str = if self.wide && self.rng.random_bool(0.25) {
                 pick(&mut self.rng, WIDE)
@@ -203,9 +220,13 @@ impl Gen {
             }
             0 => format!("\x1b[{}J", rng.random_range(0..3)),
             1 => format!("\x1b[{}K", rng.random_range(0..3)),
-            2 => format!("\x1b[{n}X"),
-            3 => format!("\x1b[{n}@"),
-            4 => format!("\x1b[{n}P"),
+            // After a CHA: with a wrap pending, xterm applies these at the
+            // last column, tmux not at all.
+            2..=4 => format!(
+                "\x1b[{}G\x1b[{n}{}",
+                rng.random_range(1..=80),
+                pick(rng, &["X", "@", "P"])
+            ),
             // Inside the scroll region: outside it, IL and DL do nothing in
             // xterm but move the whole screen in tmux.
             5 | 6 => {
@@ -268,9 +289,13 @@ impl Gen {
                 // xterm, the default one in tmux).
                 1049 => {
                     self.alternate = !self.alternate;
-                    self.saved = false;
+                    if self.alternate {
+                        self.switched_by = *pick(&mut self.rng, &[1049, 1049, 1047, 47]);
+                    }
+                    // 1049 saves the cursor over DECSC's in xterm.
+                    self.saved &= self.switched_by != 1049;
                     let on = if self.alternate { 'h' } else { 'l' };
-                    format!("\x1b[49m\x1b[?1049{on}")
+                    format!("\x1b[49m\x1b[?{}{on}", self.switched_by)
                 }
                 code => format!("\x1b[?{code}{on}"),
             },
@@ -291,10 +316,16 @@ impl Gen {
             // On the primary screen, DECRC after a DECSC there: tmux keeps
             // one saved cursor for both screens and apart from 1049's,
             // xterm one per screen, which 1049 also sets.
+            // DECSC after a CHA: with a wrap pending, DECRC restores it in
+            // xterm, not in tmux.
             4 | 5 if !alternate => {
                 let save = !self.saved || rng.random_bool(0.5);
                 self.saved = true;
-                (if save { "\x1b7" } else { "\x1b8" }).to_string()
+                if save {
+                    format!("\x1b[{}G\x1b7", rng.random_range(1..=80))
+                } else {
+                    "\x1b8".to_string()
+                }
             }
             4 | 5 => "\x1bH".into(),
             6 => format!("\x1b]2;title {}\x07", rng.random_range(0..100)),
@@ -329,6 +360,7 @@ fn generate(seed: u64) -> Vec<Item> {
         rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         region: None,
         alternate: false,
+        switched_by: 1049,
         saved: false,
         wide: seed % 2 == 1,
     };

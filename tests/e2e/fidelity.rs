@@ -164,29 +164,47 @@ fn a_program_that_draws_once_is_restored_with_its_scroll_region_saved_cursor_and
     wait_same(&judged.tmux, &judged.stayed, &returned);
 }
 
-/// A shell-like primary screen, then an alternate screen with a scroll
-/// region and attributes; the client reattaches while the alternate
-/// screen is up.
-const ALTERNATE: &[u8] = b"\x1b[32muser@host\x1b[m:\x1b[34m~\x1b[m$ ls\r\n\
-    \x1b[1;34mdir\x1b[m  file  \x1b[9mgone\x1b[m\r\n$ tui\r\n\
-    \x1b[?1049h\x1b[H\x1b[2J\x1b[7m TUI header \x1b[m\x1b[2;22r\x1b[22;1H\
+/// A shell-like primary screen before a program enters the alternate one.
+const SHELL: &[u8] = b"\x1b[32muser@host\x1b[m:\x1b[34m~\x1b[m$ ls\r\n\
+    \x1b[1;34mdir\x1b[m  file  \x1b[9mgone\x1b[m\r\n$ tui\r\n";
+
+/// The alternate screen's content: a scroll region and attributes.
+const ALTERNATE: &[u8] = b"\x1b[H\x1b[2J\x1b[7m TUI header \x1b[m\x1b[2;22r\x1b[22;1H\
     \x1b[2mdim line\x1b[m\r\n\x1b[5mblinking\x1b[m\r\n\x1b[53moverlined\x1b[m alt-1";
 
-#[test]
-fn the_primary_screen_behind_the_alternate_one_is_restored_and_shown_when_it_is_left() {
+/// The shell's screen, then the alternate screen entered with `enter`;
+/// the client reattaches while it is up, the program writes into the
+/// region and leaves with `leave`: both clients show the shell's screen.
+fn alternate_screen_is_restored_and_left(enter: &[u8], leave: &[u8]) {
     let judged = Judged::start(Server::start(), &["bash", "-c", PRINTER], "ready");
     judged.attach_and_drop("ready");
-    judged.tmux.send(&judged.stayed, &step(ALTERNATE));
+    judged
+        .tmux
+        .send(&judged.stayed, &step(&[SHELL, enter, ALTERNATE].concat()));
     wait_text(&judged.tmux, &judged.stayed, "alt-1");
     let returned = judged.reattach("alt-1");
     // Into the region, then back to the shell's screen.
     judged.tmux.send(
         &judged.stayed,
-        &step(b"\r\nin region alt-2\x1b[?1049l\x1b[m$ back-3"),
+        &step(&[b"\r\nin region alt-2".as_slice(), leave, b"\x1b[m$ back-3"].concat()),
     );
     wait_text(&judged.tmux, &judged.stayed, "back-3");
     wait_text(&judged.tmux, &returned, "back-3");
     wait_same(&judged.tmux, &judged.stayed, &returned);
+}
+
+#[test]
+fn the_primary_screen_behind_the_alternate_one_is_restored_and_shown_when_it_is_left() {
+    // xterm's terminfo (smcup, rmcup).
+    alternate_screen_is_restored_and_left(b"\x1b[?1049h", b"\x1b[?1049l");
+}
+
+#[test]
+fn the_older_alternate_screens_47_and_1047_are_restored_and_left() {
+    // rxvt's terminfo: the cursor saved apart, the screen cleared, 47.
+    alternate_screen_is_restored_and_left(b"\x1b7\x1b[?47h", b"\x1b[2J\x1b[?47l\x1b8");
+    // 1047, which leaves the cursor where the alternate screen had it.
+    alternate_screen_is_restored_and_left(b"\x1b[?1047h", b"\x1b[?1047l");
 }
 
 #[test]
@@ -328,6 +346,75 @@ fn vim_is_restored_cell_for_cell() {
     judged.tmux.send(&judged.stayed, ":q!\r");
     wait_text(&judged.tmux, &returned, "vim done");
     assert!(judged.tmux.text(&returned).contains("before vim"));
+    wait_same(&judged.tmux, &judged.stayed, &returned);
+}
+
+/// A TUI on Python's `curses` (ncurses): the alternate screen, colours
+/// and attributes, mouse reporting, and a log scrolled under a header
+/// inside a scroll region. A key adds a log line; `!` quits.
+const CURSES_TUI: &str = r#"
+import curses, time
+
+def main(screen):
+    curses.mousemask(curses.ALL_MOUSE_EVENTS | curses.REPORT_MOUSE_POSITION)
+    curses.start_color()
+    curses.use_default_colors()
+    curses.init_pair(1, curses.COLOR_BLACK, curses.COLOR_CYAN)
+    curses.init_pair(2, curses.COLOR_YELLOW, -1)
+    curses.init_pair(3, 202, 236)
+    rows, cols = screen.getmaxyx()
+    screen.addstr(0, 0, " keepsh curses judge ".ljust(cols), curses.color_pair(1) | curses.A_BOLD)
+    log = screen.derwin(rows - 2, cols, 1, 0)
+    log.scrollok(True)
+    log.idlok(True)
+    status = screen.derwin(1, cols, rows - 1, 0)
+    styles = [curses.A_BOLD, curses.A_UNDERLINE, curses.A_REVERSE, curses.A_DIM,
+              curses.A_ITALIC, curses.color_pair(2), curses.color_pair(3) | curses.A_BOLD]
+    keys = 0
+    def show():
+        status.erase()
+        status.addstr(0, 0, f" keys {keys} ", curses.A_REVERSE)
+        status.addstr(0, 20, "! quits", curses.color_pair(2))
+        log.noutrefresh()
+        status.noutrefresh()
+        curses.doupdate()
+    log.addstr(0, 0, "curses ready")
+    show()
+    while True:
+        key = screen.getch()
+        if key == ord("!"):
+            return
+        keys += 1
+        log.addstr("\n")
+        log.addstr(f"key {keys}: {chr(key) if 32 <= key < 127 else key}", styles[keys % len(styles)])
+        log.addstr(" " + "-" * (keys % 30) + "|")
+        show()
+
+curses.wrapper(main)
+print("curses done", flush=True)
+time.sleep(1000)
+"#;
+
+#[test]
+fn a_curses_tui_is_restored_cell_for_cell_and_left_to_the_screen_before_it() {
+    let program = format!(
+        "printf 'before curses\\n'; exec python3 -c {}",
+        sh(CURSES_TUI)
+    );
+    let judged = Judged::start(Server::start(), &["bash", "-c", &program], "curses ready");
+    judged.attach_and_drop("curses ready");
+    // Thirty keys while away: the log scrolls under the header.
+    let away: String = ('a'..='z').chain('A'..='D').collect();
+    judged.tmux.send(&judged.stayed, &away);
+    wait_text(&judged.tmux, &judged.stayed, "keys 30");
+    let returned = judged.reattach("keys 30");
+    // More lines scroll inside the region on both, from the restored state.
+    judged.tmux.send(&judged.stayed, "0123456789");
+    wait_text(&judged.tmux, &returned, "keys 40");
+    wait_same(&judged.tmux, &judged.stayed, &returned);
+    judged.tmux.send(&judged.stayed, "!");
+    wait_text(&judged.tmux, &returned, "curses done");
+    assert!(judged.tmux.text(&returned).contains("before curses"));
     wait_same(&judged.tmux, &judged.stayed, &returned);
 }
 

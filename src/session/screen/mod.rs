@@ -14,6 +14,11 @@
 //! which keeps none of the second half (see BENCHMARKS.md); keepsh carries
 //! a small patch to it (`vendor/alacritty_terminal`, reason in Cargo.toml).
 //!
+//! Not carried, as neither tmux nor the terminals of phone apps keep them:
+//! left and right margins (DECLRMM/DECSLRM), images (sixel, kitty
+//! graphics); DECCOLM is ignored, as xterm does by default. The older
+//! alternate screens (47, 1047) and 1048 are kept like 1049's.
+//!
 //! The model never answers the program: requests that make a terminal
 //! reply (DA, DSR, OSC 10/11 `?`…) and OSC 52 clipboard writes go to a
 //! listener that drops them.
@@ -282,6 +287,7 @@ pub fn plain(formatted: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alacritty_terminal::index::Point;
 
     fn size(cols: u32, rows: u32) -> PtySize {
         PtySize::from_request(cols, rows, PtySize::DEFAULT)
@@ -570,6 +576,64 @@ mod tests {
         // And back on the primary screen, with what the alternate one left.
         screen
             .process(b"\x1b[m\x1b[?1049l\x1b[?6l\x1b[r\x1b[4l\x1b[?7h\x1b[8;25Hend of row\x1b[>1u");
+        assert_round_trip(&screen, size);
+    }
+
+    /// The older alternate screens (47, 1047) keep the cursor where it is
+    /// on the way in and out; 1048 saves and restores it as DECSC/DECRC.
+    #[test]
+    fn the_older_alternate_screens_and_1048_are_kept_and_restored() {
+        let size = size(20, 6);
+        let mut screen = Screen::new(size);
+        screen.process(b"primary\x1b[3;4H\x1b[?1048h\x1b[?47h\x1b[5;9Halt");
+        assert_eq!(
+            screen.term.grid().cursor.point,
+            Point::new(Line(4), Column(11))
+        );
+        assert!(screen.text().contains("alt"));
+        assert_round_trip(&screen, size);
+        screen.process(b"\x1b[?47l");
+        assert!(screen.text().contains("primary") && !screen.text().contains("alt"));
+        assert_eq!(
+            screen.term.grid().cursor.point,
+            Point::new(Line(4), Column(11))
+        );
+        screen.process(b"\x1b[?1048l");
+        assert_eq!(
+            screen.term.grid().cursor.point,
+            Point::new(Line(2), Column(3))
+        );
+        screen.process(b"\x1b[?1047hon 1047");
+        assert!(screen.text().contains("on 1047"));
+        assert_round_trip(&screen, size);
+        screen.process(b"\x1b[?1047l");
+        assert_eq!(
+            screen.term.grid().cursor.point,
+            Point::new(Line(2), Column(10))
+        );
+        assert_round_trip(&screen, size);
+    }
+
+    /// Line drawing designated on the primary screen does not turn the
+    /// alternate screen's text into line drawing (fuzz seed 87).
+    #[test]
+    fn line_drawing_in_g0_before_the_alternate_screen_leaves_its_text_as_text() {
+        let size = size(30, 4);
+        let mut screen = Screen::new(size);
+        screen.process(b"\x1b(0lqk\x1b[?1049h\x0etext on alt");
+        assert_round_trip(&screen, size);
+        let mut fresh = Screen::new(size);
+        fresh.process(&screen.restore(""));
+        assert!(fresh.text().contains("text on alt"), "{}", fresh.text());
+    }
+
+    /// A row that a wrapped row continues onto, erased and then written
+    /// further right, is drawn where it was (fuzz seed 118).
+    #[test]
+    fn a_continued_row_that_starts_with_blanks_is_drawn_in_place() {
+        let size = size(20, 4);
+        let mut screen = Screen::new(size);
+        screen.process(b"\x1b[15Gwraps onto row two\x1b[2K, link");
         assert_round_trip(&screen, size);
     }
 

@@ -239,16 +239,21 @@ pub(super) fn row(
     wraps
 }
 
-/// Draws a whole grid on a cleared screen, top to bottom.
+/// Draws a whole grid on a cleared screen, top to bottom, with ASCII in
+/// GL (the cells hold what was shown, line drawing included; the
+/// charsets are set after).
 fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
     pen.set(Pen::plain(), out);
-    out.push_str("\x1b[H\x1b[2J");
+    out.push_str("\x1b(B\x0f\x1b[H\x1b[2J");
     let mut wrapped = false;
     for line in 0..grid.screen_lines() {
         if !wrapped {
             let _ = write!(out, "\x1b[{};1H", line + 1);
         }
-        wrapped = row(grid, Line(line as i32), true, pen, out);
+        // A row the one above wraps onto starts at a pending wrap, which
+        // only printing resolves (CUF would stay on the last column): its
+        // blanks are printed (fuzz seed 118).
+        wrapped = row(grid, Line(line as i32), !wrapped, pen, out);
     }
 }
 
@@ -308,12 +313,15 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
     let mode = *term.mode();
     let mut pen = Pen::plain();
     let (active, inactive) = term.keyboard_mode_stacks();
-    if mode.contains(TermMode::ALT_SCREEN) {
-        // The primary screen first, then the cursor that leaving the
-        // alternate screen restores (1049 saves it on the way in).
+    let alternate = mode.contains(TermMode::ALT_SCREEN);
+    if alternate {
+        // The primary screen first, its saved cursor (which DECRC after
+        // leaving the alternate screen restores), then the cursor that
+        // leaving it restores (1049 saves it on the way in).
         let primary = term.inactive_grid();
         grid(primary, &mut pen, out);
         keyboard_stack(inactive, out);
+        saved_cursor(term, primary, &mut pen, out);
         charsets(primary, false, out);
         place(primary, primary.cursor.point, 0, false, &mut pen, out);
         pen.set(Pen::of(&primary.cursor.template), out);
@@ -323,20 +331,11 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
     grid(screen, &mut pen, out);
     keyboard_stack(active, out);
     tab_stops(term, out);
-    // The saved cursor (DECSC): its place, pen, character sets, the one in
-    // GL and origin mode (with no scroll region yet, origin mode does not
-    // move it).
-    let saved = &screen.saved_cursor;
-    let (saved_origin, saved_charset) = term.saved_origin();
-    if saved_origin {
-        out.push_str("\x1b[?6h");
+    // On the alternate screen, a cursor saved there (a terminal with one
+    // saved cursor for both screens keeps the primary's otherwise).
+    if !alternate || term.saved_on_alt() {
+        saved_cursor(term, screen, &mut pen, out);
     }
-    place(screen, saved.point, 0, false, &mut pen, out);
-    pen.set(Pen::of(&saved.template), out);
-    charsets(screen, true, out);
-    out.push_str(shift(saved_charset));
-    // Back to ASCII in GL for what is printed after (a pending wrap's cell).
-    out.push_str("\x1b7\x1b[?6l\x1b(B\x0f");
     terminal_state(term, out);
     // The cursor, last: its place and pending wrap, pen and charsets.
     let cursor = &screen.cursor;
@@ -356,6 +355,23 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
     charsets(screen, false, out);
     out.push_str(shift(term.active_charset()));
     modes(mode, out);
+}
+
+/// The saved cursor of `screen` (DECSC): its place, pen, character sets,
+/// the one in GL and origin mode (with no scroll region yet, origin mode
+/// does not move it); then ASCII in GL again and origin mode off, for what
+/// is drawn after.
+fn saved_cursor<T>(term: &Term<T>, screen: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
+    let saved = &screen.saved_cursor;
+    let (saved_origin, saved_charset) = term.saved_origin();
+    if saved_origin {
+        out.push_str("\x1b[?6h");
+    }
+    place(screen, saved.point, 0, false, pen, out);
+    pen.set(Pen::of(&saved.template), out);
+    charsets(screen, true, out);
+    out.push_str(shift(saved_charset));
+    out.push_str("\x1b7\x1b[?6l\x1b(B\x0f");
 }
 
 /// The locking shift that invokes `charset` into GL (SI, SO, LS2, LS3).

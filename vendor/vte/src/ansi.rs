@@ -911,6 +911,10 @@ impl PrivateMode {
             1006 => Self::Named(NamedPrivateMode::SgrMouse),
             1007 => Self::Named(NamedPrivateMode::AlternateScroll),
             1042 => Self::Named(NamedPrivateMode::UrgencyHints),
+            // keepsh patch: the older alternate screens and 1048.
+            47 => Self::Named(NamedPrivateMode::SwapScreen),
+            1047 => Self::Named(NamedPrivateMode::SwapScreenAndClear),
+            1048 => Self::Named(NamedPrivateMode::SaveCursor),
             1049 => Self::Named(NamedPrivateMode::SwapScreenAndSetRestoreCursor),
             2004 => Self::Named(NamedPrivateMode::BracketedPaste),
             2026 => Self::Named(NamedPrivateMode::SyncUpdate),
@@ -961,6 +965,15 @@ pub enum NamedPrivateMode {
     SgrMouse = 1006,
     AlternateScroll = 1007,
     UrgencyHints = 1042,
+    /// The alternate screen, without saving the cursor (xterm's mode 47).
+    /// keepsh patch.
+    SwapScreen = 47,
+    /// The alternate screen, cleared when it is left (xterm's mode 1047).
+    /// keepsh patch.
+    SwapScreenAndClear = 1047,
+    /// Set: save the cursor as DECSC does; reset: restore it as DECRC
+    /// (xterm's mode 1048). keepsh patch.
+    SaveCursor = 1048,
     SwapScreenAndSetRestoreCursor = 1049,
     BracketedPaste = 2004,
     /// The mode is handled automatically by [`Processor`].

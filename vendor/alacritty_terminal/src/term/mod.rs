@@ -334,6 +334,10 @@ pub struct Term<T> {
     /// The charset in GL as DECSC saved it. keepsh patch.
     saved_charset: CharsetIndex,
 
+    /// Whether DECSC ran on the alternate screen since it was entered.
+    /// keepsh patch.
+    saved_on_alt: bool,
+
     /// Config directly for the terminal.
     config: Config,
 }
@@ -444,6 +448,7 @@ impl<T> Term<T> {
             modify_other_keys: ModifyOtherKeys::Reset,
             saved_origin: false,
             saved_charset: CharsetIndex::G0,
+            saved_on_alt: false,
             active_charset: Default::default(),
             vi_mode_cursor: Default::default(),
             cursor_style: Default::default(),
@@ -786,6 +791,13 @@ impl<T> Term<T> {
         (self.saved_origin, self.saved_charset)
     }
 
+    /// keepsh patch: whether DECSC ran on the alternate screen since it
+    /// was entered (terminals that keep one saved cursor for both screens,
+    /// as tmux does, then hold that one; otherwise still the primary's).
+    pub fn saved_on_alt(&self) -> bool {
+        self.saved_on_alt
+    }
+
     /// keepsh patch: xterm's modifyOtherKeys level.
     pub fn modify_other_keys(&self) -> ModifyOtherKeys {
         self.modify_other_keys
@@ -807,10 +819,28 @@ impl<T> Term<T> {
             self.grid.saved_cursor = self.grid.cursor.clone();
             // keepsh patch: with origin mode, as DECSC does.
             self.saved_origin = self.mode.contains(TermMode::ORIGIN);
+        }
+        self.swap_grids();
+    }
 
+    /// keepsh patch: switches screens as modes 47 and 1047 do in xterm and
+    /// tmux: the cursor (place, pen and charsets) stays as it is, nothing
+    /// is saved, and the alternate screen starts blank.
+    pub fn swap_alt_keeping_cursor(&mut self) {
+        let cursor = self.grid.cursor.clone();
+        self.swap_grids();
+        self.grid.cursor = cursor;
+    }
+
+    /// The switch itself, the alternate screen reset on the way in (keepsh
+    /// patch: shared by [`Self::swap_alt`] and
+    /// [`Self::swap_alt_keeping_cursor`]).
+    fn swap_grids(&mut self) {
+        if !self.mode.contains(TermMode::ALT_SCREEN) {
             // Reset alternate screen contents.
             self.inactive_grid.reset_region(..);
         }
+        self.saved_on_alt = false;
 
         mem::swap(&mut self.keyboard_mode_stack, &mut self.inactive_keyboard_mode_stack);
         let keyboard_mode =
@@ -1715,6 +1745,7 @@ impl<T: EventListener> Handler for Term<T> {
         // (xterm, VT510).
         self.saved_origin = self.mode.contains(TermMode::ORIGIN);
         self.saved_charset = self.active_charset;
+        self.saved_on_alt = self.mode.contains(TermMode::ALT_SCREEN);
     }
 
     #[inline]
@@ -1951,6 +1982,7 @@ impl<T: EventListener> Handler for Term<T> {
         self.modify_other_keys = ModifyOtherKeys::Reset;
         self.saved_origin = false;
         self.saved_charset = CharsetIndex::G0;
+        self.saved_on_alt = false;
 
         // Preserve vi mode across resets.
         self.mode &= TermMode::VI;
@@ -2059,6 +2091,13 @@ impl<T: EventListener> Handler for Term<T> {
                     self.swap_alt();
                 }
             },
+            // keepsh patch: 47, 1047 and 1048, as xterm.
+            NamedPrivateMode::SwapScreen | NamedPrivateMode::SwapScreenAndClear => {
+                if !self.mode.contains(TermMode::ALT_SCREEN) {
+                    self.swap_alt_keeping_cursor();
+                }
+            },
+            NamedPrivateMode::SaveCursor => self.save_cursor_position(),
             NamedPrivateMode::ShowCursor => self.mode.insert(TermMode::SHOW_CURSOR),
             NamedPrivateMode::CursorKeys => self.mode.insert(TermMode::APP_CURSOR),
             // Mouse protocols are mutually exclusive.
@@ -2122,6 +2161,14 @@ impl<T: EventListener> Handler for Term<T> {
                     self.swap_alt();
                 }
             },
+            // keepsh patch: 47, 1047 (which clears the alternate screen
+            // first; it starts blank anyway) and 1048, as xterm.
+            NamedPrivateMode::SwapScreen | NamedPrivateMode::SwapScreenAndClear => {
+                if self.mode.contains(TermMode::ALT_SCREEN) {
+                    self.swap_alt_keeping_cursor();
+                }
+            },
+            NamedPrivateMode::SaveCursor => self.restore_cursor_position(),
             NamedPrivateMode::ShowCursor => self.mode.remove(TermMode::SHOW_CURSOR),
             NamedPrivateMode::CursorKeys => self.mode.remove(TermMode::APP_CURSOR),
             // keepsh patch: resetting any mouse mode ends mouse reporting,
@@ -2186,9 +2233,12 @@ impl<T: EventListener> Handler for Term<T> {
                 NamedPrivateMode::UrgencyHints => {
                     self.mode.contains(TermMode::URGENCY_HINTS).into()
                 },
-                NamedPrivateMode::SwapScreenAndSetRestoreCursor => {
+                NamedPrivateMode::SwapScreenAndSetRestoreCursor
+                | NamedPrivateMode::SwapScreen
+                | NamedPrivateMode::SwapScreenAndClear => {
                     self.mode.contains(TermMode::ALT_SCREEN).into()
                 },
+                NamedPrivateMode::SaveCursor => ModeState::Reset,
                 NamedPrivateMode::BracketedPaste => {
                     self.mode.contains(TermMode::BRACKETED_PASTE).into()
                 },
