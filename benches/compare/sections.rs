@@ -202,6 +202,7 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
     let tmux = Tmux::new(bench.dir.path(), "throughput");
     let (mut k, mut s, mut t) = (Vec::new(), Vec::new(), Vec::new());
     let (mut k_bytes, mut s_bytes, mut t_bytes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut frozen, mut frozen_bytes) = (Vec::new(), Vec::new());
     let rate = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;
     for run in 0..runs {
         let name = format!("tp{run}");
@@ -225,6 +226,10 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
         t.push(rate(d));
         t_bytes.push(n as f64 / 1e6);
         tmux.kill_server();
+
+        let (d, n) = beside_a_frozen_client(bench, &format!("tpf{run}"), &emit);
+        frozen.push(rate(d));
+        frozen_bytes.push(n as f64 / 1e6);
     }
     let what = format!(
         "{} MB of base64 to an attached ssh -tt",
@@ -237,6 +242,50 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
     report.add("throughput", what, KEEPSH, "MB", Stats::of(k_bytes));
     report.add("throughput", what, SSHD, "MB", Stats::of(s_bytes));
     report.add("throughput", what, TMUX, "MB", Stats::of(t_bytes));
+    let what = "the same, a second client of the session frozen (SIGSTOP): MB/s";
+    report.add("throughput", what, KEEPSH, "MB/s", Stats::of(frozen));
+    let what = "... bytes received by the live client";
+    report.add("throughput", what, KEEPSH, "MB", Stats::of(frozen_bytes));
+}
+
+/// keepsh's bulk output with two `ssh -tt` clients attached to session
+/// `name`, one of them stopped (SIGSTOP) before the output starts: the
+/// time from typing `go` in the live one until [`DONE`] arrived there, and
+/// the bytes it received.
+fn beside_a_frozen_client(bench: &Bench, name: &str, emit: &str) -> (Duration, u64) {
+    let script = format!("echo waiting; read go; exec sh '{emit}'");
+    let script = shell_words::quote(&script);
+    let out = bench
+        .keepsh
+        .run("alice", &["new", "-d", name, "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "new {name}: {out:?}");
+    let attach = || {
+        let mut cmd = bench.keepsh_ssh();
+        cmd.args(["-tt", "attach", name]);
+        let mut client = Stream::spawn(cmd);
+        let waiting = client.wait_for(b"waiting", Duration::from_secs(30));
+        waiting.unwrap_or_else(|e| panic!("{e}"));
+        client
+    };
+    let frozen = attach();
+    signal(frozen.pid(), "STOP");
+    let mut live = attach();
+    let start = Instant::now();
+    live.write(b"go\n");
+    let done = live.wait_for(DONE, Duration::from_secs(300));
+    let at = done.unwrap_or_else(|e| panic!("{e}"));
+    signal(frozen.pid(), "CONT");
+    kill_session(bench, name);
+    (at - start, live.received)
+}
+
+/// Sends signal `name` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
 }
 
 /// Starts `cmd`; the time until [`DONE`] arrived and the bytes received.

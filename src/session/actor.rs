@@ -2,9 +2,11 @@
 //! screen model and attachments.
 //!
 //! Invariants:
-//! - The PTY is always read. Output goes into the ring buffer and the screen
-//!   model first, then to each attachment with `try_send`; the task never
-//!   awaits a client.
+//! - The PTY is read as fast as the fastest writable terminal takes the
+//!   output, and never held back for longer than [`pacing::PACE_BOUND`]
+//!   (see [`super::pacing`]); with no such client, at full speed. Output
+//!   goes into the ring buffer and the screen model first, then to each
+//!   attachment with `try_send`; the task never awaits a client.
 //! - Each attachment has a bounded queue and a cursor (`sent_upto`, an
 //!   absolute offset). When its queue is full the attachment waits for room
 //!   and is then caught up from the ring buffer, so a slow client costs at
@@ -38,6 +40,7 @@ use tokio::time::Instant;
 
 use super::catch_up::{Attachment, Live, Pumped, Source};
 use super::lifecycle::{Effect, Lifecycle, Timers};
+use super::pacing::{self, Pacing};
 use super::pty::{Pty, PtyStreams};
 use super::ring::RingBuffer;
 use super::screen::{self, Screen};
@@ -131,6 +134,7 @@ pub(super) struct Actor {
     clock: u64,
     lifecycle: Lifecycle,
     timers: Timers,
+    pacing: Pacing,
     /// The PTY's output has ended (or is no longer read, after an exit).
     output_eof: bool,
 }
@@ -161,6 +165,7 @@ impl Actor {
             clock: 0,
             lifecycle: Lifecycle::start(Instant::now(), &timers),
             timers,
+            pacing: Pacing::default(),
             output_eof: false,
         }
     }
@@ -179,11 +184,12 @@ impl Actor {
         let input_tx = self.pty.input.clone();
         let mut messages_open = true;
         while !self.lifecycle.ended() {
+            let held = self.hold_output();
             let deadline = self.next_deadline();
             // Select only picks what happened; the handling below may then
             // borrow `self` freely.
             let wake = tokio::select! {
-                chunk = output.recv(), if !self.output_eof => Wake::Output(chunk),
+                chunk = output.recv(), if !self.output_eof && !held => Wake::Output(chunk),
                 message = messages.recv(), if messages_open => Wake::Message(message),
                 Some(input) = inputs.recv(), if self.pending_input.is_none() => Wake::Input(input),
                 permit = input_tx.reserve(), if self.pending_input.is_some() => {
@@ -224,11 +230,35 @@ impl Actor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.lifecycle.deadline()
+        match (self.lifecycle.deadline(), self.pacing.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the PTY's output waits for a pacing client (see
+    /// [`pacing`]): the PTY reader then blocks, and so does the program.
+    fn hold_output(&mut self) -> bool {
+        let pacers = self.attachments.iter().filter(|a| a.paces());
+        let hold = pacing::hold(self.lifecycle.running(), pacers.map(|a| a.waiting));
+        self.pacing.update(hold, Instant::now)
     }
 
     fn on_deadline(&mut self) {
         let now = Instant::now();
+        if self.pacing.expired(now) {
+            for att in self
+                .attachments
+                .iter_mut()
+                .filter(|a| a.paces() && a.waiting)
+            {
+                tracing::debug!(
+                    attachment = att.id,
+                    "held the output too long; no longer paces"
+                );
+                att.stop_pacing();
+            }
+        }
         let effect = self.lifecycle.deadline_passed(now, &self.timers);
         self.apply(effect);
     }

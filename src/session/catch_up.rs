@@ -61,6 +61,9 @@ pub(super) struct Attachment {
     exit_sent: bool,
     /// Its queue was full: the actor waits for room before sending more.
     pub waiting: bool,
+    /// It may hold the PTY's output back while its queue is full (a
+    /// writable terminal that has kept up; see [`super::pacing`]).
+    paces: bool,
 }
 
 /// How an attachment's cursor moves once an event is sent.
@@ -119,7 +122,25 @@ impl Attachment {
             last_active,
             exit_sent: false,
             waiting: false,
+            paces: terminal && !read_only,
         }
+    }
+
+    /// Whether it paces the program (see [`super::pacing`]).
+    pub fn paces(&self) -> bool {
+        self.paces
+    }
+
+    /// It held the output back too long: it no longer paces until it has
+    /// caught up.
+    pub fn stop_pacing(&mut self) {
+        self.paces = false;
+    }
+
+    /// It has everything up to the ring's end: a writable terminal paces
+    /// again.
+    fn caught_up(&mut self) {
+        self.paces = self.terminal && !self.read_only;
     }
 
     /// Sets the redraw sent before any output.
@@ -140,6 +161,7 @@ impl Attachment {
         match self.tx.try_send(event) {
             Ok(()) => {
                 self.sent_upto = offset + chunk.len() as u64;
+                self.caught_up();
                 Live::Sent
             }
             Err(TrySendError::Closed(_)) => Live::Closed,
@@ -210,6 +232,7 @@ impl Attachment {
                 }
             }
         }
+        self.caught_up();
         Pumped::CaughtUp
     }
 
@@ -427,5 +450,44 @@ mod tests {
         };
         assert_eq!(att.pump(&mut source), Pumped::Closed);
         assert_eq!(source.resyncs, 0);
+    }
+
+    #[test]
+    fn only_a_writable_terminal_paces_and_a_stopped_one_again_once_caught_up() {
+        let chunk = Bytes::from_static(b"abc");
+        // (terminal, read-only): whether it paces.
+        for (terminal, read_only, paces) in [
+            (true, false, true),
+            (true, true, false),
+            (false, false, false),
+        ] {
+            let (tx, _rx) = mpsc::channel(4);
+            let att = Attachment::new(1, tx, None, read_only, terminal, 0, 0);
+            assert_eq!(
+                att.paces(),
+                paces,
+                "terminal {terminal}, read-only {read_only}"
+            );
+        }
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut att = Attachment::new(1, tx, None, false, true, 0, 0);
+        assert_eq!(att.send_live(0, &chunk), Live::Sent);
+        assert_eq!(att.send_live(3, &chunk), Live::Behind, "queue full");
+        att.stop_pacing();
+        assert!(!att.paces());
+        // Still behind: it does not pace yet.
+        let mut source = Fake {
+            start: 0,
+            data: vec![b'x'; 9],
+            exit: None,
+            resyncs: 0,
+        };
+        assert_eq!(att.pump(&mut source), Pumped::Full);
+        assert!(!att.paces());
+        // Room again, and everything up to the ring's end sent: it paces.
+        assert!(rx.try_recv().is_ok());
+        att.waiting = false;
+        assert_eq!(att.pump(&mut source), Pumped::CaughtUp);
+        assert!(att.paces());
     }
 }

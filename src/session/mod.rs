@@ -14,6 +14,7 @@ mod actor;
 mod catch_up;
 pub mod host;
 mod lifecycle;
+mod pacing;
 pub mod pty;
 pub mod ring;
 pub mod screen;
@@ -272,6 +273,38 @@ mod tests {
         );
         assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
         assert!(lines[0] > 30_000, "not the current screen: {lines:?}");
+        kill(session).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_terminal_that_keeps_up_gets_every_byte_however_small_the_ring() {
+        // 2.5 MB through a 16 KiB ring: without pacing, the program would
+        // outrun the client and the ring wrap past it (a redraw).
+        let script = "read go; seq -f line-%g 1 300000; echo END; sleep 100";
+        let session = start_sh(script, 16 * 1024);
+        let request = AttachRequest {
+            size: Some(PtySize::DEFAULT),
+            read_only: false,
+            from: None,
+        };
+        let mut terminal = attach(&session, 1, request).await;
+        match tokio::time::timeout(DEADLINE, terminal.recv()).await {
+            Ok(Some(Event::Redraw { .. })) => {}
+            other => panic!("no redraw first: {other:?}"),
+        }
+        typed(&session, 1, b"\n").await;
+        let mut text = Vec::new();
+        while !text.ends_with(b"END\r\n") {
+            match tokio::time::timeout(DEADLINE, terminal.recv()).await {
+                Ok(Some(Event::Output { data, .. })) => text.extend_from_slice(&data),
+                other => panic!("after {} bytes: {other:?}", text.len()),
+            }
+        }
+        let lines: Vec<u32> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
+            .collect();
+        assert_eq!(lines, (1..=300_000).collect::<Vec<_>>());
         kill(session).await;
     }
 

@@ -452,6 +452,21 @@ authorized_keys_file = "bob.pub"
         last.expect("session present")
     }
 
+    /// Waits until `user`'s session `name` has the size `(cols, rows)`: a
+    /// client's window-change has arrived. (A client started `in_terminal`
+    /// reads its terminal and its SIGWINCH in no fixed order, so a line
+    /// typed right after a resize may overtake the window-change.)
+    pub fn wait_size(&self, user: &str, name: &str, (cols, rows): (u16, u16)) {
+        wait_until(
+            &format!("session {name} to be {cols}x{rows}"),
+            DEADLINE,
+            || {
+                self.session(user, name)
+                    .is_some_and(|s| s["cols"] == cols && s["rows"] == rows)
+            },
+        );
+    }
+
     /// Starts `ssh -tt user ARGS` with piped stdin and captured output.
     pub fn tt(&self, user: &str, args: &[&str]) -> Client {
         self.tt_as(user, user, args)
@@ -660,7 +675,16 @@ authorized_keys_file = "bob.pub"
 
     /// Connects an in-process russh client and authenticates `user` with its key.
     pub async fn russh_key(&self, user: &str) -> client::Handle<TestClient> {
-        let mut handle = self.russh_connect().await;
+        let handle = self.russh_connect().await;
+        self.russh_login(handle, user).await
+    }
+
+    /// Authenticates `user` with its key on a connected russh client.
+    pub async fn russh_login(
+        &self,
+        mut handle: client::Handle<TestClient>,
+        user: &str,
+    ) -> client::Handle<TestClient> {
         let key = load_secret_key(self.key(user), None).expect("load key");
         let result = handle
             .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None))
@@ -672,15 +696,21 @@ authorized_keys_file = "bob.pub"
 
     /// Connects an in-process russh client without authenticating.
     pub async fn russh_connect(&self) -> client::Handle<TestClient> {
-        let config = Arc::new(client::Config::default());
-        tokio::time::timeout(
-            DEADLINE,
-            client::connect(config, ("127.0.0.1", self.port), TestClient),
-        )
-        .await
-        .expect("connect in time")
-        .expect("connect")
+        russh_connect_to(self.port, client::Config::default()).await
     }
+}
+
+/// Connects an in-process russh client with `config` to `port` on
+/// loopback (the server, or a proxy in front of it), without
+/// authenticating.
+pub async fn russh_connect_to(port: u16, config: client::Config) -> client::Handle<TestClient> {
+    tokio::time::timeout(
+        DEADLINE,
+        client::connect(Arc::new(config), ("127.0.0.1", port), TestClient),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect")
 }
 
 impl Drop for Server {
@@ -1038,6 +1068,11 @@ impl Client {
             self.output(),
             self.errors()
         );
+    }
+
+    /// The client's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the client process (SIGKILL): the connection drops without a goodbye.
