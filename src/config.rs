@@ -71,9 +71,13 @@ pub struct ServerConfig {
     pub host_keys: Vec<PathBuf>,
     /// Private state directory (mode 0700).
     pub state_dir: PathBuf,
-    /// Interval of SSH keepalives (`keepalive@openssh.com`); `None` = off.
+    /// Interval of SSH keepalives (`keepalive@openssh.com`), sent when
+    /// nothing came from the client for that long; `None` = off
+    /// (sshd_config(5) ClientAliveInterval).
     pub keepalive_interval: Option<Duration>,
-    /// Unanswered keepalives before a connection is dropped as half-open.
+    /// Keepalives left unanswered before a connection is dropped as
+    /// half-open: it is dropped at the next interval after the last one
+    /// (sshd_config(5) ClientAliveCountMax).
     pub keepalive_max: usize,
     /// Time a connection has to authenticate; `None` = unlimited.
     pub login_grace_time: Option<Duration>,
@@ -95,6 +99,19 @@ pub struct ServerConfig {
     /// `Subsystem sftp`); `None` = SFTP refused (`sftp_server = ""`, or
     /// the default [`DEFAULT_SFTP_SERVER`] is not installed).
     pub sftp_server: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// The longest a vanished client (no answer, no TCP close) goes
+    /// unnoticed: `keepalive_interval` × (`keepalive_max` + 1), after the
+    /// last byte it sent. Also the TCP_USER_TIMEOUT of accepted sockets,
+    /// so that output nobody acknowledges ends the connection as soon.
+    /// `None` with keepalives off.
+    pub fn dead_peer_timeout(&self) -> Option<Duration> {
+        let intervals = u32::try_from(self.keepalive_max.saturating_add(1)).unwrap_or(u32::MAX);
+        self.keepalive_interval
+            .map(|interval| interval.saturating_mul(intervals))
+    }
 }
 
 /// OpenSSH's SFTP server as Debian installs it (`openssh-sftp-server`):
@@ -199,8 +216,9 @@ impl Default for RawServer {
             listen: vec![Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 2222)))],
             host_keys: vec!["keys/ssh_host_ed25519_key".into()],
             state_dir: "state".into(),
-            keepalive_interval: ConfigDuration(Some(Duration::from_secs(15))),
-            keepalive_max: Count(4),
+            // A vanished phone is noticed within 24 s (DESIGN §7: 30 s).
+            keepalive_interval: ConfigDuration(Some(Duration::from_secs(8))),
+            keepalive_max: Count(2),
             login_grace_time: ConfigDuration(Some(Duration::from_secs(30))),
             max_auth_attempts: Count(6),
             max_startups: Count(64),
@@ -652,7 +670,11 @@ mod tests {
         );
         assert_eq!(
             config.server.keepalive_interval,
-            Some(Duration::from_secs(15))
+            Some(Duration::from_secs(8))
+        );
+        assert_eq!(
+            config.server.dead_peer_timeout(),
+            Some(Duration::from_secs(24))
         );
         assert_eq!(config.sessions.scrollback_bytes, 1 << 20);
         assert_eq!(config.sessions.scrollback_lines, 2000);

@@ -82,6 +82,7 @@ pub async fn run(
         startups: Startups::new(server.max_startups, server.max_startups_per_source),
         penalties: server.penalties.clone().map(Penalties::new),
         grace: server.login_grace_time,
+        dead_peer: server.dead_peer_timeout(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
@@ -96,12 +97,14 @@ pub async fn run(
     tasks.abort_all();
 }
 
-/// What bounds connections before they authenticate, shared by every listener.
+/// What bounds connections, shared by every listener.
 struct Limits {
     startups: Arc<Startups>,
     /// `None` with `per_source_penalties = false`.
     penalties: Option<Penalties>,
     grace: Option<Duration>,
+    /// TCP_USER_TIMEOUT of accepted sockets ([`ServerConfig::dead_peer_timeout`]).
+    dead_peer: Option<Duration>,
 }
 
 async fn accept_loop(
@@ -136,7 +139,7 @@ async fn accept_loop(
         let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("connection", id, %peer);
         let connection = Accepted {
-            stream: Tuned::new(stream),
+            stream: Tuned::new(stream, limits.dead_peer),
             peer,
             config: Arc::clone(&config),
             shared: Arc::clone(&shared),
@@ -289,6 +292,10 @@ async fn until(deadline: Option<tokio::time::Instant>) {
 fn log_end(error: &russh::Error, peer: SocketAddr, identification: &OnceLock<String>) {
     use russh::Error as E;
     match error {
+        // TCP_USER_TIMEOUT (`tcp::Tuned`): output left unacknowledged.
+        E::IO(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            tracing::info!("client stopped acknowledging output; closed");
+        }
         E::IO(_) | E::Disconnect | E::HUP | E::ConnectionTimeout | E::SendError => {
             tracing::debug!(%error, "connection ended");
         }

@@ -16,6 +16,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use std::sync::{Arc, OnceLock};
 
@@ -38,12 +39,22 @@ pub struct Tuned {
 }
 
 impl Tuned {
-    /// Wraps `stream`, setting TCP_NODELAY; a socket option that cannot be
-    /// set is logged at debug level and otherwise ignored.
-    pub fn new(stream: TcpStream) -> Tuned {
+    /// Wraps `stream`, setting TCP_NODELAY and, when given, TCP_USER_TIMEOUT
+    /// (tcp(7)): data that stays unacknowledged, or unsent behind a zero
+    /// window, for `user_timeout` ends the connection. That is how a
+    /// vanished client is noticed while output flows: russh's keepalive
+    /// timer cannot fire while a write to a full send queue waits. A
+    /// socket option that cannot be set is logged at debug level and
+    /// otherwise ignored.
+    pub fn new(stream: TcpStream, user_timeout: Option<Duration>) -> Tuned {
         // russh applies `Config::nodelay` only in its own accept loop.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "setting TCP_NODELAY failed");
+        }
+        if let Some(timeout) = user_timeout
+            && let Err(error) = SockRef::from(&stream).set_tcp_user_timeout(Some(timeout))
+        {
+            tracing::debug!(%error, "setting TCP_USER_TIMEOUT failed");
         }
         Tuned {
             stream,
@@ -155,8 +166,11 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let mut server = Tuned::new(listener.accept().await.unwrap().0);
+        let timeout = Duration::from_secs(24);
+        let mut server = Tuned::new(listener.accept().await.unwrap().0, Some(timeout));
         assert!(server.stream.nodelay().unwrap());
+        let user_timeout = SockRef::from(&server.stream).tcp_user_timeout();
+        assert_eq!(user_timeout.unwrap(), Some(timeout));
 
         let mut buf = [0u8; 5];
         for _ in 0..QUICKACK_READS + 3 {

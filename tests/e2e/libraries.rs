@@ -130,6 +130,7 @@ fn dropbear_logs_in_runs_commands_attaches_resizes_and_reattaches() {
     phone.send("echo typed-$((6*7))\n");
     phone.wait_for("typed-42");
     phone.resize(100, 30);
+    server.wait_size("alice", "phone", (100, 30));
     phone.send("stty size\n");
     phone.wait_for("30 100");
     // Dropped without a goodbye, then reattached: the screen comes back.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::harness::{DEADLINE, Options, Server, stderr, wait_until};
+use crate::harness::{DEADLINE, Options, Server, block_on, russh_connect_to, stderr, wait_until};
 
 #[test]
 fn an_exited_session_is_removed_after_exited_retention() {
@@ -156,6 +156,50 @@ fn a_half_open_connection_is_detected_by_keepalives_and_never_blocks_a_reattach(
     );
     desktop.send("echo still-$((5+5))\n");
     desktop.wait_for("still-10");
+}
+
+#[test]
+fn a_vanished_client_is_noticed_while_output_fills_its_window() {
+    // Keepalives of 1 s × 2, so TCP_USER_TIMEOUT 3 s. The client's SSH
+    // window (64 MiB) lets the server send more than the kernel's buffers
+    // on the frozen path hold: its write waits, and while it waits russh's
+    // keepalive timer cannot fire. Only the unacknowledged output (a zero
+    // window) can tell that the client is gone.
+    let server = Server::start_with(Options {
+        server: "keepalive_interval = \"1s\"\nkeepalive_max = 2",
+        ..Default::default()
+    });
+    let proxy = FreezingProxy::start(server.port);
+    block_on(async {
+        let config = russh::client::Config {
+            window_size: 64 << 20,
+            ..Default::default()
+        };
+        let handle = russh_connect_to(proxy.port, config).await;
+        let handle = server.russh_login(handle, "alice").await;
+        let channel = handle.channel_open_session().await.expect("channel");
+        channel
+            .request_pty(false, "xterm", 80, 24, 0, 0, &[])
+            .await
+            .expect("pty-req");
+        channel
+            .exec(false, "new phone -- sh -c 'while :; do seq 1 100000; done'")
+            .await
+            .expect("exec");
+        wait_until("output to flow", DEADLINE, || {
+            server
+                .session("alice", "phone")
+                .is_some_and(|s| s["output_offset"].as_u64() > Some(1 << 20))
+        });
+        proxy.freeze();
+        server.wait_state("alice", "phone", "orphaned");
+        let log = server.log();
+        assert!(
+            log.contains("client stopped acknowledging output; closed"),
+            "{log}"
+        );
+        drop(channel);
+    });
 }
 
 #[test]

@@ -78,6 +78,7 @@ fn plink_runs_commands_and_shells_and_reattaches() {
     client.wait_for("from-putty-42");
     // plink passes its terminal's SIGWINCH on as a window-change.
     client.resize(100, 30);
+    server.wait_size("alice", "putty", (100, 30));
     client.send("stty size\n");
     client.wait_for("30 100");
     assert!(
