@@ -6,6 +6,7 @@
 //! resolves paths against the file's directory and checks what spans
 //! several keys. Every error names the key, the line and the column.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,39 @@ pub struct SessionsConfig {
     pub exited_retention: Duration,
     /// Sessions per login name.
     pub max_per_user: usize,
+    /// What a shell request does (`on_shell`), per user.
+    pub on_shell: OnShellRules,
+}
+
+/// `on_shell` as `[sessions]` and `[[users]]` set it.
+#[derive(Debug, Clone, Default)]
+pub struct OnShellRules {
+    /// `[sessions] on_shell`: for users without their own.
+    pub default: OnShell,
+    /// The `on_shell` of each `[[users]]` entry that sets one, by login name.
+    pub per_user: HashMap<String, OnShell>,
+}
+
+impl OnShellRules {
+    /// What a shell request of login name `user` does.
+    pub fn of(&self, user: &str) -> OnShell {
+        self.per_user.get(user).copied().unwrap_or(self.default)
+    }
+}
+
+/// What a shell request (`ssh host`, what phone apps send) does when the
+/// login names no session (`alice+NAME` always attaches or creates NAME):
+/// `[sessions] on_shell`, or a `[[users]]` entry's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnShell {
+    /// A new session; when the user has detached sessions, a line before
+    /// the shell's output names them and how to reach them.
+    #[default]
+    New,
+    /// The user's most recently detached session (as `attach` with no
+    /// REF); a new one when none is detached.
+    Attach,
 }
 
 #[derive(Deserialize, Default)]
@@ -250,6 +284,7 @@ struct RawSessions {
     orphan_timeout: ConfigDuration,
     exited_retention: ConfigDuration,
     max_per_user: Count,
+    on_shell: OnShell,
 }
 
 impl Default for RawSessions {
@@ -262,6 +297,7 @@ impl Default for RawSessions {
             orphan_timeout: ConfigDuration(None),
             exited_retention: ConfigDuration(Some(Duration::from_secs(3600))),
             max_per_user: Count(100),
+            on_shell: OnShell::New,
         }
     }
 }
@@ -274,6 +310,7 @@ struct RawUser {
     #[serde(default)]
     authorized_keys: Vec<Spanned<String>>,
     authorized_keys_file: Option<Spanned<String>>,
+    on_shell: Option<OnShell>,
 }
 
 /// `"30s"`, `"24h"`, `"1h 30m"` or `"never"`.
@@ -366,10 +403,17 @@ impl Config {
                 "see the example server.toml in the repository",
             )
         })?;
+        let on_shell_per_user = raw
+            .users
+            .iter()
+            .filter_map(|u| Some((u.name.get_ref().clone(), u.on_shell?)))
+            .collect();
         let users = resolver.users(raw.users)?;
+        let mut sessions = resolver.sessions(raw.sessions)?;
+        sessions.on_shell.per_user = on_shell_per_user;
         Ok(Config {
             server: resolver.server(raw.server, users.is_empty())?,
-            sessions: resolver.sessions(raw.sessions)?,
+            sessions,
             users,
         })
     }
@@ -617,6 +661,10 @@ impl Resolver<'_> {
                 .0
                 .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
             max_per_user: raw.max_per_user.0,
+            on_shell: OnShellRules {
+                default: raw.on_shell,
+                per_user: HashMap::new(),
+            },
         })
     }
 }
@@ -837,5 +885,27 @@ mod tests {
             parse("[[users]]\nname = \"alice\"\nauthorized_keys = [\"ssh-ed25519 garbage\"]\n")
                 .unwrap_err();
         assert!(err.contains("users.authorized_keys"), "{err}");
+    }
+
+    #[test]
+    fn on_shell_is_set_for_all_and_per_user() {
+        let key = "authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn8f3I1ZtmYGk9IEPnQJN6Vz1ag8eQdXZzeM6QgC6eY t\"]";
+        let text = format!(
+            "[sessions]\non_shell = \"attach\"\n\
+             [[users]]\nname = \"alice\"\n{key}\n\
+             [[users]]\nname = \"bob\"\n{key}\non_shell = \"new\"\n"
+        );
+        let config = parse(&text).expect("valid");
+        assert_eq!(config.sessions.on_shell.of("alice"), OnShell::Attach);
+        assert_eq!(config.sessions.on_shell.of("bob"), OnShell::New);
+        assert_eq!(
+            parse("").expect("defaults").sessions.on_shell.of("x"),
+            OnShell::New
+        );
+        let err = parse("[sessions]\non_shell = \"resume\"\n").unwrap_err();
+        assert!(
+            err.contains("on_shell") && err.contains("`new`") && err.contains("`attach`"),
+            "{err}"
+        );
     }
 }

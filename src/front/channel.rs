@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{Shared, writer};
 use crate::command::{Command, Context, Failure, Outcome};
+use crate::config::OnShell;
 use crate::protocol::host::SpawnSpec;
 use crate::protocol::{PtySize, SessionName, SignalName, TermName};
 use crate::remote::{AttachmentControl, SessionHandle};
@@ -132,7 +133,10 @@ async fn execute(start: &mut Start) -> Result<Outcome, Failure> {
 }
 
 /// The command of a shell request: `ssh alice+work@host` attaches `work`,
-/// creating it if needed; a plain login creates a new session.
+/// creating it if needed; a plain login creates a new session, or with
+/// `on_shell = "attach"` attaches the most recently detached one (by id,
+/// so that another client taking it meanwhile cannot make this fail) and
+/// creates one only when none is detached.
 pub fn shell_command(
     shared: &Shared,
     owner: &str,
@@ -155,11 +159,24 @@ pub fn shell_command(
             format!("{invalid} after '+' in the login name"),
             SessionName::RULE,
         )),
-        None => Ok(Command::New {
-            name: None,
-            detach: false,
-            command: vec![],
-        }),
+        None => {
+            let detached = match shared.on_shell.of(owner) {
+                OnShell::Attach => shared.registry.last_detached(owner).ok(),
+                OnShell::New => None,
+            };
+            Ok(match detached {
+                Some(found) => Command::Attach {
+                    reference: Some(found.id.to_string()),
+                    read_only: false,
+                    from: None,
+                },
+                None => Command::New {
+                    name: None,
+                    detach: false,
+                    command: vec![],
+                },
+            })
+        }
     }
 }
 

@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use crate::admission::StartupPermit;
 use crate::auth::{Authenticator, Login};
 use crate::command::{self, Failure};
+use crate::config::OnShellRules;
 use crate::protocol::{PtySize, SignalName, TermName};
 use crate::registry::Registry;
 use channel::ToChannel;
@@ -76,6 +77,8 @@ pub struct Shared {
     /// The program of `subsystem sftp` (`[server] sftp_server`); `None`
     /// refuses it.
     pub sftp_server: Option<PathBuf>,
+    /// What a shell request does, per user (`on_shell`).
+    pub on_shell: OnShellRules,
 }
 
 /// How far a connection got with authentication: read by the server for

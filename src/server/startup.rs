@@ -192,5 +192,6 @@ fn shared(config: &Config, launch: Launch) -> Result<Shared, StartupError> {
         os_user: keys::os_user_name(),
         max_auth_attempts: config.server.max_auth_attempts,
         sftp_server: config.server.sftp_server.clone(),
+        on_shell: config.sessions.on_shell.clone(),
     })
 }

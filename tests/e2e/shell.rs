@@ -1,6 +1,6 @@
 //! The shell request: a real shell in a persistent session.
 
-use crate::harness::{Server, stderr, stdout};
+use crate::harness::{Options, Server, stderr, stdout};
 
 #[test]
 fn ssh_host_gives_a_working_shell_whose_exit_status_reaches_the_client() {
@@ -52,6 +52,40 @@ fn login_name_plus_session_attaches_or_creates_that_session() {
         1,
         "a second session was created"
     );
+}
+
+#[test]
+fn with_on_shell_attach_a_plain_login_resumes_the_last_detached_session() {
+    let server = Server::start_with(Options {
+        sessions: "on_shell = \"attach\"",
+        ..Default::default()
+    });
+    // OpenSSH: a shell, dropped, then a plain login again.
+    let mut first = server.tt("alice", &[]);
+    first.send("echo marker-$((10+1))\n");
+    first.wait_for("marker-11");
+    first.kill();
+    server.wait_state("alice", "0", "orphaned");
+    let mut second = server.tt("alice", &[]);
+    second.wait_for("marker-11");
+    second.send("echo marker-$((20+2))\n");
+    second.wait_for("marker-22");
+    assert_eq!(
+        server.list("alice").len(),
+        1,
+        "a second session was created"
+    );
+    // None detached now: a plain login starts a new session.
+    let mut third = server.tt("alice", &[]);
+    third.send("echo marker-$((30+3))\n");
+    third.wait_for("marker-33");
+    assert_eq!(server.list("alice").len(), 2);
+    // paramiko's invoke_shell, as phone apps open a shell (as bob, who
+    // has no session yet).
+    let out = server.paramiko("bob", &["bob"], &["shell_twice"]);
+    let lines = stdout(&out);
+    assert!(lines.contains("reattached=ok"), "{lines}");
+    assert!(lines.contains("sessions=1"), "{lines}");
 }
 
 #[test]

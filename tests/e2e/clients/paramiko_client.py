@@ -267,6 +267,29 @@ def scenario_sftp(client, args):
     print("echo=ok")
 
 
+def scenario_shell_twice(client, _args):
+    """What a phone app does: a PTY and a shell request, dropped, then
+    again; with on_shell = "attach" the second shell is the first."""
+    transport = client.get_transport()
+    shell = client.invoke_shell(term="xterm", width=80, height=24)
+    shell.settimeout(0.2)
+    shell.send(b"echo marker-$((30+3))\n")
+    read_until(shell, "marker-33")
+    shell.close()
+    started = time.monotonic()
+    while '"state":"orphaned"' not in run(transport, "list --json")[1].replace(" ", ""):
+        if time.monotonic() - started > DEADLINE:
+            raise TimeoutError("the session was never orphaned")
+        time.sleep(0.05)
+    again = client.invoke_shell(term="xterm", width=80, height=24)
+    again.settimeout(0.2)
+    read_until(again, "marker-33")
+    again.send(b"echo again-$((40+4))\n")
+    read_until(again, "again-44")
+    print("reattached=ok")
+    print(f"sessions={run(transport, 'list --json')[1].count(chr(34) + 'id' + chr(34))}")
+
+
 def main():
     port, user, keys, scenario = sys.argv[1:5]
     client = connect(int(port), user, keys.split(","))
