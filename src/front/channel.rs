@@ -24,7 +24,7 @@ use super::{Shared, writer};
 use crate::command::{Command, Context, Failure, Outcome};
 use crate::config::OnShell;
 use crate::protocol::host::SpawnSpec;
-use crate::protocol::{PtySize, SessionName, SignalName, TermName};
+use crate::protocol::{PtySize, SessionName, SessionState, SignalName, TermName};
 use crate::remote::{AttachmentControl, SessionHandle};
 
 /// Input and resize messages queued for a channel's task. When full, the
@@ -53,6 +53,9 @@ pub struct Start {
     pub owner: String,
     /// What to run: a parsed command or the error to report.
     pub command: Result<Command, Failure>,
+    /// A line a session this channel creates starts its output with (see
+    /// [`shell_notice`]).
+    pub notice: Option<String>,
     /// `pty-req`'s terminal type and size, if any.
     pub pty: Option<(TermName, PtySize)>,
     /// Accepted `env` requests.
@@ -180,6 +183,40 @@ pub fn shell_command(
     }
 }
 
+/// Most detached sessions a [`shell_notice`] names.
+const NOTICE_NAMES: usize = 5;
+
+/// For a shell request that starts a new session (`on_shell = "new"`) while
+/// `owner` has detached sessions: one line naming them, most recently
+/// detached first, and how to reach them, for the new session's output to
+/// start with (as sshd's motd comes before the shell's output). `None`
+/// when none is detached.
+pub fn shell_notice(shared: &Shared, owner: &str) -> Option<String> {
+    let mut detached: Vec<_> = shared
+        .registry
+        .list(owner)
+        .into_iter()
+        .filter(|info| info.state == SessionState::Orphaned)
+        .collect();
+    detached.sort_by_key(|info| std::cmp::Reverse(info.detached_at.unwrap_or(info.created)));
+    let first = detached.first()?.name.to_string();
+    let mut names: Vec<String> = detached
+        .iter()
+        .take(NOTICE_NAMES)
+        .map(|info| info.name.to_string())
+        .collect();
+    if detached.len() > NOTICE_NAMES {
+        names.push(format!("and {} more", detached.len() - NOTICE_NAMES));
+    }
+    let count = detached.len();
+    let noun = if count == 1 { "session" } else { "sessions" };
+    Some(format!(
+        "keepsh: {count} detached {noun}: {} (to resume one: ssh -t HOST attach {first}, \
+         or log in as {owner}+{first})\r\n",
+        names.join(", ")
+    ))
+}
+
 /// The environment every program keepsh starts gets: `HOME`, `USER`,
 /// `LOGNAME` (the OS user running keepsh), keepsh's `PATH` and `LANG`.
 pub fn base_env(shared: &Shared) -> Vec<(String, String)> {
@@ -218,5 +255,6 @@ fn spawn_spec(start: &Start) -> SpawnSpec {
         env,
         cwd: shared.home.clone(),
         size,
+        preface: start.notice.clone().unwrap_or_default(),
     }
 }

@@ -197,6 +197,7 @@ impl Connection {
         &mut self,
         channel: ChannelId,
         command: Result<command::Command, Failure>,
+        notice: Option<String>,
         session: &server::Session,
     ) -> bool {
         let owner = self.owner().to_owned();
@@ -213,6 +214,7 @@ impl Connection {
             shared,
             owner,
             command,
+            notice,
             pty: state.pty.clone(),
             env: std::mem::take(&mut state.env),
             out,
@@ -437,7 +439,13 @@ impl russh::server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         let target = self.login.as_ref().and_then(|l| l.target.clone());
         let command = channel::shell_command(&self.shared, self.owner(), target);
-        if self.start(channel, command, session) {
+        let notice = match &command {
+            Ok(command::Command::New { name: None, .. }) => {
+                channel::shell_notice(&self.shared, self.owner())
+            }
+            _ => None,
+        };
+        if self.start(channel, command, notice, session) {
             session.channel_success(channel)?;
         } else {
             session.channel_failure(channel)?;
@@ -458,7 +466,7 @@ impl russh::server::Handler for Connection {
                 "run 'help' for usage",
             )),
         };
-        if self.start(channel, command, session) {
+        if self.start(channel, command, None, session) {
             session.channel_success(channel)?;
         } else {
             session.channel_failure(channel)?;

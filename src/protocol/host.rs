@@ -52,6 +52,11 @@ pub struct SpawnSpec {
     pub cwd: PathBuf,
     /// Initial window.
     pub size: PtySize,
+    /// Bytes the session's output starts with, before the program's: a
+    /// notice from keepsh (see `front::channel::shell_notice`); kept in the
+    /// ring buffer and the screen like output. Usually empty.
+    #[serde(default)]
+    pub preface: String,
 }
 
 /// Per-session limits and timers, from `[sessions]` in server.toml.

@@ -170,6 +170,12 @@ impl Actor {
         }
     }
 
+    /// Output that comes before the program's (a notice from keepsh), into
+    /// the ring buffer and the screen model as if the program wrote it.
+    pub(super) fn preface(&mut self, text: Vec<u8>) {
+        self.on_output(Bytes::from(text));
+    }
+
     pub(super) async fn run(
         mut self,
         streams: PtyStreams,

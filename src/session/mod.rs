@@ -73,7 +73,10 @@ fn start(spec: HostSpec) -> Result<Mailbox, SpawnError> {
     let (input, input_rx) = mpsc::channel(pty::INPUT_QUEUE);
     let (publish, info_rx) = watch::channel(info.clone());
     let span = tracing::info_span!("session", id = %info.id, owner = %info.owner);
-    let actor = actor::Actor::new(info, publish, pty, spec.settings);
+    let mut actor = actor::Actor::new(info, publish, pty, spec.settings);
+    if !spec.spawn.preface.is_empty() {
+        actor.preface(spec.spawn.preface.into_bytes());
+    }
     tokio::spawn(actor.run(streams, messages_rx, input_rx).instrument(span));
     Ok(Mailbox {
         messages,
@@ -120,6 +123,7 @@ mod tests {
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             cwd: PathBuf::from("/"),
             size: PtySize::DEFAULT,
+            preface: String::new(),
         };
         start(HostSpec {
             id: SessionId::random(),

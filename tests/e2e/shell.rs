@@ -89,6 +89,43 @@ fn with_on_shell_attach_a_plain_login_resumes_the_last_detached_session() {
 }
 
 #[test]
+fn a_plain_login_names_the_detached_sessions_before_the_new_shell() {
+    let server = Server::start();
+    // None detached: no notice.
+    let mut first = server.tt("alice", &[]);
+    first.send("echo first-$((1+1))\n");
+    first.wait_for("first-2");
+    assert!(!first.output().contains("detached"), "{}", first.output());
+    first.kill();
+    server.wait_state("alice", "0", "orphaned");
+    assert!(server.run("alice", &["new", "-d", "work"]).status.success());
+    let mut second = server.tt("alice", &[]);
+    second.send("echo second-$((2+2))\n");
+    let output = second.wait_for("second-4");
+    // In the first redraw, as the screen's first line.
+    let notice = "keepsh: 2 detached sessions: work, 0 (to resume one: \
+                  ssh -t HOST attach work, or log in as alice+work)";
+    let at = output.find(notice).unwrap_or_else(|| panic!("{output:?}"));
+    assert!(at < output.find("second-4").expect("echo"), "{output:?}");
+    // It is the session's own first output: a client attaching later sees
+    // it too.
+    let name = server
+        .list("alice")
+        .into_iter()
+        .find(|s| s["state"] == "attached")
+        .expect("the new session")["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let out = server.run("alice", &["history", &name]);
+    assert!(
+        stdout(&out).starts_with("keepsh: 2 detached sessions"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn a_program_inherits_its_terminal_and_no_other_descriptor() {
     let server = Server::start();
     // Other sessions are open while this one starts: none of their PTYs may
