@@ -28,7 +28,7 @@ pub enum Command {
         /// The program; empty means the user's shell.
         command: Vec<String>,
     },
-    /// `attach [--read-only] [--from OFFSET] [REF]`.
+    /// `attach [-d] [--read-only] [--from OFFSET] [REF]`.
     Attach {
         /// Which session; `None` means the most recently detached one.
         reference: Option<String>,
@@ -36,6 +36,8 @@ pub enum Command {
         read_only: bool,
         /// Replay from this absolute output offset (bytes).
         from: Option<u64>,
+        /// Detach every other client of the session (tmux's `attach -d`).
+        detach_others: bool,
     },
     /// `history [--raw] REF`.
     History {
@@ -91,6 +93,8 @@ enum Sub {
         command: Vec<String>,
     },
     Attach {
+        #[arg(short = 'd', long)]
+        detach_others: bool,
         #[arg(long)]
         read_only: bool,
         #[arg(long, value_name = "OFFSET")]
@@ -251,40 +255,49 @@ pub fn parse(line: &str) -> Result<Command, Failure> {
         // clap quotes the user's words: never echo them raw.
         Failure::usage(escape_controls(what), "run 'help' for usage")
     })?;
-    Ok(match parsed.command {
-        Sub::New {
-            detach,
-            name,
-            command,
-        } => Command::New {
-            name,
-            detach,
-            command,
-        },
-        Sub::Attach {
-            read_only,
-            from,
-            reference,
-        } => Command::Attach {
-            reference: reference.map(checked_ref).transpose()?,
-            read_only,
-            from,
-        },
-        Sub::List { json } => Command::List { json },
-        Sub::History { raw, reference } => Command::History {
-            reference: checked_ref(reference)?,
-            raw,
-        },
-        Sub::Kill { reference } => Command::Kill {
-            reference: checked_ref(reference)?,
-        },
-        Sub::Rename { reference, new } => Command::Rename {
-            reference: checked_ref(reference)?,
-            new,
-        },
-        Sub::Help => Command::Help,
-        Sub::Version => Command::Version,
-    })
+    parsed.command.into_command()
+}
+
+impl Sub {
+    /// The validated command (REFs checked).
+    fn into_command(self) -> Result<Command, Failure> {
+        Ok(match self {
+            Sub::New {
+                detach,
+                name,
+                command,
+            } => Command::New {
+                name,
+                detach,
+                command,
+            },
+            Sub::Attach {
+                detach_others,
+                read_only,
+                from,
+                reference,
+            } => Command::Attach {
+                reference: reference.map(checked_ref).transpose()?,
+                read_only,
+                from,
+                detach_others,
+            },
+            Sub::List { json } => Command::List { json },
+            Sub::History { raw, reference } => Command::History {
+                reference: checked_ref(reference)?,
+                raw,
+            },
+            Sub::Kill { reference } => Command::Kill {
+                reference: checked_ref(reference)?,
+            },
+            Sub::Rename { reference, new } => Command::Rename {
+                reference: checked_ref(reference)?,
+                new,
+            },
+            Sub::Help => Command::Help,
+            Sub::Version => Command::Version,
+        })
+    }
 }
 
 /// A REF as typed, if it can be one: a name, a full id and an id prefix
@@ -328,8 +341,9 @@ usage: ssh [-t] HOST COMMAND
   (no command)                      new session running your shell, attached
   new [NAME] [-- CMD ARGS...]       new session (optionally named / running CMD), attached
   new -d [NAME] [-- CMD ARGS...]    new session, detached; prints its id
-  attach [--read-only] [--from OFFSET] [REF]
-                                    attach (default: the most recently detached session)
+  attach [-d] [--read-only] [--from OFFSET] [REF]
+                                    attach (default: the most recently detached session;
+                                    -d: detach its other clients first)
   list [--json]                     your sessions
   history [--raw] REF               print a session's history lines and screen as text
                                     (--raw: the buffered output, byte for byte)
@@ -557,6 +571,16 @@ mod tests {
                 reference: Some("abcd".into()),
                 read_only: true,
                 from: Some(42),
+                detach_others: false,
+            })
+        );
+        assert_eq!(
+            check("attach -d work"),
+            Ok(Command::Attach {
+                reference: Some("work".into()),
+                read_only: false,
+                from: None,
+                detach_others: true,
             })
         );
         assert_eq!(

@@ -59,10 +59,12 @@ impl Command {
                 }
                 Reply::ok(format!("{}\n", found.id))
             }
+            // `detach_others` is the channel's to carry out, once attached.
             Command::Attach {
                 reference,
                 read_only,
                 from,
+                ..
             } => {
                 let found = match reference {
                     Some(reference) => ctx.registry.resolve(ctx.owner, &reference)?,

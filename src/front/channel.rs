@@ -21,10 +21,11 @@ use russh::server::{Handle, Msg};
 use tokio::sync::mpsc;
 
 use super::{Shared, writer};
-use crate::command::{Command, Context, Failure, Outcome};
+use crate::command::{Command, Context, Failure, Outcome, Reply};
 use crate::config::OnShell;
 use crate::protocol::host::SpawnSpec;
 use crate::protocol::{PtySize, SessionName, SessionState, SignalName, TermName};
+use crate::registry::Found;
 use crate::remote::{AttachmentControl, SessionHandle};
 
 /// Input and resize messages queued for a channel's task. When full, the
@@ -71,20 +72,58 @@ pub struct Start {
 
 /// Runs a started channel until it closes.
 pub async fn run(mut start: Start) {
+    let detach_others = matches!(
+        start.command,
+        Ok(Command::Attach {
+            detach_others: true,
+            ..
+        })
+    );
     let outcome = execute(&mut start).await;
     let crlf = start.pty.is_some();
     match outcome {
         Err(failure) => writer::send_reply(&start.out, failure.into(), crlf).await,
         Ok(Outcome::Reply(reply)) => writer::send_reply(&start.out, reply, crlf).await,
         Ok(Outcome::Attached(found, attachment)) => {
-            tracing::info!(session = %found.id, name = %found.name, "channel attached");
-            let crate::remote::Attachment { events, control } = attachment;
-            let output = writer::forward(&start.out, &start.handle, events);
-            tokio::select! {
-                () = output => {}
-                // The handler dropped its side: the client closed the channel.
-                () = pump(&mut start.inbox, control, &found.handle) => {}
-            }
+            attached(&mut start, found, attachment, detach_others).await;
+        }
+    }
+}
+
+/// Streams an attachment until the client closes the channel, the session
+/// ends, or another client's `attach -d` detaches it (then it says so on
+/// stderr); with `detach_others`, it first detaches the session's other
+/// channels.
+async fn attached(
+    start: &mut Start,
+    found: Found,
+    attachment: crate::remote::Attachment,
+    detach_others: bool,
+) {
+    tracing::info!(session = %found.id, name = %found.name, "channel attached");
+    let (registration, detached) = start.shared.attached.register(found.id);
+    if detach_others {
+        let told = start.shared.attached.detach_others(&registration);
+        tracing::info!(session = %found.id, clients = told, "detached the other clients (attach -d)");
+    }
+    let crate::remote::Attachment { events, control } = attachment;
+    let output = writer::forward(&start.out, &start.handle, events);
+    tokio::select! {
+        () = output => {}
+        // The handler dropped its side: the client closed the channel.
+        () = pump(&mut start.inbox, control, &found.handle) => {}
+        Ok(()) = detached => {
+            // The attachment's connection is closed by now (its events
+            // were dropped with `output`): say why, then end.
+            let reply = Reply {
+                stderr: format!(
+                    "keepsh: detached from session {}: another client attached with -d \
+                     (attach again to take it back)\n",
+                    found.name
+                ),
+                ..Reply::default()
+            };
+            writer::send_reply(&start.out, reply, start.pty.is_some()).await;
         }
     }
 }
@@ -151,6 +190,7 @@ pub fn shell_command(
                 reference: Some(name.to_string()),
                 read_only: false,
                 from: None,
+                detach_others: false,
             }),
             Err(_) => Ok(Command::New {
                 name: Some(name),
@@ -172,6 +212,7 @@ pub fn shell_command(
                     reference: Some(found.id.to_string()),
                     read_only: false,
                     from: None,
+                    detach_others: false,
                 },
                 None => Command::New {
                     name: None,

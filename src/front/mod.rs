@@ -21,6 +21,9 @@
 //!   its writing half goes to the channel's task, so output respects each
 //!   channel's own window and a full channel never delays another.
 
+mod attached;
+
+pub use attached::AttachedChannels;
 mod channel;
 mod subsystem;
 mod writer;
@@ -79,6 +82,8 @@ pub struct Shared {
     pub sftp_server: Option<PathBuf>,
     /// What a shell request does, per user (`on_shell`).
     pub on_shell: OnShellRules,
+    /// The channels attached to each session (for `attach -d`).
+    pub attached: AttachedChannels,
 }
 
 /// How far a connection got with authentication: read by the server for

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{AuthError, Authenticator, User};
 use crate::config::{Config, DEFAULT_SFTP_SERVER};
-use crate::front::Shared;
+use crate::front::{AttachedChannels, Shared};
 use crate::keys::{self, KeyError};
 use crate::protocol::host::{SessionSettings, sessions_dir};
 use crate::registry::Registry;
@@ -193,5 +193,6 @@ fn shared(config: &Config, launch: Launch) -> Result<Shared, StartupError> {
         max_auth_attempts: config.server.max_auth_attempts,
         sftp_server: config.server.sftp_server.clone(),
         on_shell: config.sessions.on_shell.clone(),
+        attached: AttachedChannels::default(),
     })
 }

@@ -297,3 +297,35 @@ fn the_tilde_dot_escape_detaches_and_the_session_carries_on() {
     again.send("echo after-$((3*3))\n");
     again.wait_for("after-9");
 }
+
+#[test]
+fn attach_d_detaches_the_other_clients_and_tells_them_why() {
+    let server = Server::start();
+    assert!(server.run("alice", &["new", "-d", "work"]).status.success());
+    // Two clients on the session: OpenSSH on two connections.
+    let mut phone = server.tt("alice", &["attach", "work"]);
+    phone.send("echo phone-$((1+1))\n");
+    phone.wait_for("phone-2");
+    let mut tablet = server.tt("alice", &["attach", "work"]);
+    tablet.wait_for("phone-2");
+    wait_until("two clients", DEADLINE, || {
+        server
+            .session("alice", "work")
+            .is_some_and(|s| s["clients"] == 2)
+    });
+    let mut desk = server.tt("alice", &["attach", "-d", "work"]);
+    for other in [&mut phone, &mut tablet] {
+        assert_eq!(other.wait_exit(), 0, "{}", other.errors());
+        assert!(
+            other.errors().contains(
+                "keepsh: detached from session work: another client attached with -d \
+                 (attach again to take it back)"
+            ),
+            "{}",
+            other.errors()
+        );
+    }
+    desk.send("echo desk-$((3+3))\n");
+    desk.wait_for("desk-6");
+    assert_eq!(server.session("alice", "work").expect("work")["clients"], 1);
+}
