@@ -20,6 +20,7 @@ use russh::ChannelWriteHalf;
 use russh::server::{Handle, Msg};
 use tokio::sync::mpsc;
 
+use super::attached::{ConnectionKey, Detached, probe};
 use super::{Shared, writer};
 use crate::command::{Command, Context, Failure, Outcome, Reply};
 use crate::config::OnShell;
@@ -64,8 +65,11 @@ pub struct Start {
     /// The channel's writing side: window-aware, so a full channel waits
     /// on its own and never holds russh's queue for the others.
     pub out: ChannelWriteHalf<Msg>,
-    /// The connection, for `exit-signal` (not on the write half).
+    /// The connection, for `exit-signal` (not on the write half) and to
+    /// be probed when another client attaches to the same session.
     pub handle: Handle,
+    /// Which connection this channel is on.
+    pub connection: ConnectionKey,
     /// Input and resizes from the handler.
     pub inbox: mpsc::Receiver<ToChannel>,
 }
@@ -101,10 +105,20 @@ async fn attached(
     detach_others: bool,
 ) {
     tracing::info!(session = %found.id, name = %found.name, "channel attached");
-    let (registration, detached) = start.shared.attached.register(found.id);
+    let attached = &start.shared.attached;
+    let (registration, detached) =
+        attached.register(found.id, start.connection, start.handle.clone());
     if detach_others {
-        let told = start.shared.attached.detach_others(&registration);
+        let told = attached.detach_others(&registration);
         tracing::info!(session = %found.id, clients = told, "detached the other clients (attach -d)");
+    } else {
+        // A client on another connection that vanished must not stay
+        // attached (and set the size): each is asked for a keepalive.
+        for (token, handle) in attached.on_other_connections(&registration) {
+            let shared = Arc::clone(&start.shared);
+            let session = found.id;
+            tokio::spawn(async move { probe(&shared.attached, session, token, handle).await });
+        }
     }
     let crate::remote::Attachment { events, control } = attachment;
     let output = writer::forward(&start.out, &start.handle, events);
@@ -112,13 +126,16 @@ async fn attached(
         () = output => {}
         // The handler dropped its side: the client closed the channel.
         () = pump(&mut start.inbox, control, &found.handle) => {}
-        Ok(()) = detached => {
+        Ok(why) = detached => {
             // The attachment's connection is closed by now (its events
             // were dropped with `output`): say why, then end.
+            let why = match why {
+                Detached::Replaced => "another client attached with -d",
+                Detached::Unanswered => "another client attached and this one did not answer",
+            };
             let reply = Reply {
                 stderr: format!(
-                    "keepsh: detached from session {}: another client attached with -d \
-                     (attach again to take it back)\n",
+                    "keepsh: detached from session {}: {why} (attach again to take it back)\n",
                     found.name
                 ),
                 ..Reply::default()

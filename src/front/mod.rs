@@ -224,6 +224,7 @@ impl Connection {
             env: std::mem::take(&mut state.env),
             out,
             handle: session.handle(),
+            connection: Arc::as_ptr(&self.handle) as attached::ConnectionKey,
             inbox: receiver,
         };
         state.inbox = Some(inbox);

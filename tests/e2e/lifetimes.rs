@@ -203,6 +203,43 @@ fn a_vanished_client_is_noticed_while_output_fills_its_window() {
 }
 
 #[test]
+fn an_attach_detaches_a_client_that_vanished_at_once_and_keeps_live_ones() {
+    // Keepalives too slow to matter here: only the probe at attach can
+    // find the vanished phone in time.
+    let server = Server::start_with(Options {
+        server: "keepalive_interval = \"60s\"",
+        ..Default::default()
+    });
+    let proxy = FreezingProxy::start(server.port);
+    let mut cmd = server.ssh_via("alice", proxy.port);
+    cmd.args(["-tt", "new", "work"]);
+    let mut phone = crate::harness::Client::spawn(cmd);
+    phone.send("echo on-the-phone-$((3*3))\n");
+    phone.wait_for("on-the-phone-9");
+    let mut tablet = server.tt("alice", &["attach", "work"]);
+    tablet.wait_for("on-the-phone-9");
+    proxy.freeze();
+    let mut desk = server.tt("alice", &["attach", "work"]);
+    desk.send("echo desk-$((2*2))\n");
+    desk.wait_for("desk-4");
+    // The phone is gone within the probe's 3 s; the tablet answered.
+    wait_until("the vanished phone to be detached", DEADLINE, || {
+        server
+            .session("alice", "work")
+            .is_some_and(|s| s["clients"] == 2)
+    });
+    assert!(
+        server
+            .log()
+            .contains("a client on another connection did not answer a keepalive; detached it"),
+        "{}",
+        server.log()
+    );
+    tablet.send("echo tablet-$((5+5))\n");
+    tablet.wait_for("tablet-10");
+}
+
+#[test]
 fn a_client_pasting_into_a_program_that_never_reads_can_still_drop_off() {
     let server = Server::start();
     // Raw mode and no reads: input piles up until the PTY refuses more.

@@ -88,6 +88,10 @@ pub enum Msg {
         pending: PendingChannelOpen,
         result: Result<(), ChannelOpenFailure>,
     },
+    /// keepsh patch: a keepalive with a reply ([`Handle::ping`]).
+    Ping {
+        reply_channel: oneshot::Sender<()>,
+    },
 }
 
 impl From<(ChannelId, ChannelMsg)> for Msg {
@@ -453,6 +457,18 @@ impl Handle {
             .map_err(|_| ())
     }
 
+    /// keepsh patch: sends the client a keepalive (`keepalive@openssh.com`
+    /// with want-reply) ahead of queued channel data; the receiver resolves
+    /// when the client answers (success or failure alike). It never resolves
+    /// for a client that vanished, nor while the connection's writes wait.
+    pub fn ping(&self) -> Result<oneshot::Receiver<()>, Error> {
+        let (reply_channel, reply) = oneshot::channel();
+        self.priority_sender
+            .send(Msg::Ping { reply_channel })
+            .map_err(|_| Error::SendError)?;
+        Ok(reply)
+    }
+
     /// Allows a server to disconnect a client session
     pub async fn disconnect(
         &self,
@@ -619,6 +635,10 @@ impl Session {
             }
             Msg::ChannelOpenReply { pending, result } => {
                 self.finalize_channel_open_reply(pending, result)?;
+            }
+            // keepsh patch: Handle::ping.
+            Msg::Ping { reply_channel } => {
+                self.send_ping(reply_channel)?;
             }
             other => {
                 // should be unreachable, since the receiver only gets
