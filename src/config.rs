@@ -61,6 +61,19 @@ pub struct Config {
     /// `[[users]]`: the SSH login names and their credentials. Empty means
     /// first-run mode: the OS user running keepsh may log in with its own keys.
     pub users: Vec<User>,
+    /// `[notify]`; `None` when no command is set.
+    pub notify: Option<NotifyConfig>,
+}
+
+/// `[notify]`: a command run (as the OS user running keepsh, without a
+/// shell) when a session that no writable client is attached to rings the
+/// bell, shows a desktop notification (OSC 9, OSC 777 `notify`) or exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// The program and its arguments (`argv`, not a shell line).
+    pub command: Vec<String>,
+    /// At most one run per session per this long (`"never"`: once).
+    pub min_interval: Duration,
 }
 
 /// `[server]`: listeners, keys and connection limits.
@@ -182,6 +195,24 @@ struct RawConfig {
     sessions: RawSessions,
     #[serde(default)]
     users: Vec<RawUser>,
+    #[serde(default)]
+    notify: RawNotify,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNotify {
+    command: Vec<String>,
+    min_interval: ConfigDuration,
+}
+
+impl Default for RawNotify {
+    fn default() -> Self {
+        RawNotify {
+            command: Vec::new(),
+            min_interval: ConfigDuration(Some(Duration::from_secs(30))),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -415,6 +446,15 @@ impl Config {
             server: resolver.server(raw.server, users.is_empty())?,
             sessions,
             users,
+            notify: (!raw.notify.command.is_empty()).then(|| NotifyConfig {
+                command: raw.notify.command,
+                // "never": once per session (for about a century).
+                min_interval: raw
+                    .notify
+                    .min_interval
+                    .0
+                    .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
+            }),
         })
     }
 }
@@ -907,5 +947,21 @@ mod tests {
             err.contains("on_shell") && err.contains("`new`") && err.contains("`attach`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn notify_is_off_without_a_command_and_rate_limited_by_default() {
+        assert_eq!(parse("").expect("defaults").notify, None);
+        let config =
+            parse("[notify]\ncommand = [\"/usr/bin/ntfy\", \"publish\"]\n").expect("valid");
+        assert_eq!(
+            config.notify,
+            Some(NotifyConfig {
+                command: vec!["/usr/bin/ntfy".into(), "publish".into()],
+                min_interval: Duration::from_secs(30),
+            })
+        );
+        let err = parse("[notify]\ncommand = \"ntfy publish\"\n").unwrap_err();
+        assert!(err.contains("notify.command"), "{err}");
     }
 }

@@ -77,6 +77,18 @@ pub struct SessionSettings {
     pub program_open_files: Option<u64>,
     /// Time between SIGHUP and SIGKILL on `kill`.
     pub kill_grace: Duration,
+    /// `[notify]`: what to run when the session needs its user.
+    #[serde(default)]
+    pub notify: Option<NotifySpec>,
+}
+
+/// `[notify]` as a session process runs it (see `session::notify`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifySpec {
+    /// `argv` of the command, run without a shell.
+    pub command: Vec<String>,
+    /// At most one run per session per this long.
+    pub min_interval: Duration,
 }
 
 /// The session process's one-line answer (its stdout, JSON).

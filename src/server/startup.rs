@@ -15,7 +15,7 @@ use crate::auth::{AuthError, Authenticator, User};
 use crate::config::{Config, DEFAULT_SFTP_SERVER};
 use crate::front::{AttachedChannels, Shared};
 use crate::keys::{self, KeyError};
-use crate::protocol::host::{SessionSettings, sessions_dir};
+use crate::protocol::host::{NotifySpec, SessionSettings, sessions_dir};
 use crate::registry::Registry;
 use crate::state_dir::{StateDir, StateDirError};
 
@@ -176,6 +176,10 @@ fn shared(config: &Config, launch: Launch) -> Result<Shared, StartupError> {
         exited_retention: config.sessions.exited_retention,
         program_open_files: launch.program_open_files,
         kill_grace: KILL_GRACE,
+        notify: config.notify.as_ref().map(|notify| NotifySpec {
+            command: notify.command.clone(),
+            min_interval: notify.min_interval,
+        }),
     };
     let state_dir = config.server.state_dir.clone();
     Ok(Shared {

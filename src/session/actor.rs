@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use super::catch_up::{Attachment, Live, Pumped, Source};
 use super::lifecycle::{Effect, Lifecycle, Timers};
+use super::notify::{self, Notifier};
 use super::pacing::{self, Pacing};
 use super::pty::{Pty, PtyStreams};
 use super::ring::RingBuffer;
@@ -135,6 +136,8 @@ pub(super) struct Actor {
     lifecycle: Lifecycle,
     timers: Timers,
     pacing: Pacing,
+    /// `[notify]`, when set.
+    notifier: Option<Notifier>,
     /// The PTY's output has ended (or is no longer read, after an exit).
     output_eof: bool,
 }
@@ -152,6 +155,7 @@ impl Actor {
             exited_retention: settings.exited_retention,
         };
         let screen = Screen::new(info.size);
+        let notifier = settings.notify.clone().map(Notifier::new);
         Actor {
             info,
             publish,
@@ -166,6 +170,7 @@ impl Actor {
             lifecycle: Lifecycle::start(Instant::now(), &timers),
             timers,
             pacing: Pacing::default(),
+            notifier,
             output_eof: false,
         }
     }
@@ -286,6 +291,7 @@ impl Actor {
         let offset = self.ring.end();
         self.ring.push(&chunk);
         self.screen.process(&chunk);
+        self.notify_output(&chunk);
         let mut closed = Vec::new();
         for i in 0..self.attachments.len() {
             let caught_up = match self.attachments[i].send_live(offset, &chunk) {
@@ -311,6 +317,24 @@ impl Actor {
             info.buffer_start = start;
             info.last_activity = now;
         });
+    }
+
+    /// Bells and desktop notifications in `chunk`, for `[notify]` when no
+    /// writable client is attached (bells rung while one is are dropped).
+    fn notify_output(&mut self, chunk: &[u8]) {
+        let bells = self.screen.take_bells();
+        if self.attachments.iter().any(|a| !a.read_only) {
+            return;
+        }
+        let Some(notifier) = &mut self.notifier else {
+            return;
+        };
+        if bells > 0 {
+            notifier.notify(notify::Kind::Bell, "bell", &self.info);
+        }
+        for message in notify::desktop_notifications(chunk) {
+            notifier.notify(notify::Kind::Notification, &message, &self.info);
+        }
     }
 
     fn on_message(&mut self, message: Message) {
@@ -525,6 +549,15 @@ impl Actor {
     /// Declares the session exited: every attachment gets `Exited` after
     /// its last byte. Output a background job still writes is no longer read.
     fn exited(&mut self, status: ExitStatus) {
+        if let Some(notifier) = &mut self.notifier
+            && !self.attachments.iter().any(|a| !a.read_only)
+        {
+            let message = match &status.signal {
+                Some(signal) => format!("killed by signal {signal}"),
+                None => format!("exited with code {}", status.code),
+            };
+            notifier.notify(notify::Kind::Exit, &message, &self.info);
+        }
         self.output_eof = true;
         self.info.exit = Some(status);
         self.info.state = SessionState::Exited;

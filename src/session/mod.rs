@@ -14,6 +14,7 @@ mod actor;
 mod catch_up;
 pub mod host;
 mod lifecycle;
+mod notify;
 mod pacing;
 pub mod pty;
 pub mod ring;
@@ -113,6 +114,7 @@ mod tests {
             exited_retention: Duration::from_secs(60),
             program_open_files: None,
             kill_grace: Duration::from_secs(2),
+            notify: None,
         }
     }
 

@@ -18,6 +18,7 @@ mod in_process;
 mod isolation;
 mod libraries;
 mod lifetimes;
+mod notify;
 mod putty;
 mod reattach;
 mod screen;

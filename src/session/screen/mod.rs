@@ -29,6 +29,8 @@
 
 mod redraw;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use alacritty_terminal::event::{Event, EventListener};
@@ -45,17 +47,26 @@ use redraw::Pen;
 /// A session's screen: a terminal emulator fed with the program's output.
 pub struct Screen {
     term: Term<Silent>,
+    /// Bells rung since [`Screen::take_bells`] last looked (the emulator's
+    /// listener counts them).
+    bells: Arc<AtomicU64>,
     parser: Processor<Unsynchronized>,
 }
 
-/// Where the emulator's events go: nowhere. Its answers to the program's
-/// requests (`Event::PtyWrite`) never reach the session as input, and a
-/// clipboard write is not kept.
-#[derive(Clone, Copy)]
-struct Silent;
+/// Where the emulator's events go: nowhere, but for a count of bells. Its
+/// answers to the program's requests (`Event::PtyWrite`) never reach the
+/// session as input, and a clipboard write is not kept.
+#[derive(Clone, Default)]
+struct Silent {
+    bells: Arc<AtomicU64>,
+}
 
 impl EventListener for Silent {
-    fn send_event(&self, _: Event) {}
+    fn send_event(&self, event: Event) {
+        if let Event::Bell = event {
+            self.bells.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Synchronized updates (DECSET 2026) are not held back: the model applies
@@ -102,21 +113,23 @@ impl From<PtySize> for Cells {
 
 /// An emulator of `size` that keeps up to `history` lines scrolled off the
 /// top of its primary screen.
-fn emulator(size: PtySize, history: usize) -> Term<Silent> {
+fn emulator(size: PtySize, history: usize, listener: Silent) -> Term<Silent> {
     let config = Config {
         scrolling_history: history,
         kitty_keyboard: true,
         ..Config::default()
     };
-    Term::new(config, &Cells::from(size), Silent)
+    Term::new(config, &Cells::from(size), listener)
 }
 
 impl Screen {
     /// A blank screen of `size` cells. Memory: 24 bytes per cell, both
     /// grids allocated at once (measured in `benches/model.rs`).
     pub fn new(size: PtySize) -> Screen {
+        let listener = Silent::default();
         Screen {
-            term: emulator(size, 0),
+            bells: Arc::clone(&listener.bells),
+            term: emulator(size, 0, listener),
             parser: Processor::new(),
         }
     }
@@ -125,6 +138,12 @@ impl Screen {
     /// Any bytes are accepted; a sequence split across calls is carried over.
     pub fn process(&mut self, output: &[u8]) {
         self.parser.advance(&mut self.term, output);
+    }
+
+    /// How many bells (BEL outside any escape sequence) the output rang
+    /// since the last call.
+    pub fn take_bells(&mut self) -> u64 {
+        self.bells.swap(0, Ordering::Relaxed)
     }
 
     /// Follows a resize of the PTY. Wrapped lines of the primary screen are
@@ -205,7 +224,7 @@ const MAX_HISTORY_ROWS: usize = 100_000;
 /// `RingBuffer::tail_lines_start`); rows of the alternate screen are not
 /// history and are left out. At most the last 100,000 rows are kept.
 pub fn history(output: &[u8], size: PtySize) -> String {
-    let mut term = emulator(size, MAX_HISTORY_ROWS);
+    let mut term = emulator(size, MAX_HISTORY_ROWS, Silent::default());
     Processor::<Unsynchronized>::new().advance(&mut term, output);
     let grid = term.grid();
     let mut text = String::new();
