@@ -28,7 +28,7 @@ pub enum Command {
         /// The program; empty means the user's shell.
         command: Vec<String>,
     },
-    /// `attach [-d] [--read-only] [--from OFFSET] [REF]`.
+    /// `attach [-d] [--quiet] [--read-only] [--from OFFSET] [REF]`.
     Attach {
         /// Which session; `None` means the most recently detached one.
         reference: Option<String>,
@@ -38,6 +38,8 @@ pub enum Command {
         from: Option<u64>,
         /// Detach every other client of the session (tmux's `attach -d`).
         detach_others: bool,
+        /// No "while you were away" line.
+        quiet: bool,
     },
     /// `history [--raw] REF`.
     History {
@@ -95,6 +97,8 @@ enum Sub {
     Attach {
         #[arg(short = 'd', long)]
         detach_others: bool,
+        #[arg(long)]
+        quiet: bool,
         #[arg(long)]
         read_only: bool,
         #[arg(long, value_name = "OFFSET")]
@@ -273,6 +277,7 @@ impl Sub {
             },
             Sub::Attach {
                 detach_others,
+                quiet,
                 read_only,
                 from,
                 reference,
@@ -281,6 +286,7 @@ impl Sub {
                 read_only,
                 from,
                 detach_others,
+                quiet,
             },
             Sub::List { json } => Command::List { json },
             Sub::History { raw, reference } => Command::History {
@@ -341,9 +347,10 @@ usage: ssh [-t] HOST COMMAND
   (no command)                      new session running your shell, attached
   new [NAME] [-- CMD ARGS...]       new session (optionally named / running CMD), attached
   new -d [NAME] [-- CMD ARGS...]    new session, detached; prints its id
-  attach [-d] [--read-only] [--from OFFSET] [REF]
+  attach [-d] [--quiet] [--read-only] [--from OFFSET] [REF]
                                     attach (default: the most recently detached session;
-                                    -d: detach its other clients first)
+                                    -d: detach its other clients first; --quiet: no
+                                    while-you-were-away line)
   list [--json]                     your sessions
   history [--raw] REF               print a session's history lines and screen as text
                                     (--raw: the buffered output, byte for byte)
@@ -572,6 +579,7 @@ mod tests {
                 read_only: true,
                 from: Some(42),
                 detach_others: false,
+                quiet: false,
             })
         );
         assert_eq!(
@@ -581,6 +589,7 @@ mod tests {
                 read_only: false,
                 from: None,
                 detach_others: true,
+                quiet: false,
             })
         );
         assert_eq!(

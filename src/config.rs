@@ -153,6 +153,9 @@ pub struct SessionsConfig {
     pub max_per_user: usize,
     /// What a shell request does (`on_shell`), per user.
     pub on_shell: OnShellRules,
+    /// A "while you were away" line before the redraw of a terminal that
+    /// attaches after output came while no client was attached.
+    pub away_summary: bool,
 }
 
 /// `on_shell` as `[sessions]` and `[[users]]` set it.
@@ -316,6 +319,7 @@ struct RawSessions {
     exited_retention: ConfigDuration,
     max_per_user: Count,
     on_shell: OnShell,
+    away_summary: bool,
 }
 
 impl Default for RawSessions {
@@ -329,6 +333,7 @@ impl Default for RawSessions {
             exited_retention: ConfigDuration(Some(Duration::from_secs(3600))),
             max_per_user: Count(100),
             on_shell: OnShell::New,
+            away_summary: true,
         }
     }
 }
@@ -705,6 +710,7 @@ impl Resolver<'_> {
                 default: raw.on_shell,
                 per_user: HashMap::new(),
             },
+            away_summary: raw.away_summary,
         })
     }
 }

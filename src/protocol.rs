@@ -362,6 +362,9 @@ pub struct AttachRequest {
     /// ([`Event::Redraw`]); a byte stream gets everything the ring buffer
     /// still holds.
     pub from: Option<u64>,
+    /// No "while you were away" line before a terminal's redraw
+    /// (`attach --quiet`).
+    pub quiet: bool,
 }
 
 /// A session's answer to [`Open::Attach`].

@@ -267,9 +267,11 @@ fn beside_a_frozen_client(bench: &Bench, name: &str, emit: &str) -> (Duration, u
         waiting.unwrap_or_else(|e| panic!("{e}"));
         client
     };
+    // The live client first: an attach probes the clients already there
+    // with a keepalive, and detaches a stopped one (as a vanished phone).
+    let mut live = attach();
     let frozen = attach();
     signal(frozen.pid(), "STOP");
-    let mut live = attach();
     let start = Instant::now();
     live.write(b"go\n");
     let done = live.wait_for(DONE, Duration::from_secs(300));

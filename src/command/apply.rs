@@ -55,7 +55,7 @@ impl Command {
                 };
                 let found = ctx.registry.create(ctx.owner, name, spec).await?;
                 if !detach {
-                    return attach(&ctx, found, false, None).await;
+                    return attach(&ctx, found, false, None, false).await;
                 }
                 Reply::ok(format!("{}\n", found.id))
             }
@@ -64,13 +64,14 @@ impl Command {
                 reference,
                 read_only,
                 from,
+                quiet,
                 ..
             } => {
                 let found = match reference {
                     Some(reference) => ctx.registry.resolve(ctx.owner, &reference)?,
                     None => ctx.registry.last_detached(ctx.owner)?,
                 };
-                return attach(&ctx, found, read_only, from).await;
+                return attach(&ctx, found, read_only, from, quiet).await;
             }
             Command::List { json } => {
                 let sessions = ctx.registry.list(ctx.owner);
@@ -99,11 +100,13 @@ async fn attach(
     found: Found,
     read_only: bool,
     from: Option<u64>,
+    quiet: bool,
 ) -> Result<Outcome, Failure> {
     let request = AttachRequest {
         size: ctx.size,
         read_only,
         from,
+        quiet,
     };
     let attachment = found.handle.attach(request).await.map_err(|e| match e {
         AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {

@@ -208,6 +208,7 @@ pub fn shell_command(
                 read_only: false,
                 from: None,
                 detach_others: false,
+                quiet: false,
             }),
             Err(_) => Ok(Command::New {
                 name: Some(name),
@@ -230,6 +231,7 @@ pub fn shell_command(
                     read_only: false,
                     from: None,
                     detach_others: false,
+                    quiet: false,
                 },
                 None => Command::New {
                     name: None,

@@ -80,6 +80,14 @@ pub struct SessionSettings {
     /// `[notify]`: what to run when the session needs its user.
     #[serde(default)]
     pub notify: Option<NotifySpec>,
+    /// A terminal that attaches after output came while no client was
+    /// attached gets a "while you were away" line (`away_summary`).
+    #[serde(default = "yes")]
+    pub away_summary: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[notify]` as a session process runs it (see `session::notify`).

@@ -31,7 +31,7 @@ use super::{SessionId, SessionName};
 /// The first bytes of every preamble.
 pub const MAGIC: &[u8; 6] = b"KEEPSH";
 /// The version of the frames' encoding this build speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The largest frame, in bytes: an output chunk (≤ 32 KiB) or a
 /// [`SessionInfo`](super::SessionInfo) is far smaller; anything bigger is corruption.
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -249,6 +249,7 @@ mod tests {
                 size: Some(PtySize::DEFAULT),
                 read_only: true,
                 from: Some(42),
+                quiet: false,
             }),
             Open::History(crate::protocol::HistoryFormat::Raw),
             Open::Signal(SignalName::Usr2),

@@ -180,6 +180,7 @@ fn shared(config: &Config, launch: Launch) -> Result<Shared, StartupError> {
             command: notify.command.clone(),
             min_interval: notify.min_interval,
         }),
+        away_summary: config.sessions.away_summary,
     };
     let state_dir = config.server.state_dir.clone();
     Ok(Shared {

@@ -38,6 +38,7 @@ use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::away::Away;
 use super::catch_up::{Attachment, Live, Pumped, Source};
 use super::lifecycle::{Effect, Lifecycle, Timers};
 use super::notify::{self, Notifier};
@@ -138,6 +139,9 @@ pub(super) struct Actor {
     pacing: Pacing,
     /// `[notify]`, when set.
     notifier: Option<Notifier>,
+    /// What happened since the last client left; `None` while one is
+    /// attached.
+    away: Option<Away>,
     /// The PTY's output has ended (or is no longer read, after an exit).
     output_eof: bool,
 }
@@ -171,6 +175,7 @@ impl Actor {
             timers,
             pacing: Pacing::default(),
             notifier,
+            away: Some(Away::since(SystemTime::now())),
             output_eof: false,
         }
     }
@@ -291,7 +296,11 @@ impl Actor {
         let offset = self.ring.end();
         self.ring.push(&chunk);
         self.screen.process(&chunk);
-        self.notify_output(&chunk);
+        let bells = self.screen.take_bells();
+        if let Some(away) = &mut self.away {
+            away.output(&chunk, bells);
+        }
+        self.notify_output(&chunk, bells);
         let mut closed = Vec::new();
         for i in 0..self.attachments.len() {
             let caught_up = match self.attachments[i].send_live(offset, &chunk) {
@@ -321,8 +330,7 @@ impl Actor {
 
     /// Bells and desktop notifications in `chunk`, for `[notify]` when no
     /// writable client is attached (bells rung while one is are dropped).
-    fn notify_output(&mut self, chunk: &[u8]) {
-        let bells = self.screen.take_bells();
+    fn notify_output(&mut self, chunk: &[u8], bells: u64) {
         if self.attachments.iter().any(|a| !a.read_only) {
             return;
         }
@@ -439,11 +447,10 @@ impl Actor {
         self.lifecycle.clients(clients, now, &self.timers);
         self.apply_size();
         let index = self.attachments.len() - 1;
+        let away = self.away.take();
         if terminal {
-            // Drawn after the model took the client's size (as a terminal
-            // resized: cells cut or padded, no reflow), at the offset the
-            // output continues from; the program repaints for the new size.
-            let redraw = redraw(&self.ring, &self.screen, &self.history_lines());
+            let quiet = request.quiet || !self.settings.away_summary;
+            let redraw = self.first_redraw(away.filter(|_| !quiet));
             self.attachments[index].redraw_first(redraw);
         }
         if !self.pump(index) {
@@ -452,11 +459,31 @@ impl Actor {
         self.publish_clients();
     }
 
+    /// A terminal's first redraw: history lines, then `away`'s line if it
+    /// has one, then the screen. Taken after the model took the client's
+    /// size (as a terminal resized: cells cut or padded, no reflow), at the
+    /// offset the output continues from; the program repaints for the new
+    /// size.
+    fn first_redraw(&self, away: Option<Away>) -> Bytes {
+        let mut history = self.history_lines();
+        let exit = self.exit_text();
+        if let Some(line) = away.and_then(|a| a.summary(SystemTime::now(), exit.as_deref())) {
+            if !history.is_empty() {
+                history.push('\n');
+            }
+            history.push_str(&line);
+        }
+        redraw(&self.ring, &self.screen, &history)
+    }
+
     fn detach(&mut self, id: AttachmentId) {
         let before = self.attachments.len();
         self.attachments.retain(|a| a.id != id);
         if self.attachments.len() == before {
             return;
+        }
+        if self.attachments.is_empty() {
+            self.away = Some(Away::since(SystemTime::now()));
         }
         tracing::info!(attachment = id, "detached");
         let (clients, now) = (self.attachments.len(), Instant::now());
@@ -549,17 +576,15 @@ impl Actor {
     /// Declares the session exited: every attachment gets `Exited` after
     /// its last byte. Output a background job still writes is no longer read.
     fn exited(&mut self, status: ExitStatus) {
-        if let Some(notifier) = &mut self.notifier
-            && !self.attachments.iter().any(|a| !a.read_only)
-        {
-            let message = match &status.signal {
-                Some(signal) => format!("killed by signal {signal}"),
-                None => format!("exited with code {}", status.code),
-            };
-            notifier.notify(notify::Kind::Exit, &message, &self.info);
-        }
         self.output_eof = true;
         self.info.exit = Some(status);
+        let message = self.exit_text();
+        if let Some(notifier) = &mut self.notifier
+            && !self.attachments.iter().any(|a| !a.read_only)
+            && let Some(message) = message
+        {
+            notifier.notify(notify::Kind::Exit, &message, &self.info);
+        }
         self.info.state = SessionState::Exited;
         let mut closed = Vec::new();
         for i in 0..self.attachments.len() {
@@ -571,6 +596,16 @@ impl Actor {
             self.detach(id);
         }
         self.publish();
+    }
+
+    /// How the program ended, once it has: "exited with code N" or
+    /// "was killed by signal NAME".
+    fn exit_text(&self) -> Option<String> {
+        let status = self.info.exit.as_ref()?;
+        Some(match &status.signal {
+            Some(signal) => format!("was killed by signal {signal}"),
+            None => format!("exited with code {}", status.code),
+        })
     }
 
     fn publish_clients(&mut self) {

@@ -11,6 +11,7 @@
 //! side of keepsh: what crosses to it is [`crate::protocol`].
 
 mod actor;
+mod away;
 mod catch_up;
 pub mod host;
 mod lifecycle;
@@ -115,6 +116,7 @@ mod tests {
             program_open_files: None,
             kill_grace: Duration::from_secs(2),
             notify: None,
+            away_summary: true,
         }
     }
 
@@ -142,6 +144,7 @@ mod tests {
             size: None,
             read_only: false,
             from,
+            quiet: false,
         }
     }
 
@@ -233,6 +236,7 @@ mod tests {
                 size: Some(PtySize::DEFAULT),
                 read_only: false,
                 from: None,
+                quiet: false,
             },
         )
         .await;
@@ -292,6 +296,7 @@ mod tests {
             size: Some(PtySize::DEFAULT),
             read_only: false,
             from: None,
+            quiet: false,
         };
         let mut terminal = attach(&session, 1, request).await;
         match tokio::time::timeout(DEADLINE, terminal.recv()).await {
@@ -400,6 +405,7 @@ mod tests {
                 size: Some(big),
                 read_only: true,
                 from: None,
+                quiet: false,
             },
         )
         .await;

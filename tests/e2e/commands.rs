@@ -125,7 +125,7 @@ fn help_and_version_answer() {
     let server = Server::start();
     let help = server.run("alice", &["help"]);
     assert!(help.status.success());
-    assert!(stdout(&help).contains("attach [-d] [--read-only] [--from OFFSET] [REF]"));
+    assert!(stdout(&help).contains("attach [-d] [--quiet] [--read-only] [--from OFFSET] [REF]"));
     let version = server.run("alice", &["version"]);
     assert_eq!(
         stdout(&version),

@@ -329,3 +329,45 @@ fn attach_d_detaches_the_other_clients_and_tells_them_why() {
     desk.wait_for("desk-6");
     assert_eq!(server.session("alice", "work").expect("work")["clients"], 1);
 }
+
+#[test]
+fn a_terminal_attaching_after_output_came_unwatched_is_told_what_happened_above_the_screen() {
+    let server = Server::start();
+    let start = |name: &str, script: &str| {
+        let quoted = shell_words::quote(script).into_owned();
+        let out = server.run("alice", &["new", "-d", name, "--", "sh", "-c", &quoted]);
+        assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    };
+    start("away", "echo one; echo two; printf '\\a'; exec sleep 1000");
+    start("quiet", "echo hi; exec sleep 1000");
+    start("ended", "echo bye; exit 7");
+    wait_until("output while nobody watched", DEADLINE, || {
+        server
+            .session("alice", "away")
+            .is_some_and(|s| s["output_offset"].as_u64() >= Some(11))
+    });
+    let mut client = server.tt("alice", &["attach", "away"]);
+    client.wait_for("two");
+    let line = "of output, 2 lines, 1 bell";
+    let output = client.wait_for(line);
+    assert!(
+        output.contains("keepsh: while you were away ("),
+        "{output:?}"
+    );
+    // In the scrollback, above the redrawn screen.
+    let terminal = client.terminal();
+    assert!(terminal.all_text().contains(line));
+    assert!(!terminal.screen().contents().contains(line));
+    // Attached since: a second client is told nothing.
+    let mut second = server.tt("alice", &["attach", "away"]);
+    second.wait_for("two");
+    assert!(!second.output().contains("while you were away"));
+
+    let mut quiet = server.tt("alice", &["attach", "--quiet", "quiet"]);
+    quiet.wait_for("hi");
+    assert!(!quiet.output().contains("while you were away"));
+
+    server.wait_state("alice", "ended", "exited");
+    let mut ended = server.tt("alice", &["attach", "ended"]);
+    ended.wait_for("the program exited with code 7");
+}

@@ -197,11 +197,14 @@ fn a_cat_of_20_mib_reaches_a_client_that_keeps_up_complete_and_in_order() {
 fn a_frozen_second_client_neither_costs_the_live_one_a_byte_nor_stops_the_program() {
     let server = Server::start();
     start_cat(&server, None);
+    // The live client first: an attach probes the clients already there,
+    // and a stopped one would not answer (and be detached, as a vanished
+    // phone is).
+    let mut live = server.tt("alice", &["attach", "flood"]);
+    live.wait_for("waiting");
     let mut frozen = server.tt("alice", &["attach", "flood"]);
     frozen.wait_for("waiting");
     signal(&frozen, "STOP");
-    let mut live = server.tt("alice", &["attach", "flood"]);
-    live.wait_for("waiting");
     live.send("go\n");
     // The program finishes and the live client gets every byte, although
     // the frozen one took nothing for all of it.
@@ -211,7 +214,8 @@ fn a_frozen_second_client_neither_costs_the_live_one_a_byte_nor_stops_the_progra
     // Resumed, the frozen client is brought to the end and told the exit.
     signal(&frozen, "CONT");
     assert_eq!(frozen.wait_exit(), 0, "{}", frozen.errors());
-    assert!(frozen.terminal().screen().contents().contains("FLOOD-DONE"));
+    let screen = frozen.terminal().screen().contents();
+    assert!(screen.contains("FLOOD-DONE"), "{screen}");
 }
 
 #[test]
