@@ -10,10 +10,11 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 mod apply;
+mod keys;
 
 pub use apply::{Context, Outcome};
 
-use crate::protocol::{SessionInfo, SessionName, SessionState};
+use crate::protocol::{SessionInfo, SessionName, SessionState, Typed};
 use crate::registry::RegistryError;
 
 /// A parsed exec request.
@@ -57,6 +58,15 @@ pub enum Command {
     Kill {
         /// Which session.
         reference: String,
+    },
+    /// `send REF [--enter] [--] TEXT...`, `send --keys REF KEY...`: type
+    /// into a session without attaching.
+    Send {
+        /// Which session.
+        reference: String,
+        /// What to type, in order (text words joined by one space; a
+        /// carriage return after them with `--enter`).
+        typed: Vec<Typed>,
     },
     /// `rename REF NEW`.
     Rename {
@@ -125,6 +135,16 @@ enum Sub {
         reference: String,
         #[arg(value_parser = parse_name)]
         new: SessionName,
+    },
+    Send {
+        #[arg(long)]
+        enter: bool,
+        #[arg(long)]
+        keys: bool,
+        #[arg(value_name = "REF")]
+        reference: String,
+        #[arg(value_name = "TEXT", required = true)]
+        words: Vec<String>,
     },
     Help,
     Version,
@@ -300,10 +320,33 @@ impl Sub {
                 reference: checked_ref(reference)?,
                 new,
             },
+            Sub::Send {
+                enter,
+                keys,
+                reference,
+                words,
+            } => Command::Send {
+                reference: checked_ref(reference)?,
+                typed: typed(words, keys, enter),
+            },
             Sub::Help => Command::Help,
             Sub::Version => Command::Version,
         })
     }
+}
+
+/// What `send` types: each word a key (`--keys`), or the words joined by
+/// one space; then a carriage return with `--enter`.
+fn typed(words: Vec<String>, keys: bool, enter: bool) -> Vec<Typed> {
+    let mut typed: Vec<Typed> = if keys {
+        words.iter().map(|word| keys::parse(word)).collect()
+    } else {
+        vec![Typed::Text(words.join(" "))]
+    };
+    if enter {
+        typed.push(Typed::Text("\r".into()));
+    }
+    typed
 }
 
 /// A REF as typed, if it can be one: a name, a full id and an id prefix
@@ -356,6 +399,9 @@ usage: ssh [-t] HOST COMMAND
                                     (--raw: the buffered output, byte for byte)
   kill REF                          end a session's programs (SIGHUP, then SIGKILL)
   rename REF NEW                    rename a session
+  send REF [--enter] [--] TEXT...   type TEXT into a session (--enter: then Enter)
+  send --keys REF KEY...            type keys, named as tmux's send-keys names them
+                                    (Enter, Escape, Tab, BSpace, Up, F5, C-c, M-x...)
   help, version
 
 REF is a name, a full id or a unique id prefix (4+ hex digits).

@@ -257,6 +257,72 @@ pub enum Open {
     /// terminal's own keys (^C) or a `kill` from another terminal would
     /// (RFC 4254 §6.9). Nothing follows.
     Signal(SignalName),
+    /// Type into the session without attaching (`send`): the session
+    /// answers one [`SendReply`] and closes.
+    Send(Vec<Typed>),
+}
+
+/// What `send` types: text as it is, or a key encoded for the session's
+/// modes at that moment (application cursor keys change what `Up` sends).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Typed {
+    /// UTF-8 bytes, exactly.
+    Text(String),
+    /// A key, as tmux's `send-keys` names it.
+    Key(Key),
+}
+
+/// A key with its modifiers (`C-a`, `M-x`, `C-Up`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    /// The key.
+    pub name: KeyName,
+    /// Control held (`C-`).
+    pub ctrl: bool,
+    /// Meta (Alt) held (`M-`).
+    pub meta: bool,
+}
+
+/// The keys `send --keys` names (tmux's spelling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyName {
+    /// `Enter`.
+    Enter,
+    /// `Escape`.
+    Escape,
+    /// `Tab`.
+    Tab,
+    /// `BSpace`.
+    BSpace,
+    /// `Up`.
+    Up,
+    /// `Down`.
+    Down,
+    /// `Left`.
+    Left,
+    /// `Right`.
+    Right,
+    /// `Home`.
+    Home,
+    /// `End`.
+    End,
+    /// `PageUp` (`PgUp`).
+    PageUp,
+    /// `PageDown` (`PgDn`).
+    PageDown,
+    /// `F1`..`F12`.
+    F(u8),
+    /// One character (`a`, and `C-a`, `M-x`).
+    Char(char),
+}
+
+/// The session's answer to [`Open::Send`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SendReply {
+    /// Queued for the program, in order.
+    Sent,
+    /// The program has exited: nothing reads its input.
+    Exited,
 }
 
 /// A request on a control connection.

@@ -27,7 +27,7 @@ use crate::protocol::wire::{
 };
 use crate::protocol::{
     AttachInput, AttachReply, AttachRequest, ControlRequest, Event, HistoryFormat, Open, PtySize,
-    Refusal, SessionInfo, SessionState, SignalName,
+    Refusal, SendReply, SessionInfo, SessionState, SignalName, Typed,
 };
 
 /// Requests queued for a session's control connection.
@@ -365,6 +365,20 @@ impl SessionHandle {
     /// [`ConnectError`] if the session cannot be reached.
     pub async fn signal(&self, signal: SignalName) -> Result<(), ConnectError> {
         self.open(&Open::Signal(signal)).await.map(drop)
+    }
+
+    /// Types `typed` into the session (`send`), on a connection of its own.
+    ///
+    /// # Errors
+    /// [`ConnectError`] if the session cannot be reached or closed without
+    /// answering.
+    pub async fn type_in(&self, typed: Vec<Typed>) -> Result<SendReply, ConnectError> {
+        let (mut reader, _writer) = self.open(&Open::Send(typed)).await?;
+        match read_frame::<_, SendReply>(&mut reader).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(self.broken(WireError::Truncated)),
+            Err(source) => Err(self.broken(source)),
+        }
     }
 
     /// Binds a new attachment on a connection of its own. Its events (replay,

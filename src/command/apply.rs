@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use super::{Command, Failure, Reply, render_list};
 use crate::protocol::host::SpawnSpec;
-use crate::protocol::{AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal};
+use crate::protocol::{
+    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SendReply, Typed,
+};
 use crate::registry::{Found, Registry, RegistryError};
 use crate::remote::{AttachError, Attachment};
 
@@ -87,6 +89,7 @@ impl Command {
                     .await;
                 Reply::ok("")
             }
+            Command::Send { reference, typed } => send(&ctx, &reference, typed).await?,
             Command::Help => Reply::ok(super::HELP),
             Command::Version => Reply::ok(super::version()),
         };
@@ -143,6 +146,27 @@ async fn history(ctx: &Context<'_>, reference: &str, raw: bool) -> Result<Reply,
 
 /// `kill REF`: replies once the program is gone, so that a following
 /// `list` no longer shows it.
+/// `send`: types into the session; refused once its program has exited.
+async fn send(ctx: &Context<'_>, reference: &str, typed: Vec<Typed>) -> Result<Reply, Failure> {
+    let found = ctx.registry.resolve(ctx.owner, reference)?;
+    match found.handle.type_in(typed).await {
+        Ok(SendReply::Sent) => Ok(Reply::ok("")),
+        Ok(SendReply::Exited) => Err(Failure::operational(
+            format!(
+                "session '{}' has exited: nothing reads its input",
+                found.name
+            ),
+            "start a new one with 'new'",
+        )),
+        Err(error) => {
+            tracing::info!(%error, "send to a session that is gone");
+            Err(Failure::from(RegistryError::NotFound(
+                found.name.to_string(),
+            )))
+        }
+    }
+}
+
 async fn kill(ctx: &Context<'_>, reference: &str) -> Result<Reply, Failure> {
     let found = ctx.registry.resolve(ctx.owner, reference)?;
     found.handle.send(ControlRequest::Kill).await;

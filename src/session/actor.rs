@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use super::away::Away;
 use super::catch_up::{Attachment, Live, Pumped, Source};
+use super::keys;
 use super::lifecycle::{Effect, Lifecycle, Timers};
 use super::notify::{self, Notifier};
 use super::pacing::{self, Pacing};
@@ -49,7 +50,7 @@ use super::screen::{self, Screen};
 use crate::protocol::host::SessionSettings;
 use crate::protocol::{
     AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, HistoryFormat, PtySize, Refusal,
-    SessionInfo, SessionState, SignalName,
+    SendReply, SessionInfo, SessionState, SignalName, Typed,
 };
 
 /// Identifies one attachment within its session process. Chosen by the
@@ -86,6 +87,13 @@ pub(super) enum Message {
     Control(ControlRequest),
     /// A signal for the PTY's foreground process group (RFC 4254 §6.9).
     Signal(SignalName),
+    /// Bytes for the program's input from `send` (no attachment).
+    Send {
+        /// Text and keys, in order.
+        typed: Vec<Typed>,
+        /// Sent, or refused.
+        reply: oneshot::Sender<SendReply>,
+    },
     /// What the session holds of its past, in one piece.
     History {
         /// Text or raw bytes.
@@ -375,6 +383,16 @@ impl Actor {
             Message::History { format, reply } => {
                 let _ = reply.send(self.history(format));
             }
+            Message::Send { typed, reply } => {
+                let answer = if self.info.exit.is_some() {
+                    SendReply::Exited
+                } else {
+                    let data = keys::encode(&typed, self.screen.app_cursor());
+                    self.type_in(Bytes::from(data));
+                    SendReply::Sent
+                };
+                let _ = reply.send(answer);
+            }
         }
     }
 
@@ -503,13 +521,23 @@ impl Actor {
         self.clock += 1;
         att.last_active = self.clock;
         self.apply_size();
-        match self.pty.input.try_send(input.data) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(data)) => self.pending_input = Some(data),
-        }
+        self.type_in(input.data);
         self.info.last_activity = SystemTime::now();
         // Input is frequent; the snapshot's activity time need not be exact
         // to the keystroke, so it is published with the next other change.
+    }
+
+    /// Hands `data` to the PTY writer, after any input still waiting for
+    /// room there.
+    fn type_in(&mut self, data: Bytes) {
+        let data = match self.pending_input.take() {
+            Some(pending) => Bytes::from([pending, data].concat()),
+            None => data,
+        };
+        match self.pty.input.try_send(data) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(data)) => self.pending_input = Some(data),
+        }
     }
 
     fn on_room(&mut self, id: AttachmentId, permit: Result<OwnedPermit<Event>, SendError<()>>) {

@@ -30,6 +30,7 @@ use crate::protocol::host::{HostSpec, Ready, SpawnError, socket_path};
 use crate::protocol::wire::{Hello, read_frame, read_preamble, write_frame, write_preamble};
 use crate::protocol::{
     AttachInput, AttachReply, AttachRequest, ControlRequest, HistoryFormat, Open, SessionInfo,
+    Typed,
 };
 
 /// Why the session process could not run.
@@ -182,6 +183,7 @@ async fn connection(
         Open::Signal(signal) => {
             let _ = session.messages.send(Message::Signal(signal)).await;
         }
+        Open::Send(typed) => send(writer, &session, typed).await,
     }
 }
 
@@ -281,6 +283,22 @@ async fn history(mut writer: OwnedWriteHalf, session: &Mailbox, format: HistoryF
         {
             return;
         }
+    }
+}
+
+/// Types `typed` into the session; answers how it went.
+async fn send(mut writer: OwnedWriteHalf, session: &Mailbox, typed: Vec<Typed>) {
+    let (reply, answer) = oneshot::channel();
+    if session
+        .messages
+        .send(Message::Send { typed, reply })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let Ok(answer) = answer.await {
+        let _ = write_frame(&mut writer, &answer).await;
     }
 }
 

@@ -14,6 +14,7 @@ mod actor;
 mod away;
 mod catch_up;
 pub mod host;
+mod keys;
 mod lifecycle;
 mod notify;
 mod pacing;

@@ -22,6 +22,7 @@ mod notify;
 mod putty;
 mod reattach;
 mod screen;
+mod send;
 mod sftp;
 mod shell;
 mod slow_clients;

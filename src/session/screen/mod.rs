@@ -37,7 +37,7 @@ use alacritty_terminal::event::{Event, EventListener};
 use alacritty_terminal::grid::{Dimensions, Grid};
 use alacritty_terminal::index::{Column, Line};
 use alacritty_terminal::term::cell::{Cell, Flags};
-use alacritty_terminal::term::{Config, Term};
+use alacritty_terminal::term::{Config, Term, TermMode};
 use alacritty_terminal::vte::ansi::{Processor, Timeout};
 
 use crate::protocol::PtySize;
@@ -138,6 +138,12 @@ impl Screen {
     /// Any bytes are accepted; a sequence split across calls is carried over.
     pub fn process(&mut self, output: &[u8]) {
         self.parser.advance(&mut self.term, output);
+    }
+
+    /// Whether the program set application cursor keys (DECCKM): then the
+    /// cursor keys send `ESC O A` rather than `ESC [ A`.
+    pub fn app_cursor(&self) -> bool {
+        self.term.mode().contains(TermMode::APP_CURSOR)
     }
 
     /// How many bells (BEL outside any escape sequence) the output rang

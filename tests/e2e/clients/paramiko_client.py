@@ -74,6 +74,14 @@ def scenario_version(client, _args):
     print(f"status={status} {out.strip()}")
 
 
+def scenario_exec(client, args):
+    """Runs each argument as a command, one channel each, in order."""
+    transport = client.get_transport()
+    for command in args:
+        status, out = run(transport, command)
+        print(f"status={status} {out.strip()}")
+
+
 def scenario_sequential(client, args):
     """N commands, one after the other, each on a new channel."""
     transport = client.get_transport()
