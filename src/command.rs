@@ -4,13 +4,14 @@
 //! (`keepsh: <what went wrong> (<what to do>)`) and an exit status: 2 for a
 //! usage error, 1 for an operational one (README "Usage").
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 mod apply;
 mod keys;
+mod wait;
 
 pub use apply::{Context, Outcome};
 
@@ -67,6 +68,16 @@ pub enum Command {
         /// What to type, in order (text words joined by one space; a
         /// carriage return after them with `--enter`).
         typed: Vec<Typed>,
+    },
+    /// `wait REF [--for REGEX] [--timeout DURATION]`: until the program
+    /// exits (its code), or until output after the call matches REGEX.
+    Wait {
+        /// Which session.
+        reference: String,
+        /// The pattern (checked to compile), on the output's text.
+        pattern: Option<String>,
+        /// Give up (exit status 124) after this long.
+        timeout: Option<Duration>,
     },
     /// `rename REF NEW`.
     Rename {
@@ -136,6 +147,14 @@ enum Sub {
         #[arg(value_parser = parse_name)]
         new: SessionName,
     },
+    Wait {
+        #[arg(long = "for", value_name = "REGEX")]
+        pattern: Option<String>,
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
     Send {
         #[arg(long)]
         enter: bool,
@@ -148,6 +167,10 @@ enum Sub {
     },
     Help,
     Version,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m, 1h)"))
 }
 
 fn parse_name(s: &str) -> Result<SessionName, String> {
@@ -320,6 +343,15 @@ impl Sub {
                 reference: checked_ref(reference)?,
                 new,
             },
+            Sub::Wait {
+                pattern,
+                timeout,
+                reference,
+            } => Command::Wait {
+                reference: checked_ref(reference)?,
+                pattern: pattern.map(wait::checked_pattern).transpose()?,
+                timeout,
+            },
             Sub::Send {
                 enter,
                 keys,
@@ -399,6 +431,9 @@ usage: ssh [-t] HOST COMMAND
                                     (--raw: the buffered output, byte for byte)
   kill REF                          end a session's programs (SIGHUP, then SIGKILL)
   rename REF NEW                    rename a session
+  wait [--for REGEX] [--timeout D] REF
+                                    wait for the program's exit (its exit code), or for
+                                    output matching REGEX (0); 124 on timeout
   send REF [--enter] [--] TEXT...   type TEXT into a session (--enter: then Enter)
   send --keys REF KEY...            type keys, named as tmux's send-keys names them
                                     (Enter, Escape, Tab, BSpace, Up, F5, C-c, M-x...)

@@ -431,6 +431,10 @@ pub struct AttachRequest {
     /// No "while you were away" line before a terminal's redraw
     /// (`attach --quiet`).
     pub quiet: bool,
+    /// A watcher (`wait --for`): output from the ring's end (or `from`) as
+    /// a read-only byte stream that is not a client: not counted in
+    /// `clients`, no size, no input, no effect on "while you were away".
+    pub watch: bool,
 }
 
 /// A session's answer to [`Open::Attach`].

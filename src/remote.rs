@@ -26,8 +26,8 @@ use crate::protocol::wire::{
     self, Hello, WireError, holds_frame, read_frame, read_preamble, write_frame, write_preamble,
 };
 use crate::protocol::{
-    AttachInput, AttachReply, AttachRequest, ControlRequest, Event, HistoryFormat, Open, PtySize,
-    Refusal, SendReply, SessionInfo, SessionState, SignalName, Typed,
+    AttachInput, AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, HistoryFormat,
+    Open, PtySize, Refusal, SendReply, SessionInfo, SessionState, SignalName, Typed,
 };
 
 /// Requests queued for a session's control connection.
@@ -313,6 +313,14 @@ impl SessionHandle {
         let mut info = self.info.clone();
         let exited = info.wait_for(|i| i.state == SessionState::Exited);
         tokio::time::timeout(limit, exited).await.is_ok()
+    }
+
+    /// Waits until the session's program has exited: how it ended; `None`
+    /// if the session went away first.
+    pub async fn exit_status(&self) -> Option<ExitStatus> {
+        let mut info = self.info.clone();
+        let exited = info.wait_for(|i| i.exit.is_some()).await.ok()?;
+        exited.exit.clone()
     }
 
     /// Opens a connection of its own for `role`.

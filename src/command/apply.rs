@@ -28,6 +28,9 @@ pub struct Context<'a> {
     /// A new session's program, environment and directory; `command` is
     /// filled in from `new -- CMD`.
     pub spawn: SpawnSpec,
+    /// Changes (to an error) when the client closed the channel: a command
+    /// that waits (`wait`) stops then.
+    pub closed: tokio::sync::watch::Receiver<()>,
 }
 
 /// What a command ended in.
@@ -90,6 +93,11 @@ impl Command {
                 Reply::ok("")
             }
             Command::Send { reference, typed } => send(&ctx, &reference, typed).await?,
+            Command::Wait {
+                reference,
+                pattern,
+                timeout,
+            } => super::wait::wait(&ctx, &reference, pattern, timeout).await?,
             Command::Help => Reply::ok(super::HELP),
             Command::Version => Reply::ok(super::version()),
         };
@@ -110,6 +118,7 @@ async fn attach(
         read_only,
         from,
         quiet,
+        watch: false,
     };
     let attachment = found.handle.attach(request).await.map_err(|e| match e {
         AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use russh::ChannelWriteHalf;
 use russh::server::{Handle, Msg};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::attached::{ConnectionKey, Detached, probe};
 use super::{Shared, writer};
@@ -72,6 +72,8 @@ pub struct Start {
     pub connection: ConnectionKey,
     /// Input and resizes from the handler.
     pub inbox: mpsc::Receiver<ToChannel>,
+    /// Changes (to an error) when the channel or its connection closed.
+    pub closed: watch::Receiver<()>,
 }
 
 /// Runs a started channel until it closes.
@@ -187,6 +189,7 @@ async fn execute(start: &mut Start) -> Result<Outcome, Failure> {
         owner: &start.owner,
         size: start.pty.as_ref().map(|(_, size)| *size),
         spawn: spawn_spec(start),
+        closed: start.closed.clone(),
     };
     command.apply(ctx).await
 }

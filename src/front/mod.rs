@@ -111,6 +111,9 @@ struct ChannelState {
     /// The channel attaches with the keyboard: `signal` requests pass.
     takes_signals: bool,
     task: Option<JoinHandle<()>>,
+    /// Dropped with the state when the channel or its connection closes:
+    /// the task's `closed` then says so to a command that waits.
+    open: Option<watch::Sender<()>>,
 }
 
 impl ChannelState {
@@ -215,6 +218,8 @@ impl Connection {
         };
         state.takes_signals = channel::takes_signals(&command);
         let (inbox, receiver) = mpsc::channel(channel::INBOX);
+        let (open, closed) = watch::channel(());
+        state.open = Some(open);
         let start = channel::Start {
             shared,
             owner,
@@ -226,6 +231,7 @@ impl Connection {
             handle: session.handle(),
             connection: Arc::as_ptr(&self.handle) as attached::ConnectionKey,
             inbox: receiver,
+            closed,
         };
         state.inbox = Some(inbox);
         state.task = Some(tokio::spawn(channel::run(start)));

@@ -250,6 +250,7 @@ mod tests {
                 read_only: true,
                 from: Some(42),
                 quiet: false,
+                watch: false,
             }),
             Open::History(crate::protocol::HistoryFormat::Raw),
             Open::Signal(SignalName::Usr2),

@@ -430,7 +430,8 @@ impl Actor {
         reply: oneshot::Sender<AttachReply>,
     ) {
         let (start, end) = (self.ring.start(), self.ring.end());
-        let terminal = request.size.is_some() && request.from.is_none();
+        let watcher = request.watch;
+        let terminal = request.size.is_some() && request.from.is_none() && !watcher;
         let from = match request.from {
             Some(from) if from < start || from > end => {
                 let refusal = Refusal::OutsideBuffer { from, start, end };
@@ -438,34 +439,32 @@ impl Actor {
                 return;
             }
             Some(from) => from,
-            None if terminal => end,
+            None if terminal || watcher => end,
             None => start,
         };
         if reply.send(AttachReply::Attached { from }).is_err() {
             return; // its connection closed meanwhile
         }
         self.clock += 1;
-        self.attachments.push(Attachment::new(
-            id,
-            events,
-            request.size,
-            request.read_only,
-            terminal,
-            from,
-            self.clock,
-        ));
+        let size = request.size.filter(|_| !watcher);
+        let read_only = request.read_only || watcher;
+        let mut attachment =
+            Attachment::new(id, events, size, read_only, terminal, from, self.clock);
+        attachment.watcher = watcher;
+        self.attachments.push(attachment);
         tracing::info!(
             attachment = id,
             replay_bytes = end - from,
             terminal,
-            read_only = request.read_only,
+            read_only,
+            watcher,
             "attached"
         );
-        let (clients, now) = (self.attachments.len(), Instant::now());
+        let (clients, now) = (self.clients(), Instant::now());
         self.lifecycle.clients(clients, now, &self.timers);
         self.apply_size();
         let index = self.attachments.len() - 1;
-        let away = self.away.take();
+        let away = if watcher { None } else { self.away.take() };
         if terminal {
             let quiet = request.quiet || !self.settings.away_summary;
             let redraw = self.first_redraw(away.filter(|_| !quiet));
@@ -500,11 +499,11 @@ impl Actor {
         if self.attachments.len() == before {
             return;
         }
-        if self.attachments.is_empty() {
+        if self.clients() == 0 && self.away.is_none() {
             self.away = Some(Away::since(SystemTime::now()));
         }
         tracing::info!(attachment = id, "detached");
-        let (clients, now) = (self.attachments.len(), Instant::now());
+        let (clients, now) = (self.clients(), Instant::now());
         self.lifecycle.clients(clients, now, &self.timers);
         self.apply_size();
         self.publish_clients();
@@ -636,10 +635,15 @@ impl Actor {
         })
     }
 
+    /// Attachments that are clients (watchers are not).
+    fn clients(&self) -> usize {
+        self.attachments.iter().filter(|a| !a.watcher).count()
+    }
+
     fn publish_clients(&mut self) {
-        self.info.clients = self.attachments.len();
+        self.info.clients = self.clients();
         if self.info.exit.is_none() {
-            if self.attachments.is_empty() {
+            if self.info.clients == 0 {
                 if self.info.state == SessionState::Attached {
                     self.info.detached_at = Some(SystemTime::now());
                 }

@@ -64,6 +64,8 @@ pub(super) struct Attachment {
     /// It may hold the PTY's output back while its queue is full (a
     /// writable terminal that has kept up; see [`super::pacing`]).
     paces: bool,
+    /// A watcher (`wait --for`), not a client.
+    pub watcher: bool,
 }
 
 /// How an attachment's cursor moves once an event is sent.
@@ -123,6 +125,7 @@ impl Attachment {
             exit_sent: false,
             waiting: false,
             paces: terminal && !read_only,
+            watcher: false,
         }
     }
 

@@ -146,6 +146,7 @@ mod tests {
             read_only: false,
             from,
             quiet: false,
+            watch: false,
         }
     }
 
@@ -238,6 +239,7 @@ mod tests {
                 read_only: false,
                 from: None,
                 quiet: false,
+                watch: false,
             },
         )
         .await;
@@ -298,6 +300,7 @@ mod tests {
             read_only: false,
             from: None,
             quiet: false,
+            watch: false,
         };
         let mut terminal = attach(&session, 1, request).await;
         match tokio::time::timeout(DEADLINE, terminal.recv()).await {
@@ -407,6 +410,7 @@ mod tests {
                 read_only: true,
                 from: None,
                 quiet: false,
+                watch: false,
             },
         )
         .await;

@@ -1,0 +1,107 @@
+//! `wait`: for the program's exit (its code, 128 + n for a signal), or for
+//! output after the call that matches a pattern, across writes; 124 when
+//! `--timeout` runs out.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::{Client, DEADLINE, Server, poll, stderr};
+
+/// A FIFO in the server's directory, and its path quoted for `sh`.
+fn fifo(server: &Server, name: &str) -> (PathBuf, String) {
+    let path = server.dir.path().join(name);
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.expect("run mkfifo").success());
+    let quoted = shell_words::quote(&path.to_string_lossy()).into_owned();
+    (path, quoted)
+}
+
+/// Starts session `name` running `script` under `sh`, detached.
+fn start(server: &Server, name: &str, script: &str) {
+    let quoted = shell_words::quote(script).into_owned();
+    let out = server.run("alice", &["new", "-d", name, "--", "sh", "-c", &quoted]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `ssh alice wait ARGS...` (each quoted: ssh joins them with spaces),
+/// running.
+fn waiting(server: &Server, args: &[&str]) -> Client {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| shell_words::quote(a).into_owned())
+        .collect();
+    let quoted: Vec<&str> = quoted.iter().map(String::as_str).collect();
+    server.stream("alice", &[&["wait"], &quoted[..]].concat())
+}
+
+fn write(fifo: &Path, text: &str) {
+    std::fs::write(fifo, text).expect("write to the FIFO");
+}
+
+#[test]
+fn wait_exits_with_the_programs_code_or_128_plus_its_signal() {
+    let server = Server::start();
+    let (go, q) = fifo(&server, "go");
+    start(&server, "three", &format!("read x < {q}; exit 3"));
+    let (stop, q) = fifo(&server, "stop");
+    start(&server, "termed", &format!("read x < {q}; kill -TERM $$"));
+    let mut three = waiting(&server, &["three"]);
+    let mut termed = waiting(&server, &["termed"]);
+    write(&go, "x\n");
+    write(&stop, "x\n");
+    assert_eq!(three.wait_exit(), 3, "{}", three.errors());
+    assert_eq!(termed.wait_exit(), 128 + 15, "{}", termed.errors());
+    // Already exited: at once.
+    assert_eq!(waiting(&server, &["three"]).wait_exit(), 3);
+}
+
+#[test]
+fn wait_for_matches_output_after_the_call_across_writes_and_times_out_with_124() {
+    let server = Server::start();
+    // Two FIFOs: a reader's close would drop a second line written early.
+    let (first, q1) = fifo(&server, "first");
+    let (second, q2) = fifo(&server, "second");
+    let script = format!(
+        "printf 'tests passed: 9\\n'; read a < {q1}; printf '\\033[32mtests pa'; \
+         read b < {q2}; printf 'ssed: 4\\033[m\\n'; exec sleep 1000"
+    );
+    start(&server, "build", &script);
+    // Output from before the call does not count.
+    let mut old = waiting(&server, &["--for", "passed: 9", "--timeout", "1s", "build"]);
+    assert_eq!(old.wait_exit(), 124);
+    assert!(
+        old.errors()
+            .starts_with("keepsh: timed out after 1s waiting on session 'build'"),
+        "{}",
+        old.errors()
+    );
+    let mut new = waiting(&server, &["--for", r"tests? passed: \d", "build"]);
+    // Its watcher is in place, the second one attached (not a client:
+    // `clients` stays 0).
+    let watching = poll(DEADLINE, || {
+        (server.log().matches("watcher=true").count() == 2).then_some(())
+    });
+    assert!(watching.is_some(), "{}", server.log());
+    assert_eq!(
+        server.session("alice", "build").expect("build")["clients"],
+        0
+    );
+    // Two writes, the second once the first is out.
+    write(&first, "a\n");
+    let half = poll(DEADLINE, || {
+        let out = server.run("alice", &["history", "--raw", "build"]);
+        crate::harness::stdout(&out)
+            .ends_with("tests pa")
+            .then_some(())
+    });
+    assert!(half.is_some());
+    write(&second, "b\n");
+    assert_eq!(new.wait_exit(), 0, "{}", new.errors());
+    // A pattern that does not compile: a usage error.
+    let out = server.run("alice", &["wait", "--for", "(unclosed", "build"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("keepsh: invalid --for pattern: "),
+        "{}",
+        stderr(&out)
+    );
+}
