@@ -11,6 +11,7 @@ use serde::Serialize;
 
 mod apply;
 mod keys;
+pub mod text;
 mod wait;
 
 pub use apply::{Context, Outcome};
@@ -78,6 +79,16 @@ pub enum Command {
         pattern: Option<String>,
         /// Give up (exit status 124) after this long.
         timeout: Option<Duration>,
+    },
+    /// `tail [-n LINES] [-f] REF`: the last lines as text, and with `-f`
+    /// new output as text as it comes, without attaching.
+    Tail {
+        /// Which session.
+        reference: String,
+        /// How many lines of history and screen first.
+        lines: u32,
+        /// Then follow the output.
+        follow: bool,
     },
     /// `rename REF NEW`.
     Rename {
@@ -147,26 +158,75 @@ enum Sub {
         #[arg(value_parser = parse_name)]
         new: SessionName,
     },
-    Wait {
-        #[arg(long = "for", value_name = "REGEX")]
-        pattern: Option<String>,
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        timeout: Option<Duration>,
-        #[arg(value_name = "REF")]
-        reference: String,
-    },
-    Send {
-        #[arg(long)]
-        enter: bool,
-        #[arg(long)]
-        keys: bool,
-        #[arg(value_name = "REF")]
-        reference: String,
-        #[arg(value_name = "TEXT", required = true)]
-        words: Vec<String>,
-    },
+    Wait(WaitArgs),
+    Tail(TailArgs),
+    Send(SendArgs),
     Help,
     Version,
+}
+
+/// `wait`'s arguments.
+#[derive(clap::Args, Debug)]
+struct WaitArgs {
+    #[arg(long = "for", value_name = "REGEX")]
+    pattern: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    #[arg(value_name = "REF")]
+    reference: String,
+}
+
+impl WaitArgs {
+    fn into_command(self) -> Result<Command, Failure> {
+        Ok(Command::Wait {
+            reference: checked_ref(self.reference)?,
+            pattern: self.pattern.map(wait::checked_pattern).transpose()?,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// `tail`'s arguments.
+#[derive(clap::Args, Debug)]
+struct TailArgs {
+    #[arg(short = 'n', long, value_name = "LINES", default_value_t = 10)]
+    lines: u32,
+    #[arg(short = 'f', long)]
+    follow: bool,
+    #[arg(value_name = "REF")]
+    reference: String,
+}
+
+impl TailArgs {
+    fn into_command(self) -> Result<Command, Failure> {
+        Ok(Command::Tail {
+            reference: checked_ref(self.reference)?,
+            lines: self.lines,
+            follow: self.follow,
+        })
+    }
+}
+
+/// `send`'s arguments.
+#[derive(clap::Args, Debug)]
+struct SendArgs {
+    #[arg(long)]
+    enter: bool,
+    #[arg(long)]
+    keys: bool,
+    #[arg(value_name = "REF")]
+    reference: String,
+    #[arg(value_name = "TEXT", required = true)]
+    words: Vec<String>,
+}
+
+impl SendArgs {
+    fn into_command(self) -> Result<Command, Failure> {
+        Ok(Command::Send {
+            reference: checked_ref(self.reference)?,
+            typed: typed(self.words, self.keys, self.enter),
+        })
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -343,24 +403,9 @@ impl Sub {
                 reference: checked_ref(reference)?,
                 new,
             },
-            Sub::Wait {
-                pattern,
-                timeout,
-                reference,
-            } => Command::Wait {
-                reference: checked_ref(reference)?,
-                pattern: pattern.map(wait::checked_pattern).transpose()?,
-                timeout,
-            },
-            Sub::Send {
-                enter,
-                keys,
-                reference,
-                words,
-            } => Command::Send {
-                reference: checked_ref(reference)?,
-                typed: typed(words, keys, enter),
-            },
+            Sub::Wait(args) => args.into_command()?,
+            Sub::Tail(args) => args.into_command()?,
+            Sub::Send(args) => args.into_command()?,
             Sub::Help => Command::Help,
             Sub::Version => Command::Version,
         })
@@ -434,6 +479,8 @@ usage: ssh [-t] HOST COMMAND
   wait [--for REGEX] [--timeout D] REF
                                     wait for the program's exit (its exit code), or for
                                     output matching REGEX (0); 124 on timeout
+  tail [-n LINES] [-f] REF          the last LINES (10) as text; -f: then new output
+                                    as text as it comes (not a client, no size taken)
   send REF [--enter] [--] TEXT...   type TEXT into a session (--enter: then Enter)
   send --keys REF KEY...            type keys, named as tmux's send-keys names them
                                     (Enter, Escape, Tab, BSpace, Up, F5, C-c, M-x...)
@@ -464,6 +511,7 @@ struct ListEntry<'a> {
     command: String,
     exit_code: Option<u32>,
     output_offset: u64,
+    watchers: usize,
 }
 
 /// Renders `list` output: an aligned table, or a JSON array with `json`.
@@ -497,6 +545,7 @@ fn list_json(sessions: &[SessionInfo]) -> String {
             command: shell_words::join(&s.command),
             exit_code: s.exit.as_ref().map(|e| e.code),
             output_offset: s.output_offset,
+            watchers: s.watchers,
         })
         .collect();
     let mut out = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".into());
@@ -731,6 +780,7 @@ mod tests {
             command: vec!["sh".into(), "-c".into(), "exit 3".into()],
             exit: exit.map(|code| ExitStatus { code, signal: None }),
             output_offset: 12,
+            watchers: 0,
             buffer_start: 0,
         }
     }
@@ -759,7 +809,8 @@ mod tests {
                 "name",
                 "output_offset",
                 "rows",
-                "state"
+                "state",
+                "watchers"
             ]
         );
         assert_eq!(object["state"], "exited");

@@ -435,6 +435,10 @@ pub struct AttachRequest {
     /// a read-only byte stream that is not a client: not counted in
     /// `clients`, no size, no input, no effect on "while you were away".
     pub watch: bool,
+    /// For a watcher (`tail -f`): first the last `tail` lines of history
+    /// and screen as text (one [`Event::Redraw`], `\n`-separated), taken at
+    /// the offset its output then starts from. 0: none.
+    pub tail: u32,
 }
 
 /// A session's answer to [`Open::Attach`].
@@ -562,6 +566,8 @@ pub struct SessionInfo {
     pub exit: Option<ExitStatus>,
     /// Bytes of output produced so far (the ring buffer's end offset).
     pub output_offset: u64,
+    /// Watchers attached (`tail -f`, `wait --for`): not clients.
+    pub watchers: usize,
     /// The oldest offset the ring buffer still holds, in bytes.
     pub buffer_start: u64,
 }

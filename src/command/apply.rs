@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::{Command, Failure, Reply, render_list};
 use crate::protocol::host::SpawnSpec;
 use crate::protocol::{
-    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SendReply, Typed,
+    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SendReply, SessionName, Typed,
 };
 use crate::registry::{Found, Registry, RegistryError};
 use crate::remote::{AttachError, Attachment};
@@ -39,6 +39,9 @@ pub enum Outcome {
     Reply(Reply),
     /// The channel is bound to a session.
     Attached(Found, Attachment),
+    /// `tail -f`: a watcher whose first event is the last lines as text
+    /// (a `Redraw`), then output, to be passed on as text.
+    Follow(Found, Attachment),
 }
 
 impl Command {
@@ -53,17 +56,7 @@ impl Command {
                 name,
                 detach,
                 command,
-            } => {
-                let spec = SpawnSpec {
-                    command,
-                    ..ctx.spawn.clone()
-                };
-                let found = ctx.registry.create(ctx.owner, name, spec).await?;
-                if !detach {
-                    return attach(&ctx, found, false, None, false).await;
-                }
-                Reply::ok(format!("{}\n", found.id))
-            }
+            } => return new(&ctx, name, detach, command).await,
             // `detach_others` is the channel's to carry out, once attached.
             Command::Attach {
                 reference,
@@ -93,6 +86,11 @@ impl Command {
                 Reply::ok("")
             }
             Command::Send { reference, typed } => send(&ctx, &reference, typed).await?,
+            Command::Tail {
+                reference,
+                lines,
+                follow,
+            } => return tail(&ctx, &reference, lines, follow).await,
             Command::Wait {
                 reference,
                 pattern,
@@ -103,6 +101,24 @@ impl Command {
         };
         Ok(Outcome::Reply(reply))
     }
+}
+
+/// `new`: creates the session, then attaches to it or prints its id.
+async fn new(
+    ctx: &Context<'_>,
+    name: Option<SessionName>,
+    detach: bool,
+    command: Vec<String>,
+) -> Result<Outcome, Failure> {
+    let spec = SpawnSpec {
+        command,
+        ..ctx.spawn.clone()
+    };
+    let found = ctx.registry.create(ctx.owner, name, spec).await?;
+    if detach {
+        return Ok(Outcome::Reply(Reply::ok(format!("{}\n", found.id))));
+    }
+    attach(ctx, found, false, None, false).await
 }
 
 /// Binds the channel to `found`.
@@ -119,6 +135,7 @@ async fn attach(
         from,
         quiet,
         watch: false,
+        tail: 0,
     };
     let attachment = found.handle.attach(request).await.map_err(|e| match e {
         AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {
@@ -155,6 +172,39 @@ async fn history(ctx: &Context<'_>, reference: &str, raw: bool) -> Result<Reply,
 
 /// `kill REF`: replies once the program is gone, so that a following
 /// `list` no longer shows it.
+/// `tail`: the last `lines` lines as text (from `history`); with `follow`,
+/// a watcher that starts with them, at the same instant as its output.
+async fn tail(
+    ctx: &Context<'_>,
+    reference: &str,
+    lines: u32,
+    follow: bool,
+) -> Result<Outcome, Failure> {
+    let found = ctx.registry.resolve(ctx.owner, reference)?;
+    let gone = || Failure::from(RegistryError::NotFound(found.name.to_string()));
+    if !follow {
+        let text = found
+            .handle
+            .history(HistoryFormat::Text)
+            .await
+            .map_err(|_| gone())?;
+        let text = String::from_utf8_lossy(&text);
+        let skip = text.lines().count().saturating_sub(lines as usize);
+        let last: String = text.lines().skip(skip).map(|l| format!("{l}\n")).collect();
+        return Ok(Outcome::Reply(Reply::ok(last)));
+    }
+    let request = AttachRequest {
+        size: None,
+        read_only: true,
+        from: None,
+        quiet: true,
+        watch: true,
+        tail: lines,
+    };
+    let attachment = found.handle.attach(request).await.map_err(|_| gone())?;
+    Ok(Outcome::Follow(found, attachment))
+}
+
 /// `send`: types into the session; refused once its program has exited.
 async fn send(ctx: &Context<'_>, reference: &str, typed: Vec<Typed>) -> Result<Reply, Failure> {
     let found = ctx.registry.resolve(ctx.owner, reference)?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::text::Text;
 use super::{Context, Failure, Reply};
 use crate::protocol::{AttachRequest, Event};
 use crate::registry::{Found, RegistryError};
@@ -104,10 +105,11 @@ async fn until_match(found: &Found, pattern: &str) -> Result<Reply, Failure> {
         from: None,
         quiet: true,
         watch: true,
+        tail: 0,
     };
     let gone = || Failure::from(RegistryError::NotFound(found.name.to_string()));
     let mut attachment = found.handle.attach(request).await.map_err(|_| gone())?;
-    let mut text = Text::default();
+    let mut text = Window::default();
     while let Some(event) = attachment.events.next().await {
         match event {
             Event::Output { data, .. } => {
@@ -131,28 +133,16 @@ async fn until_match(found: &Found, pattern: &str) -> Result<Reply, Failure> {
     Err(gone())
 }
 
-/// The latest output as text: printed characters and line feeds, at most
-/// [`WINDOW`] bytes of it.
+/// The latest output as text, at most [`WINDOW`] bytes of it.
 #[derive(Default)]
-struct Text {
-    parser: vte::Parser,
+struct Window {
+    text: Text,
     window: String,
 }
 
-impl Text {
+impl Window {
     fn feed(&mut self, output: &[u8]) {
-        struct Printed<'a>(&'a mut String);
-        impl vte::Perform for Printed<'_> {
-            fn print(&mut self, c: char) {
-                self.0.push(c);
-            }
-            fn execute(&mut self, byte: u8) {
-                if byte == b'\n' {
-                    self.0.push('\n');
-                }
-            }
-        }
-        self.parser.advance(&mut Printed(&mut self.window), output);
+        self.window.push_str(&self.text.feed(output));
         if self.window.len() > WINDOW {
             let mut cut = self.window.len() - WINDOW;
             while !self.window.is_char_boundary(cut) {
@@ -170,7 +160,7 @@ mod tests {
     #[test]
     fn text_is_stripped_of_escapes_and_matched_across_chunks() {
         let regex = Regex::new(r"tests? passed: \d+").expect("pattern");
-        let mut text = Text::default();
+        let mut text = Window::default();
         text.feed(b"\x1b[32mtests pa");
         assert!(!regex.is_match(&text.window));
         text.feed(b"ss\x1b[0med: 4");

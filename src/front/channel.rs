@@ -93,6 +93,15 @@ pub async fn run(mut start: Start) {
         Ok(Outcome::Attached(found, attachment)) => {
             attached(&mut start, found, attachment, detach_others).await;
         }
+        Ok(Outcome::Follow(found, attachment)) => {
+            tracing::info!(session = %found.id, name = %found.name, "channel follows (tail -f)");
+            let mut closed = start.closed.clone();
+            tokio::select! {
+                () = writer::follow(&start.out, attachment.events, crlf) => {}
+                // The client closed the channel: the watcher detaches.
+                _ = closed.changed() => {}
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use russh::server::{Handle, Msg};
 use russh::{ChannelWriteHalf, Sig};
 
 use crate::command::Reply;
+use crate::command::text::Text;
 use crate::protocol::Event;
 use crate::remote::Events;
 
@@ -113,6 +114,32 @@ async fn coalesce(first: Bytes, events: &mut Events) -> (Bytes, Option<Event>) {
         }
     }
     (merged.map_or(first, BytesMut::freeze), None)
+}
+
+/// `tail -f`: the first lines (a `Redraw` of text), then each output chunk
+/// as text (escape sequences stripped), until the session exits (status 0)
+/// or ends; `\n` becomes `\r\n` with `crlf`.
+pub async fn follow(out: &ChannelWriteHalf<Msg>, mut events: Events, crlf: bool) {
+    let mut text = Text::default();
+    while let Some(event) = events.next().await {
+        let chunk = match event {
+            Event::Redraw { data } => String::from_utf8_lossy(&data).into_owned(),
+            Event::Output { data, .. } => text.feed(&data),
+            Event::Skipped { from, to } => format!("[keepsh: {} bytes skipped]\n", to - from),
+            Event::Exited(_) => break,
+        };
+        let chunk = if crlf {
+            chunk.replace('\n', "\r\n")
+        } else {
+            chunk
+        };
+        if !chunk.is_empty() && out.data_bytes(chunk.into_bytes()).await.is_err() {
+            return;
+        }
+    }
+    let _ = out.exit_status(0).await;
+    let _ = out.eof().await;
+    let _ = out.close().await;
 }
 
 /// Sends a finished command's output, its exit status, EOF and close. With

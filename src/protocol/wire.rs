@@ -251,6 +251,7 @@ mod tests {
                 from: Some(42),
                 quiet: false,
                 watch: false,
+                tail: 0,
             }),
             Open::History(crate::protocol::HistoryFormat::Raw),
             Open::Signal(SignalName::Usr2),

@@ -469,6 +469,9 @@ impl Actor {
             let quiet = request.quiet || !self.settings.away_summary;
             let redraw = self.first_redraw(away.filter(|_| !quiet));
             self.attachments[index].redraw_first(redraw);
+        } else if watcher && request.tail > 0 {
+            let text = last_lines(&self.history(HistoryFormat::Text), request.tail);
+            self.attachments[index].redraw_first(Bytes::from(text));
         }
         if !self.pump(index) {
             self.detach(id);
@@ -642,6 +645,7 @@ impl Actor {
 
     fn publish_clients(&mut self) {
         self.info.clients = self.clients();
+        self.info.watchers = self.attachments.len() - self.info.clients;
         if self.info.exit.is_none() {
             if self.info.clients == 0 {
                 if self.info.state == SessionState::Attached {
@@ -711,6 +715,20 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// The last `count` lines of `text` (each ended by `\n`).
+fn last_lines(text: &[u8], count: u32) -> Vec<u8> {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    let start = memchr::memrchr_iter(b'\n', text)
+        .nth(count.saturating_sub(1))
+        .map_or(0, |at| at + 1);
+    let mut lines = text[start..].to_vec();
+    if !lines.is_empty() {
+        lines.push(b'\n');
+    }
+    lines
 }
 
 /// `text` with each line ended by `\n` (an empty `text` stays empty).

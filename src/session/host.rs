@@ -196,6 +196,7 @@ const OUTPUT_INFO_INTERVAL: Duration = Duration::from_millis(100);
 fn only_output_differs(a: &SessionInfo, b: &SessionInfo) -> bool {
     a.state == b.state
         && a.clients == b.clients
+        && a.watchers == b.watchers
         && a.name == b.name
         && a.size == b.size
         && a.exit == b.exit

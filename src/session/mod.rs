@@ -70,6 +70,7 @@ fn start(spec: HostSpec) -> Result<Mailbox, SpawnError> {
         command,
         exit: None,
         output_offset: 0,
+        watchers: 0,
         buffer_start: 0,
     };
     let (messages, messages_rx) = mpsc::channel(MESSAGE_QUEUE);
@@ -147,6 +148,7 @@ mod tests {
             from,
             quiet: false,
             watch: false,
+            tail: 0,
         }
     }
 
@@ -240,6 +242,7 @@ mod tests {
                 from: None,
                 quiet: false,
                 watch: false,
+                tail: 0,
             },
         )
         .await;
@@ -301,6 +304,7 @@ mod tests {
             from: None,
             quiet: false,
             watch: false,
+            tail: 0,
         };
         let mut terminal = attach(&session, 1, request).await;
         match tokio::time::timeout(DEADLINE, terminal.recv()).await {
@@ -411,6 +415,7 @@ mod tests {
                 from: None,
                 quiet: false,
                 watch: false,
+                tail: 0,
             },
         )
         .await;

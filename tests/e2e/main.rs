@@ -27,4 +27,4 @@ mod sftp;
 mod shell;
 mod slow_clients;
 mod survival;
-mod wait;
+mod watch;

@@ -1,6 +1,8 @@
-//! `wait`: for the program's exit (its code, 128 + n for a signal), or for
-//! output after the call that matches a pattern, across writes; 124 when
-//! `--timeout` runs out.
+//! Watching a session without attaching to it. `wait`: for the program's
+//! exit (its code, 128 + n for a signal), or for output after the call
+//! that matches a pattern, across writes; 124 when `--timeout` runs out.
+//! `tail`: the last lines as text, and with `-f` new output as text,
+//! counted as a watcher, not a client.
 
 use std::path::{Path, PathBuf};
 
@@ -104,4 +106,38 @@ fn wait_for_matches_output_after_the_call_across_writes_and_times_out_with_124()
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn tail_prints_the_last_lines_and_follows_as_text_without_being_a_client() {
+    let server = Server::start();
+    let (go, q) = fifo(&server, "go");
+    let script = format!(
+        "seq -f 'line %g' 1 30; read a < {q}; printf '\\033[1;31mred alert\\033[m\\n'; \
+         exec sleep 1000"
+    );
+    start(&server, "log", &script);
+    let mut attached = server.tt("alice", &["attach", "log"]);
+    attached.wait_for("line 30");
+    let out = server.run("alice", &["tail", "-n", "3", "log"]);
+    assert_eq!(crate::harness::stdout(&out), "line 28\nline 29\nline 30\n");
+    let mut follow = server.stream("alice", &["tail", "-f", "-n", "2", "log"]);
+    follow.wait_for("line 29\nline 30\n");
+    let counted = poll(DEADLINE, || {
+        server
+            .session("alice", "log")
+            .filter(|s| s["watchers"] == 1)
+    });
+    let session = counted.expect("a watcher listed");
+    assert_eq!(session["clients"], 1, "tail -f counted as a client");
+    write(&go, "a\n");
+    let output = follow.wait_for("red alert");
+    assert!(output.ends_with("line 30\nred alert\n"), "{output:?}");
+    follow.kill();
+    let gone = poll(DEADLINE, || {
+        server
+            .session("alice", "log")
+            .filter(|s| s["watchers"] == 0)
+    });
+    assert!(gone.is_some());
 }
