@@ -325,6 +325,21 @@ pub enum SendReply {
     Exited,
 }
 
+impl AttachRequest {
+    /// A watcher's request: output from the ring's end, starting with the
+    /// last `tail` lines as text (0: none).
+    pub fn watcher(tail: u32) -> AttachRequest {
+        AttachRequest {
+            size: None,
+            read_only: true,
+            from: None,
+            quiet: true,
+            watch: true,
+            tail,
+        }
+    }
+}
+
 /// A request on a control connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {

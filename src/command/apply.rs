@@ -193,14 +193,7 @@ async fn tail(
         let last: String = text.lines().skip(skip).map(|l| format!("{l}\n")).collect();
         return Ok(Outcome::Reply(Reply::ok(last)));
     }
-    let request = AttachRequest {
-        size: None,
-        read_only: true,
-        from: None,
-        quiet: true,
-        watch: true,
-        tail: lines,
-    };
+    let request = AttachRequest::watcher(lines);
     let attachment = found.handle.attach(request).await.map_err(|_| gone())?;
     Ok(Outcome::Follow(found, attachment))
 }

@@ -99,14 +99,7 @@ async fn until_exit(found: &Found) -> Result<Reply, Failure> {
 /// Until output after now matches `pattern` (compiled already once).
 async fn until_match(found: &Found, pattern: &str) -> Result<Reply, Failure> {
     let regex = Regex::new(pattern).map_err(|e| Failure::usage(e, "check the pattern"))?;
-    let request = AttachRequest {
-        size: None,
-        read_only: true,
-        from: None,
-        quiet: true,
-        watch: true,
-        tail: 0,
-    };
+    let request = AttachRequest::watcher(0);
     let gone = || Failure::from(RegistryError::NotFound(found.name.to_string()));
     let mut attachment = found.handle.attach(request).await.map_err(|_| gone())?;
     let mut text = Window::default();

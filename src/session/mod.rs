@@ -152,6 +152,18 @@ mod tests {
         }
     }
 
+    /// A writable terminal of the default size.
+    fn terminal() -> AttachRequest {
+        AttachRequest {
+            size: Some(PtySize::DEFAULT),
+            read_only: false,
+            from: None,
+            quiet: false,
+            watch: false,
+            tail: 0,
+        }
+    }
+
     /// Attaches `id` as the host's attachment task does; returns its events.
     async fn attach(
         session: &Mailbox,
@@ -233,19 +245,7 @@ mod tests {
         // 32 KiB) and than the 16 KiB ring.
         let script = "read go; seq -f line-%g 1 300000; sleep 100";
         let session = start_sh(script, 16 * 1024);
-        let mut stalled = attach(
-            &session,
-            1,
-            AttachRequest {
-                size: Some(PtySize::DEFAULT),
-                read_only: false,
-                from: None,
-                quiet: false,
-                watch: false,
-                tail: 0,
-            },
-        )
-        .await;
+        let mut stalled = attach(&session, 1, terminal()).await;
         typed(&session, 1, b"\n").await;
         let mut info = session.info.clone();
         tokio::time::timeout(DEADLINE, info.wait_for(|i| i.output_offset > 3_000_000))
@@ -298,15 +298,7 @@ mod tests {
         // outrun the client and the ring wrap past it (a redraw).
         let script = "read go; seq -f line-%g 1 300000; echo END; sleep 100";
         let session = start_sh(script, 16 * 1024);
-        let request = AttachRequest {
-            size: Some(PtySize::DEFAULT),
-            read_only: false,
-            from: None,
-            quiet: false,
-            watch: false,
-            tail: 0,
-        };
-        let mut terminal = attach(&session, 1, request).await;
+        let mut terminal = attach(&session, 1, terminal()).await;
         match tokio::time::timeout(DEADLINE, terminal.recv()).await {
             Ok(Some(Event::Redraw { .. })) => {}
             other => panic!("no redraw first: {other:?}"),

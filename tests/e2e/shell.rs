@@ -37,13 +37,19 @@ fn the_shell_gets_term_and_size_from_pty_req() {
 #[test]
 fn login_name_plus_session_attaches_or_creates_that_session() {
     let server = Server::start();
-    let mut first = server.tt_as("alice+work", "alice", &[]);
+    drop_and_come_back(&server, "alice+work", "work");
+}
+
+/// A shell as `login` (alice's key), dropped; session `name` orphaned;
+/// the same login again comes back to it: the redraw shows what the
+/// first client did, and it is alice's only session.
+fn drop_and_come_back(server: &Server, login: &str, name: &str) {
+    let mut first = server.tt_as(login, "alice", &[]);
     first.send("echo marker-$((10+1))\n");
     first.wait_for("marker-11");
     first.kill();
-    server.wait_state("alice", "work", "orphaned");
-    let mut second = server.tt_as("alice+work", "alice", &[]);
-    // The replay shows what the first client did.
+    server.wait_state("alice", name, "orphaned");
+    let mut second = server.tt_as(login, "alice", &[]);
     second.wait_for("marker-11");
     second.send("echo marker-$((20+2))\n");
     second.wait_for("marker-22");
@@ -61,20 +67,7 @@ fn with_on_shell_attach_a_plain_login_resumes_the_last_detached_session() {
         ..Default::default()
     });
     // OpenSSH: a shell, dropped, then a plain login again.
-    let mut first = server.tt("alice", &[]);
-    first.send("echo marker-$((10+1))\n");
-    first.wait_for("marker-11");
-    first.kill();
-    server.wait_state("alice", "0", "orphaned");
-    let mut second = server.tt("alice", &[]);
-    second.wait_for("marker-11");
-    second.send("echo marker-$((20+2))\n");
-    second.wait_for("marker-22");
-    assert_eq!(
-        server.list("alice").len(),
-        1,
-        "a second session was created"
-    );
+    drop_and_come_back(&server, "alice", "0");
     // None detached now: a plain login starts a new session.
     let mut third = server.tt("alice", &[]);
     third.send("echo marker-$((30+3))\n");
