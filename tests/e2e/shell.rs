@@ -1,6 +1,6 @@
 //! The shell request: a real shell in a persistent session.
 
-use crate::harness::{Options, Server, stderr, stdout};
+use crate::harness::{Client, Options, Server, stderr, stdout};
 
 #[test]
 fn ssh_host_gives_a_working_shell_whose_exit_status_reaches_the_client() {
@@ -42,8 +42,9 @@ fn login_name_plus_session_attaches_or_creates_that_session() {
 
 /// A shell as `login` (alice's key), dropped; session `name` orphaned;
 /// the same login again comes back to it: the redraw shows what the
-/// first client did, and it is alice's only session.
-fn drop_and_come_back(server: &Server, login: &str, name: &str) {
+/// first client did, and it is alice's only session. Returns the client
+/// that came back, still attached.
+fn drop_and_come_back(server: &Server, login: &str, name: &str) -> Client {
     let mut first = server.tt_as(login, "alice", &[]);
     first.send("echo marker-$((10+1))\n");
     first.wait_for("marker-11");
@@ -58,6 +59,7 @@ fn drop_and_come_back(server: &Server, login: &str, name: &str) {
         1,
         "a second session was created"
     );
+    second
 }
 
 #[test]
@@ -67,7 +69,7 @@ fn with_on_shell_attach_a_plain_login_resumes_the_last_detached_session() {
         ..Default::default()
     });
     // OpenSSH: a shell, dropped, then a plain login again.
-    drop_and_come_back(&server, "alice", "0");
+    let _back = drop_and_come_back(&server, "alice", "0");
     // None detached now: a plain login starts a new session.
     let mut third = server.tt("alice", &[]);
     third.send("echo marker-$((30+3))\n");
