@@ -512,6 +512,11 @@ struct ListEntry<'a> {
     exit_code: Option<u32>,
     output_offset: u64,
     watchers: usize,
+    title: Option<&'a str>,
+    current_command: Option<&'a str>,
+    cwd: Option<&'a str>,
+    bells: u64,
+    last_line: Option<&'a str>,
 }
 
 /// Renders `list` output: an aligned table, or a JSON array with `json`.
@@ -523,10 +528,79 @@ pub fn render_list(sessions: &[SessionInfo], json: bool, now: SystemTime) -> Str
         return "no sessions (start one with: ssh -t HOST new NAME)\n".into();
     }
     let header = [
-        "ID", "NAME", "STATE", "CLIENTS", "CREATED", "ACTIVITY", "SIZE", "COMMAND",
+        "ID",
+        "NAME",
+        "STATE",
+        "CLIENTS",
+        "CREATED",
+        "ACTIVITY",
+        "SIZE",
+        "RUNNING",
+        "COMMAND",
+        "LAST LINE",
     ];
-    let rows: Vec<[String; 8]> = sessions.iter().map(|s| list_row(s, now)).collect();
-    aligned(header, &rows)
+    let rows: Vec<[String; 10]> = sessions.iter().map(|s| list_row(s, now)).collect();
+    let mut columns: Vec<(&str, Vec<String>)> = header
+        .iter()
+        .enumerate()
+        .map(|(i, &h)| (h, rows.iter().map(|r| r[i].clone()).collect()))
+        .collect();
+    fit(&mut columns, TABLE_WIDTH);
+    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = (0..rows.len())
+        .map(|r| columns.iter().map(|(_, cells)| cells[r].clone()).collect())
+        .collect();
+    aligned(&header, &rows)
+}
+
+/// The width `list`'s table keeps to, in columns (cells), as a terminal's.
+const TABLE_WIDTH: usize = 80;
+/// The columns `list` drops first when its table is wider than
+/// [`TABLE_WIDTH`], least useful first. `LAST LINE`, last, is cut to fit
+/// before it is dropped; `COMMAND` stays (it says why an incompatible
+/// session cannot be used).
+const DROPPED_FIRST: [&str; 3] = ["CREATED", "SIZE", "CLIENTS"];
+
+/// Drops columns in [`DROPPED_FIRST`]'s order, then cuts the last column,
+/// until the table fits `width` (two spaces between columns). A table
+/// whose kept columns alone are wider stays wider.
+fn fit(columns: &mut Vec<(&str, Vec<String>)>, width: usize) {
+    let column_width = |(header, cells): &(&str, Vec<String>)| {
+        cells
+            .iter()
+            .map(|c| c.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(header.len())
+    };
+    let total = |columns: &[(&str, Vec<String>)]| {
+        columns.iter().map(column_width).sum::<usize>() + 2 * columns.len().saturating_sub(1)
+    };
+    for name in DROPPED_FIRST {
+        if total(columns) <= width {
+            return;
+        }
+        // The last column is cut first when that is enough.
+        let last = columns.last().map(column_width).unwrap_or(0);
+        let rest = total(columns) - last;
+        if rest + 16 <= width {
+            break;
+        }
+        columns.retain(|(header, _)| *header != name);
+    }
+    let excess = total(columns).saturating_sub(width);
+    if let Some((header, cells)) = columns.last_mut()
+        && excess > 0
+    {
+        let keep = column_width(&(header, cells.clone())).saturating_sub(excess);
+        if keep < header.len() {
+            columns.pop();
+        } else {
+            for cell in cells.iter_mut() {
+                *cell = cell.chars().take(keep).collect();
+            }
+        }
+    }
 }
 
 /// `list --json`: one object per session, keys as README documents them.
@@ -546,6 +620,11 @@ fn list_json(sessions: &[SessionInfo]) -> String {
             exit_code: s.exit.as_ref().map(|e| e.code),
             output_offset: s.output_offset,
             watchers: s.watchers,
+            title: s.doing.title.as_deref(),
+            current_command: s.doing.current_command.as_deref(),
+            cwd: s.doing.cwd.as_deref(),
+            bells: s.doing.bells,
+            last_line: s.doing.last_line.as_deref(),
         })
         .collect();
     let mut out = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".into());
@@ -554,7 +633,7 @@ fn list_json(sessions: &[SessionInfo]) -> String {
 }
 
 /// One session's cells in the `list` table.
-fn list_row(s: &SessionInfo, now: SystemTime) -> [String; 8] {
+fn list_row(s: &SessionInfo, now: SystemTime) -> [String; 10] {
     let state = match &s.exit {
         Some(exit) if s.state == SessionState::Exited => match &exit.signal {
             Some(signal) => format!("exited(SIG{signal})"),
@@ -570,13 +649,15 @@ fn list_row(s: &SessionInfo, now: SystemTime) -> [String; 8] {
         ago(now, s.created),
         ago(now, s.last_activity),
         format!("{}x{}", s.size.cols(), s.size.rows()),
+        s.doing.current_command.clone().unwrap_or_default(),
         shell_words::join(&s.command),
+        s.doing.last_line.clone().unwrap_or_default(),
     ]
 }
 
 /// `header` and `rows` as columns two spaces apart (the last one unpadded).
-fn aligned<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
+fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -594,9 +675,9 @@ fn aligned<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
         }
         out.push('\n');
     };
-    line(&header);
+    line(header);
     for row in rows {
-        line(&row.each_ref().map(String::as_str));
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
     out
 }
@@ -781,6 +862,7 @@ mod tests {
             exit: exit.map(|code| ExitStatus { code, signal: None }),
             output_offset: 12,
             watchers: 0,
+            doing: Default::default(),
             buffer_start: 0,
         }
     }
@@ -812,6 +894,11 @@ mod tests {
                 "state",
                 "watchers"
             ]
+            .into_iter()
+            .chain(["bells", "current_command", "cwd", "last_line", "title"])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
         );
         assert_eq!(object["state"], "exited");
         assert_eq!(object["exit_code"], 3);
@@ -835,5 +922,34 @@ mod tests {
         assert_eq!(&lines[1][col..col + 8], "orphaned");
         assert_eq!(&lines[2][col..col + 9], "exited(0)");
         assert!(lines[1].contains("2m ago"));
+    }
+
+    #[test]
+    fn list_fits_80_columns_by_dropping_the_least_useful_columns_then_cutting_the_last() {
+        let mut busy = info("build", SessionState::Attached, None);
+        busy.command = vec!["cargo".into(), "test".into(), "--workspace".into()];
+        busy.doing.current_command = Some("cargo".into());
+        busy.doing.last_line = Some("test session::tests::a_long_test_name ... ok".repeat(2));
+        let out = render_list(
+            &[busy],
+            false,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(120),
+        );
+        let header = out.lines().next().expect("header");
+        assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+        for kept in ["ID", "NAME", "STATE", "ACTIVITY", "RUNNING", "LAST LINE"] {
+            assert!(header.contains(kept), "{header}");
+        }
+        assert!(
+            !header.contains("CREATED") && !header.contains("SIZE"),
+            "{header}"
+        );
+        // The last line, cut to what is left.
+        assert!(
+            out.lines()
+                .nth(1)
+                .is_some_and(|l| l.ends_with("test sessi")),
+            "{out}"
+        );
     }
 }

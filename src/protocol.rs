@@ -340,6 +340,22 @@ impl AttachRequest {
     }
 }
 
+/// What a session is doing, for `list` (tmux's `#{pane_title}`,
+/// `#{pane_current_command}`, `#{pane_current_path}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Doing {
+    /// The last title the program set (OSC 0/2).
+    pub title: Option<String>,
+    /// The PTY's foreground process, as `ps` names it (`/proc/PID/comm`).
+    pub current_command: Option<String>,
+    /// Its working directory (`/proc/PID/cwd`).
+    pub cwd: Option<String>,
+    /// Bells rung since a client last attached.
+    pub bells: u64,
+    /// The last non-empty line of the screen, at most 80 characters.
+    pub last_line: Option<String>,
+}
+
 /// A request on a control connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
@@ -583,6 +599,9 @@ pub struct SessionInfo {
     pub output_offset: u64,
     /// Watchers attached (`tail -f`, `wait --for`): not clients.
     pub watchers: usize,
+    /// What the session is doing, refreshed at most every 300 ms after
+    /// output or input: see [`Doing`].
+    pub doing: Doing,
     /// The oldest offset the ring buffer still holds, in bytes.
     pub buffer_start: u64,
 }

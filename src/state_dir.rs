@@ -198,6 +198,7 @@ fn incompatible_info(hello: Hello, theirs: u16, path: &Path) -> SessionInfo {
         exit: None,
         output_offset: 0,
         watchers: 0,
+        doing: Default::default(),
         buffer_start: 0,
     }
 }

@@ -27,7 +27,7 @@
 //!   attached or typed (tmux's `window-size latest`).
 
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -49,8 +49,8 @@ use super::ring::RingBuffer;
 use super::screen::{self, Screen};
 use crate::protocol::host::SessionSettings;
 use crate::protocol::{
-    AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, HistoryFormat, PtySize, Refusal,
-    SendReply, SessionInfo, SessionState, SignalName, Typed,
+    AttachReply, AttachRequest, ControlRequest, Doing, Event, ExitStatus, HistoryFormat, PtySize,
+    Refusal, SendReply, SessionInfo, SessionState, SignalName, Typed,
 };
 
 /// Identifies one attachment within its session process. Chosen by the
@@ -113,6 +113,12 @@ pub(super) struct Input {
     pub data: Bytes,
 }
 
+/// How soon after output, input or an attach `list`'s view of what the
+/// session is doing is brought up to date.
+const REFRESH: Duration = Duration::from_millis(300);
+/// Most characters of the screen's last line in `list`.
+const LAST_LINE: usize = 80;
+
 /// How far back from the output's end a redraw looks for the start of an
 /// unfinished escape sequence (OSC titles and hyperlinks fit; a longer
 /// sequence cut by a redraw prints its remainder as text).
@@ -150,6 +156,9 @@ pub(super) struct Actor {
     /// What happened since the last client left; `None` while one is
     /// attached.
     away: Option<Away>,
+    /// When `info.doing` is next brought up to date (after output, input
+    /// or an attach; `None`: nothing new).
+    refresh_at: Option<Instant>,
     /// The PTY's output has ended (or is no longer read, after an exit).
     output_eof: bool,
 }
@@ -184,6 +193,7 @@ impl Actor {
             pacing: Pacing::default(),
             notifier,
             away: Some(Away::since(SystemTime::now())),
+            refresh_at: None,
             output_eof: false,
         }
     }
@@ -254,9 +264,44 @@ impl Actor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        match (self.lifecycle.deadline(), self.pacing.deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [
+            self.lifecycle.deadline(),
+            self.pacing.deadline(),
+            self.refresh_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Brings `info.doing` up to date within [`REFRESH`], once.
+    fn refresh_soon(&mut self) {
+        if self.refresh_at.is_none() {
+            self.refresh_at = Some(Instant::now() + REFRESH);
+        }
+    }
+
+    /// What the session is doing now: title, foreground process and its
+    /// directory, last line; published if it changed.
+    fn refresh(&mut self) {
+        self.refresh_at = None;
+        let foreground = self.pty.foreground();
+        let proc = |what: &str| foreground.map(|pid| format!("/proc/{pid}/{what}"));
+        let doing = Doing {
+            title: self.screen.title(),
+            current_command: proc("comm")
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .map(|comm| comm.trim_end().to_owned()),
+            cwd: proc("cwd")
+                .and_then(|path| std::fs::read_link(path).ok())
+                .map(|dir| dir.display().to_string()),
+            bells: self.info.doing.bells,
+            last_line: self.screen.last_line(LAST_LINE),
+        };
+        let changed = doing != self.publish.borrow().doing;
+        self.info.doing = doing;
+        if changed {
+            self.publish();
         }
     }
 
@@ -270,6 +315,9 @@ impl Actor {
 
     fn on_deadline(&mut self) {
         let now = Instant::now();
+        if self.refresh_at.is_some_and(|at| at <= now) {
+            self.refresh();
+        }
         if self.pacing.expired(now) {
             for att in self
                 .attachments
@@ -308,6 +356,8 @@ impl Actor {
         if let Some(away) = &mut self.away {
             away.output(&chunk, bells);
         }
+        self.info.doing.bells += bells;
+        self.refresh_soon();
         self.notify_output(&chunk, bells);
         let mut closed = Vec::new();
         for i in 0..self.attachments.len() {
@@ -464,7 +514,30 @@ impl Actor {
         self.lifecycle.clients(clients, now, &self.timers);
         self.apply_size();
         let index = self.attachments.len() - 1;
+        self.first_events(index, &request, terminal, watcher);
+        if !self.pump(index) {
+            self.detach(id);
+        }
+        self.publish_clients();
+    }
+
+    /// What attachment `index` gets before output: a terminal its redraw
+    /// (with the away line, unless quiet), a watcher with `tail` its last
+    /// lines as text. A client (not a watcher) ends "away" and the bell
+    /// count.
+    fn first_events(
+        &mut self,
+        index: usize,
+        request: &AttachRequest,
+        terminal: bool,
+        watcher: bool,
+    ) {
         let away = if watcher { None } else { self.away.take() };
+        if !watcher {
+            // Bells are counted since a client last attached.
+            self.info.doing.bells = 0;
+            self.refresh_soon();
+        }
         if terminal {
             let quiet = request.quiet || !self.settings.away_summary;
             let redraw = self.first_redraw(away.filter(|_| !quiet));
@@ -473,10 +546,6 @@ impl Actor {
             let text = last_lines(&self.history(HistoryFormat::Text), request.tail);
             self.attachments[index].redraw_first(Bytes::from(text));
         }
-        if !self.pump(index) {
-            self.detach(id);
-        }
-        self.publish_clients();
     }
 
     /// A terminal's first redraw: history lines, then `away`'s line if it
@@ -524,6 +593,7 @@ impl Actor {
         att.last_active = self.clock;
         self.apply_size();
         self.type_in(input.data);
+        self.refresh_soon();
         self.info.last_activity = SystemTime::now();
         // Input is frequent; the snapshot's activity time need not be exact
         // to the keystroke, so it is published with the next other change.

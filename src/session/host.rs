@@ -197,6 +197,7 @@ fn only_output_differs(a: &SessionInfo, b: &SessionInfo) -> bool {
     a.state == b.state
         && a.clients == b.clients
         && a.watchers == b.watchers
+        && a.doing == b.doing
         && a.name == b.name
         && a.size == b.size
         && a.exit == b.exit

@@ -71,6 +71,7 @@ fn start(spec: HostSpec) -> Result<Mailbox, SpawnError> {
         exit: None,
         output_offset: 0,
         watchers: 0,
+        doing: Default::default(),
         buffer_start: 0,
     };
     let (messages, messages_rx) = mpsc::channel(MESSAGE_QUEUE);

@@ -267,6 +267,13 @@ impl Pty {
         }
     }
 
+    /// The PTY's foreground process group (its leader's pid): the job at
+    /// the prompt, or the program itself.
+    pub fn foreground(&self) -> Option<u32> {
+        let group = rustix::termios::tcgetpgrp(&self.control).ok()?;
+        u32::try_from(group.as_raw_nonzero().get()).ok()
+    }
+
     /// Sends `signal` to the program's process group and to the PTY's
     /// foreground process group (a job the shell started), so that `kill`
     /// ends the whole session, not just its first process.

@@ -141,3 +141,45 @@ fn tail_prints_the_last_lines_and_follows_as_text_without_being_a_client() {
     });
     assert!(gone.is_some());
 }
+
+#[test]
+fn list_says_what_each_session_is_doing_in_80_columns() {
+    let server = Server::start();
+    assert!(
+        server
+            .run("alice", &["new", "-d", "agent"])
+            .status
+            .success()
+    );
+    let send = |text: &str| {
+        let quoted = shell_words::quote(text).into_owned();
+        let out = server.run("alice", &["send", "agent", "--enter", "--", &quoted]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    send("cd /tmp");
+    send("printf '\\033]2;agent title\\007\\007'");
+    send("exec vim -u NONE");
+    let doing = poll(DEADLINE, || {
+        server.session("alice", "agent").filter(|s| {
+            s["current_command"] == "vim"
+                && s["cwd"] == "/tmp"
+                && s["title"] == "agent title"
+                && s["bells"] == 1
+        })
+    });
+    let doing = doing.unwrap_or_else(|| panic!("{:?}", server.session("alice", "agent")));
+    assert!(doing["last_line"].is_string(), "{doing}");
+    let table = crate::harness::stdout(&server.run("alice", &["list"]));
+    assert!(table.lines().all(|l| l.chars().count() <= 80), "{table}");
+    assert!(
+        table.contains("RUNNING") && table.contains("vim"),
+        "{table}"
+    );
+    // Attaching resets the bell count.
+    let mut client = server.tt("alice", &["attach", "agent"]);
+    client.wait_for("~");
+    let reset = poll(DEADLINE, || {
+        server.session("alice", "agent").filter(|s| s["bells"] == 0)
+    });
+    assert!(reset.is_some());
+}

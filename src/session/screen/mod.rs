@@ -146,6 +146,19 @@ impl Screen {
         self.term.mode().contains(TermMode::APP_CURSOR)
     }
 
+    /// The last title the program set (OSC 0/2), if any.
+    pub fn title(&self) -> Option<String> {
+        self.term.title().0.map(str::to_owned)
+    }
+
+    /// The last non-empty line of the visible screen, trimmed, at most
+    /// `max` characters.
+    pub fn last_line(&self, max: usize) -> Option<String> {
+        let text = self.text();
+        let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+        Some(line.chars().take(max).collect())
+    }
+
     /// How many bells (BEL outside any escape sequence) the output rang
     /// since the last call.
     pub fn take_bells(&mut self) -> u64 {
