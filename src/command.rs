@@ -11,7 +11,6 @@ use serde::Serialize;
 
 mod apply;
 mod keys;
-pub mod text;
 mod wait;
 
 pub use apply::{Context, Outcome};

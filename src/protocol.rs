@@ -336,6 +336,17 @@ impl AttachRequest {
             quiet: true,
             watch: true,
             tail,
+            pattern: None,
+        }
+    }
+
+    /// A waiter's request (`wait --for`): no output at all, one
+    /// [`Event::Matched`] once the output's text after the attach matches
+    /// `pattern` (see `session::waiters` for the rules).
+    pub fn waiter(pattern: String) -> AttachRequest {
+        AttachRequest {
+            pattern: Some(pattern),
+            ..AttachRequest::watcher(0)
         }
     }
 }
@@ -470,6 +481,11 @@ pub struct AttachRequest {
     /// and screen as text (one [`Event::Redraw`], `\n`-separated), taken at
     /// the offset its output then starts from. 0: none.
     pub tail: u32,
+    /// A waiter (`wait --for`; with `watch`): a regular expression (the
+    /// regex crate's syntax) for the output's text after the attach. The
+    /// session sends no output, only [`Event::Matched`] or
+    /// [`Event::Exited`], and holds no queue of output for it.
+    pub pattern: Option<String>,
 }
 
 /// A session's answer to [`Open::Attach`].
@@ -514,6 +530,9 @@ pub enum Event {
     },
     /// The program exited; every byte of its output precedes this event.
     Exited(ExitStatus),
+    /// A waiter's pattern matched the output's text (the last event a
+    /// waiter gets).
+    Matched,
 }
 
 /// Why a session refused an attach.
@@ -528,6 +547,12 @@ pub enum Refusal {
         start: u64,
         /// One past the newest offset held.
         end: u64,
+    },
+    /// A waiter's pattern does not compile.
+    #[error("invalid pattern: {reason}")]
+    Pattern {
+        /// The regex crate's error, in one line.
+        reason: String,
     },
 }
 

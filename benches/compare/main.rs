@@ -19,6 +19,7 @@ mod peers;
 mod probe;
 mod report;
 mod sections;
+mod waiters;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -94,13 +95,14 @@ fn main() {
     let mut report = Report::default();
     sections::context(&bench, &mut report);
     type Section = fn(&Bench, &mut Report);
-    let all: [(&str, Section); 7] = [
+    let all: [(&str, Section); 8] = [
         ("handshake", sections::handshake),
         ("throughput", sections::throughput),
         ("reattach", sections::reattach),
         ("echo", sections::echo),
         ("storm", sections::storm),
         ("auth", sections::auth),
+        ("waiters", waiters::waiters),
         // Last: it leaves 1,000 sessions behind.
         ("memory", sections::memory),
     ];

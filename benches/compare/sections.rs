@@ -9,12 +9,12 @@ use crate::peers::{Tmux, bench_user};
 use crate::probe::{Stats, Stream, parallel, pids_of, pss_kib};
 use crate::report::{Report, num};
 
-const KEEPSH: &str = "keepsh";
+pub const KEEPSH: &str = "keepsh";
 const SSHD: &str = "sshd";
 const TMUX: &str = "tmux in sshd";
 /// Printed after a program's output; `@` is not in base64's alphabet.
-const DONE: &[u8] = b"@@DONE@@";
-const MIB: u64 = 1024 * 1024;
+pub const DONE: &[u8] = b"@@DONE@@";
+pub const MIB: u64 = 1024 * 1024;
 /// Parallel `ssh ... new -d` clients while creating many sessions.
 const CREATORS: usize = 4;
 
@@ -171,7 +171,7 @@ fn cmd_arg(mut cmd: Command, arg: &str) -> Command {
 /// Writes `bytes` of base64 (76-column lines) of random data to `name` and
 /// a script that prints it, then [`DONE`], then waits in `cat`; returns the
 /// script's path and the data's exact size.
-fn emitter(bench: &Bench, name: &str, bytes: u64) -> (String, u64) {
+pub fn emitter(bench: &Bench, name: &str, bytes: u64) -> (String, u64) {
     let data = bench.path(&format!("{name}.b64"));
     let status = Command::new("sh")
         .arg("-c")
@@ -253,20 +253,8 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
 /// time from typing `go` in the live one until [`DONE`] arrived there, and
 /// the bytes it received.
 fn beside_a_frozen_client(bench: &Bench, name: &str, emit: &str) -> (Duration, u64) {
-    let script = format!("echo waiting; read go; exec sh '{emit}'");
-    let script = shell_words::quote(&script);
-    let out = bench
-        .keepsh
-        .run("alice", &["new", "-d", name, "--", "sh", "-c", &script]);
-    assert!(out.status.success(), "new {name}: {out:?}");
-    let attach = || {
-        let mut cmd = bench.keepsh_ssh();
-        cmd.args(["-tt", "attach", name]);
-        let mut client = Stream::spawn(cmd);
-        let waiting = client.wait_for(b"waiting", Duration::from_secs(30));
-        waiting.unwrap_or_else(|e| panic!("{e}"));
-        client
-    };
+    held_emitter(bench, name, emit);
+    let attach = || attach_held(bench, name);
     // The live client first: an attach probes the clients already there
     // with a keepalive, and detaches a stopped one (as a vanished phone).
     let mut live = attach();
@@ -279,6 +267,28 @@ fn beside_a_frozen_client(bench: &Bench, name: &str, emit: &str) -> (Duration, u
     signal(frozen.pid(), "CONT");
     kill_session(bench, name);
     (at - start, live.received)
+}
+
+/// Creates session `name`, detached: it prints `waiting`, reads a line,
+/// then runs the emitter script `emit`.
+pub fn held_emitter(bench: &Bench, name: &str, emit: &str) {
+    let script = format!("echo waiting; read go; exec sh '{emit}'");
+    let script = shell_words::quote(&script);
+    let out = bench
+        .keepsh
+        .run("alice", &["new", "-d", name, "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "new {name}: {out:?}");
+}
+
+/// `ssh -tt attach NAME` to a [`held_emitter`] session, once it shows
+/// `waiting`.
+pub fn attach_held(bench: &Bench, name: &str) -> Stream {
+    let mut cmd = bench.keepsh_ssh();
+    cmd.args(["-tt", "attach", name]);
+    let mut client = Stream::spawn(cmd);
+    let waiting = client.wait_for(b"waiting", Duration::from_secs(30));
+    waiting.unwrap_or_else(|e| panic!("{e}"));
+    client
 }
 
 /// Sends signal `name` (`STOP`, `CONT`) to process `pid`.
@@ -305,7 +315,7 @@ fn time_to(cmd: Command, sentinel: &[u8], timeout: Duration) -> (Duration, u64) 
     (at - start, client.received)
 }
 
-fn kill_session(bench: &Bench, name: &str) {
+pub fn kill_session(bench: &Bench, name: &str) {
     let out = bench.keepsh.run("alice", &["kill", name]);
     assert!(out.status.success(), "kill {name}: {out:?}");
 }
@@ -667,6 +677,18 @@ pub fn targets(report: &mut Report) {
             format!("{} KiB per session at 1,000", num(k)),
             k < 1024.0,
         ));
+    }
+    for kind in ["'never-printed-N'", "'[0-9]+ never-N'"] {
+        if let (Some(alone), Some(watched)) = (
+            median("waiters", "no waiter:", KEEPSH),
+            median("waiters", &format!("100 `wait --for {kind}`:"), KEEPSH),
+        ) {
+            targets.push((
+                format!("100 `wait --for {kind}`: throughput within 10 % of none"),
+                format!("{} × none", num(watched / alone)),
+                watched >= 0.9 * alone,
+            ));
+        }
     }
     let attached = report
         .find("storm", "of ", KEEPSH)

@@ -136,6 +136,7 @@ async fn attach(
         quiet,
         watch: false,
         tail: 0,
+        pattern: None,
     };
     let attachment = found.handle.attach(request).await.map_err(|e| match e {
         AttachError::Refused(refusal @ Refusal::OutsideBuffer { start, .. }) => {
@@ -143,6 +144,9 @@ async fn attach(
                 refusal,
                 &format!("use --from {start} for the oldest byte kept"),
             )
+        }
+        AttachError::Refused(refusal @ Refusal::Pattern { .. }) => {
+            Failure::usage(refusal, "only `wait --for` sends a pattern")
         }
         AttachError::Connect(_) | AttachError::Ended => {
             tracing::info!(error = %e, "attach to a session that is gone");

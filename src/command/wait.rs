@@ -3,23 +3,21 @@
 //! until output produced after the call matches REGEX (0). `--timeout`
 //! gives up with status 124, as coreutils' `timeout` does.
 //!
-//! The match is on the output's text (escape sequences stripped, line
-//! feeds kept), across chunk boundaries, within the last [`WINDOW`] bytes
-//! of text. The session holds nothing for a waiter but a watcher's bounded
-//! queue (a watcher is not a client; see `AttachRequest::watch`), and a
-//! waiter whose channel closes stops.
+//! The session matches the pattern on its output's text (escape sequences
+//! stripped, line feeds kept, across chunk boundaries; the rules are
+//! `session::waiters`'), in one pass for all its waiters: a waiter holds
+//! no output queue there and costs nothing per byte. A waiter is not a
+//! client (`list` counts it in `watchers`), and one whose channel closes
+//! stops.
 
 use std::time::Duration;
 
-use regex::Regex;
-
-use super::text::Text;
 use super::{Context, Failure, Reply};
 use crate::protocol::{AttachRequest, Event};
 use crate::registry::{Found, RegistryError};
+use crate::remote::AttachError;
+use crate::session::waiters;
 
-/// How much of the latest output text a pattern is matched against.
-const WINDOW: usize = 64 * 1024;
 /// coreutils `timeout`'s exit status when the time ran out.
 const TIMED_OUT: u32 = 124;
 
@@ -28,19 +26,12 @@ const TIMED_OUT: u32 = 124;
 /// # Errors
 /// A usage [`Failure`] naming the problem.
 pub(super) fn checked_pattern(pattern: String) -> Result<String, Failure> {
-    match Regex::new(&pattern) {
+    match waiters::compile(&pattern) {
         Ok(_) => Ok(pattern),
-        Err(error) => {
-            let what = error
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            Err(Failure::usage(
-                format!("invalid --for pattern: {}", super::escape_controls(&what)),
-                "write a regular expression as the regex crate reads it, e.g. 'tests? passed'",
-            ))
-        }
+        Err(what) => Err(Failure::usage(
+            format!("invalid --for pattern: {}", super::escape_controls(&what)),
+            "write a regular expression as the regex crate reads it, e.g. 'tests? passed'",
+        )),
     }
 }
 
@@ -96,21 +87,18 @@ async fn until_exit(found: &Found) -> Result<Reply, Failure> {
     }
 }
 
-/// Until output after now matches `pattern` (compiled already once).
+/// Until output after now matches `pattern` (checked already once): the
+/// session matches it (see `session::waiters`) and says when.
 async fn until_match(found: &Found, pattern: &str) -> Result<Reply, Failure> {
-    let regex = Regex::new(pattern).map_err(|e| Failure::usage(e, "check the pattern"))?;
-    let request = AttachRequest::watcher(0);
+    let request = AttachRequest::waiter(pattern.to_owned());
     let gone = || Failure::from(RegistryError::NotFound(found.name.to_string()));
-    let mut attachment = found.handle.attach(request).await.map_err(|_| gone())?;
-    let mut text = Window::default();
+    let mut attachment = found.handle.attach(request).await.map_err(|e| match e {
+        AttachError::Refused(refusal) => Failure::usage(refusal, "check the pattern"),
+        AttachError::Connect(_) | AttachError::Ended => gone(),
+    })?;
     while let Some(event) = attachment.events.next().await {
         match event {
-            Event::Output { data, .. } => {
-                text.feed(&data);
-                if regex.is_match(&text.window) {
-                    return Ok(Reply::default());
-                }
-            }
+            Event::Matched => return Ok(Reply::default()),
             Event::Exited(status) => {
                 return Err(Failure::operational(
                     format!(
@@ -120,48 +108,15 @@ async fn until_match(found: &Found, pattern: &str) -> Result<Reply, Failure> {
                     "check the pattern against `history`",
                 ));
             }
-            Event::Redraw { .. } | Event::Skipped { .. } => {}
+            Event::Output { .. } | Event::Redraw { .. } | Event::Skipped { .. } => {}
         }
     }
     Err(gone())
 }
 
-/// The latest output as text, at most [`WINDOW`] bytes of it.
-#[derive(Default)]
-struct Window {
-    text: Text,
-    window: String,
-}
-
-impl Window {
-    fn feed(&mut self, output: &[u8]) {
-        self.window.push_str(&self.text.feed(output));
-        if self.window.len() > WINDOW {
-            let mut cut = self.window.len() - WINDOW;
-            while !self.window.is_char_boundary(cut) {
-                cut += 1;
-            }
-            self.window.drain(..cut);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_is_stripped_of_escapes_and_matched_across_chunks() {
-        let regex = Regex::new(r"tests? passed: \d+").expect("pattern");
-        let mut text = Window::default();
-        text.feed(b"\x1b[32mtests pa");
-        assert!(!regex.is_match(&text.window));
-        text.feed(b"ss\x1b[0med: 4");
-        assert!(regex.is_match(&text.window), "{:?}", text.window);
-        text.feed(&vec![b'x'; 2 * WINDOW]);
-        assert_eq!(text.window.len(), WINDOW);
-        assert!(!regex.is_match(&text.window));
-    }
 
     #[test]
     fn a_pattern_that_does_not_compile_is_a_usage_error_in_one_line() {

@@ -16,9 +16,9 @@ use russh::server::{Handle, Msg};
 use russh::{ChannelWriteHalf, Sig};
 
 use crate::command::Reply;
-use crate::command::text::Text;
 use crate::protocol::Event;
 use crate::remote::Events;
+use crate::session::text::Text;
 
 /// Forwards `events` to `channel` until the session exits (then sends
 /// `exit-status` or `exit-signal`, EOF and close, RFC 4254 §6.10, §5.3) or
@@ -65,6 +65,8 @@ pub async fn forward(out: &ChannelWriteHalf<Msg>, handle: &Handle, mut events: E
             Event::Skipped { from, to } => {
                 tracing::debug!(from, to, "client fell behind the ring buffer");
             }
+            // Only a waiter (`wait --for`) gets it, and it is not forwarded.
+            Event::Matched => {}
         }
     }
     // Exited, or the session ended (killed) without a status for us.
@@ -126,7 +128,7 @@ pub async fn follow(out: &ChannelWriteHalf<Msg>, mut events: Events, crlf: bool)
             Event::Redraw { data } => String::from_utf8_lossy(&data).into_owned(),
             Event::Output { data, .. } => text.feed(&data),
             Event::Skipped { from, to } => format!("[keepsh: {} bytes skipped]\n", to - from),
-            Event::Exited(_) => break,
+            Event::Exited(_) | Event::Matched => break,
         };
         let chunk = if crlf {
             chunk.replace('\n', "\r\n")

@@ -31,7 +31,7 @@ use super::{SessionId, SessionName};
 /// The first bytes of every preamble.
 pub const MAGIC: &[u8; 6] = b"KEEPSH";
 /// The version of the frames' encoding this build speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The largest frame, in bytes: an output chunk (≤ 32 KiB) or a
 /// [`SessionInfo`](super::SessionInfo) is far smaller; anything bigger is corruption.
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -252,6 +252,7 @@ mod tests {
                 quiet: false,
                 watch: false,
                 tail: 0,
+                pattern: Some("ok.*".into()),
             }),
             Open::History(crate::protocol::HistoryFormat::Raw),
             Open::Signal(SignalName::Usr2),
@@ -276,6 +277,9 @@ mod tests {
                 start: 2,
                 end: 3,
             }),
+            AttachReply::Refused(Refusal::Pattern {
+                reason: "unclosed group".into(),
+            }),
         ])
         .await;
         round_trip(&[Bytes::from_static(b"history")]).await;
@@ -294,6 +298,7 @@ mod tests {
                 code: 129,
                 signal: Some("HUP".into()),
             }),
+            Event::Matched,
         ];
         for e in &events {
             write_frame(&mut buf, e).await.unwrap();

@@ -47,6 +47,7 @@ use super::pacing::{self, Pacing};
 use super::pty::{Pty, PtyStreams};
 use super::ring::RingBuffer;
 use super::screen::{self, Screen};
+use super::waiters::Waiters;
 use crate::protocol::host::SessionSettings;
 use crate::protocol::{
     AttachReply, AttachRequest, ControlRequest, Doing, Event, ExitStatus, HistoryFormat, PtySize,
@@ -145,6 +146,8 @@ pub(super) struct Actor {
     pty: Pty,
     settings: SessionSettings,
     attachments: Vec<Attachment>,
+    /// `wait --for` waiters: no output queues, one DFA step per text byte.
+    waiters: Waiters,
     waiting: FuturesUnordered<WaitForRoom>,
     pending_input: Option<Bytes>,
     clock: u64,
@@ -185,6 +188,7 @@ impl Actor {
             pty,
             settings,
             attachments: Vec::new(),
+            waiters: Waiters::default(),
             waiting: FuturesUnordered::new(),
             pending_input: None,
             clock: 0,
@@ -359,6 +363,7 @@ impl Actor {
         self.info.doing.bells += bells;
         self.refresh_soon();
         self.notify_output(&chunk, bells);
+        self.wake_waiters(&chunk);
         let mut closed = Vec::new();
         for i in 0..self.attachments.len() {
             let caught_up = match self.attachments[i].send_live(offset, &chunk) {
@@ -384,6 +389,19 @@ impl Actor {
             info.buffer_start = start;
             info.last_activity = now;
         });
+    }
+
+    /// The waiters whose pattern `chunk` completed get `Matched` and leave.
+    fn wake_waiters(&mut self, chunk: &[u8]) {
+        let matched = self.waiters.feed(chunk);
+        if matched.is_empty() {
+            return;
+        }
+        for (id, events) in matched {
+            tracing::info!(attachment = id, "waiter matched");
+            let _ = events.try_send(Event::Matched);
+        }
+        self.publish_clients();
     }
 
     /// Bells and desktop notifications in `chunk`, for `[notify]` when no
@@ -479,6 +497,10 @@ impl Actor {
         events: mpsc::Sender<Event>,
         reply: oneshot::Sender<AttachReply>,
     ) {
+        if let Some(pattern) = &request.pattern {
+            self.add_waiter(id, pattern, events, reply);
+            return;
+        }
         let (start, end) = (self.ring.start(), self.ring.end());
         let watcher = request.watch;
         let terminal = request.size.is_some() && request.from.is_none() && !watcher;
@@ -518,6 +540,34 @@ impl Actor {
         if !self.pump(index) {
             self.detach(id);
         }
+        self.publish_clients();
+    }
+
+    /// A waiter (`wait --for`): matched from the output's end; refused if
+    /// its pattern does not compile or the program has exited.
+    fn add_waiter(
+        &mut self,
+        id: AttachmentId,
+        pattern: &str,
+        events: mpsc::Sender<Event>,
+        reply: oneshot::Sender<AttachReply>,
+    ) {
+        let from = self.ring.end();
+        if let Some(status) = &self.info.exit {
+            let _ = reply.send(AttachReply::Attached { from });
+            let _ = events.try_send(Event::Exited(status.clone()));
+            return;
+        }
+        let added = self.waiters.add(id, pattern, events);
+        let answer = match added {
+            Ok(()) => AttachReply::Attached { from },
+            Err(reason) => AttachReply::Refused(Refusal::Pattern { reason }),
+        };
+        if reply.send(answer).is_err() {
+            self.waiters.remove(id);
+            return;
+        }
+        tracing::info!(attachment = id, waiters = self.waiters.len(), "waiter");
         self.publish_clients();
     }
 
@@ -566,6 +616,10 @@ impl Actor {
     }
 
     fn detach(&mut self, id: AttachmentId) {
+        if self.waiters.remove(id) {
+            self.publish_clients();
+            return;
+        }
         let before = self.attachments.len();
         self.attachments.retain(|a| a.id != id);
         if self.attachments.len() == before {
@@ -686,6 +740,10 @@ impl Actor {
             notifier.notify(notify::Kind::Exit, &message, &self.info);
         }
         self.info.state = SessionState::Exited;
+        let status = self.info.exit.clone().expect("set above");
+        for events in self.waiters.take_all() {
+            let _ = events.try_send(Event::Exited(status.clone()));
+        }
         let mut closed = Vec::new();
         for i in 0..self.attachments.len() {
             if !self.pump(i) {
@@ -715,7 +773,7 @@ impl Actor {
 
     fn publish_clients(&mut self) {
         self.info.clients = self.clients();
-        self.info.watchers = self.attachments.len() - self.info.clients;
+        self.info.watchers = self.attachments.len() - self.info.clients + self.waiters.len();
         if self.info.exit.is_none() {
             if self.info.clients == 0 {
                 if self.info.state == SessionState::Attached {

@@ -284,6 +284,7 @@ mod tests {
             Event::Redraw { data } => format!("R:{}", data.len()),
             Event::Skipped { from, to } => format!("S:{from}-{to}"),
             Event::Exited(_) => "X".to_owned(),
+            Event::Matched => "M".to_owned(),
         }
     }
 

@@ -21,6 +21,8 @@ mod pacing;
 pub mod pty;
 pub mod ring;
 pub mod screen;
+pub mod text;
+pub mod waiters;
 
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -150,6 +152,7 @@ mod tests {
             quiet: false,
             watch: false,
             tail: 0,
+            pattern: None,
         }
     }
 
@@ -162,6 +165,7 @@ mod tests {
             quiet: false,
             watch: false,
             tail: 0,
+            pattern: None,
         }
     }
 
@@ -409,6 +413,7 @@ mod tests {
                 quiet: false,
                 watch: false,
                 tail: 0,
+                pattern: None,
             },
         )
         .await;

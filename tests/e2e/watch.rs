@@ -1,8 +1,9 @@
 //! Watching a session without attaching to it. `wait`: for the program's
 //! exit (its code, 128 + n for a signal), or for output after the call
 //! that matches a pattern, across writes; 124 when `--timeout` runs out.
+//! Many waiters on one session, on the same and on other patterns.
 //! `tail`: the last lines as text, and with `-f` new output as text,
-//! counted as a watcher, not a client.
+//! counted as a watcher, not a client. All of it from paramiko too.
 
 use std::path::{Path, PathBuf};
 
@@ -48,10 +49,24 @@ fn wait_exits_with_the_programs_code_or_128_plus_its_signal() {
     start(&server, "termed", &format!("read x < {q}; kill -TERM $$"));
     let mut three = waiting(&server, &["three"]);
     let mut termed = waiting(&server, &["termed"]);
+    let mut pattern = waiting(&server, &["--for", "never printed", "three"]);
+    let listed = poll(DEADLINE, || {
+        server
+            .session("alice", "three")
+            .filter(|s| s["watchers"] == 1)
+    });
+    assert!(listed.is_some());
     write(&go, "x\n");
     write(&stop, "x\n");
     assert_eq!(three.wait_exit(), 3, "{}", three.errors());
     assert_eq!(termed.wait_exit(), 128 + 15, "{}", termed.errors());
+    // A waiter for a pattern when the program exits first: 1, and why.
+    assert_eq!(pattern.wait_exit(), 1);
+    assert_eq!(
+        pattern.errors(),
+        "keepsh: the program of session 'three' exited with code 3 before its output matched \
+         (check the pattern against `history`)\n"
+    );
     // Already exited: at once.
     assert_eq!(waiting(&server, &["three"]).wait_exit(), 3);
 }
@@ -77,16 +92,19 @@ fn wait_for_matches_output_after_the_call_across_writes_and_times_out_with_124()
         old.errors()
     );
     let mut new = waiting(&server, &["--for", r"tests? passed: \d", "build"]);
-    // Its watcher is in place, the second one attached (not a client:
-    // `clients` stays 0).
+    // Waiters on other patterns, and a second on the same one: one pass
+    // over the text serves them all.
+    let mut same = waiting(&server, &["--for", r"tests? passed: \d", "build"]);
+    let mut line = waiting(&server, &["--for", r"^tests passed: 4$", "build"]);
+    let mut never = waiting(&server, &["--for", "never printed", "build"]);
+    // Listed as watchers, not clients.
     let watching = poll(DEADLINE, || {
-        (server.log().matches("watcher=true").count() == 2).then_some(())
+        server
+            .session("alice", "build")
+            .filter(|s| s["watchers"] == 4)
     });
-    assert!(watching.is_some(), "{}", server.log());
-    assert_eq!(
-        server.session("alice", "build").expect("build")["clients"],
-        0
-    );
+    let session = watching.unwrap_or_else(|| panic!("{}", server.log()));
+    assert_eq!(session["clients"], 0);
     // Two writes, the second once the first is out.
     write(&first, "a\n");
     let half = poll(DEADLINE, || {
@@ -98,6 +116,22 @@ fn wait_for_matches_output_after_the_call_across_writes_and_times_out_with_124()
     assert!(half.is_some());
     write(&second, "b\n");
     assert_eq!(new.wait_exit(), 0, "{}", new.errors());
+    assert_eq!(same.wait_exit(), 0, "{}", same.errors());
+    assert_eq!(line.wait_exit(), 0, "{}", line.errors());
+    // The one left still waits; when it goes, the session forgets it.
+    let one_left = poll(DEADLINE, || {
+        server
+            .session("alice", "build")
+            .filter(|s| s["watchers"] == 1)
+    });
+    assert!(one_left.is_some());
+    never.kill();
+    let none_left = poll(DEADLINE, || {
+        server
+            .session("alice", "build")
+            .filter(|s| s["watchers"] == 0)
+    });
+    assert!(none_left.is_some());
     // A pattern that does not compile: a usage error.
     let out = server.run("alice", &["wait", "--for", "(unclosed", "build"]);
     assert_eq!(out.status.code(), Some(2));
@@ -140,6 +174,23 @@ fn tail_prints_the_last_lines_and_follows_as_text_without_being_a_client() {
             .filter(|s| s["watchers"] == 0)
     });
     assert!(gone.is_some());
+}
+
+#[test]
+fn paramiko_drives_a_session_with_wait_tail_send_and_list_on_one_connection() {
+    let server = Server::start();
+    assert!(server.run("alice", &["new", "-d", "sh"]).status.success());
+    let out = server.paramiko("alice", &["alice"], &["drive", "sh"]);
+    let out = crate::harness::stdout(&out);
+    for fact in [
+        "clients=0\n",
+        "send=0\n",
+        "wait=0\n",
+        "tail=0 paramiko-42|",
+        "current_command=sh",
+    ] {
+        assert!(out.contains(fact), "no {fact:?} in:\n{out}");
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ Each scenario prints one line per fact the Rust test checks and exits 0,
 or prints the exception and exits 1. Every wait has a deadline.
 """
 
+import json
 import sys
 import time
 
@@ -296,6 +297,43 @@ def scenario_shell_twice(client, _args):
     read_until(again, "again-44")
     print("reattached=ok")
     print(f"sessions={run(transport, 'list --json')[1].count(chr(34) + 'id' + chr(34))}")
+
+
+def session_entry(transport, name):
+    """Session `name`'s `list --json` entry, or None."""
+    status, out = run(transport, "list --json")
+    if status != 0:
+        raise RuntimeError(f"list --json: status {status}")
+    return next((s for s in json.loads(out) if s["name"] == name), None)
+
+
+def scenario_drive(client, args):
+    """On one connection, while session NAME (a shell) runs: `wait --for`
+    and `tail -f` on two channels, `send` on a third; then `tail -n` and
+    `list --json`."""
+    name = args[0]
+    transport = client.get_transport()
+    waiter = transport.open_session(timeout=DEADLINE)
+    waiter.settimeout(DEADLINE)
+    waiter.exec_command(f"wait {name} --for 'paramiko-[0-9]+' --timeout 20s")
+    follower = transport.open_session(timeout=DEADLINE)
+    follower.settimeout(0.2)
+    follower.exec_command(f"tail -f -n 1 {name}")
+    started = time.monotonic()
+    while (session_entry(transport, name) or {}).get("watchers") != 2:
+        if time.monotonic() - started > DEADLINE:
+            raise TimeoutError("the waiter and the follower never both listed")
+        time.sleep(0.05)
+    print(f"clients={session_entry(transport, name)['clients']}")
+    status, _ = run(transport, f"send {name} --enter echo paramiko-$((6*7))")
+    print(f"send={status}")
+    read_until(follower, "paramiko-42")
+    print(f"wait={waiter.recv_exit_status()}")
+    status, out = run(transport, f"tail -n 2 {name}")
+    print(f"tail={status} {'|'.join(out.splitlines())}")
+    follower.close()
+    entry = session_entry(transport, name)
+    print(f"current_command={entry['current_command']} cwd={entry['cwd']}")
 
 
 def main():
