@@ -157,17 +157,29 @@ fn tail_prints_the_last_lines_and_follows_as_text_without_being_a_client() {
     assert_eq!(crate::harness::stdout(&out), "line 28\nline 29\nline 30\n");
     let mut follow = server.stream("alice", &["tail", "-f", "-n", "2", "log"]);
     follow.wait_for("line 29\nline 30\n");
+    // One from a terminal of another size too: it takes no size.
+    let before = server.session("alice", "log").expect("log");
+    let mut cmd = server.ssh("alice");
+    cmd.args(["-tt", "tail", "-f", "-n", "1", "log"]);
+    let mut sized = Client::in_terminal(&cmd, 50, 10);
+    sized.wait_for("line 30");
     let counted = poll(DEADLINE, || {
         server
             .session("alice", "log")
-            .filter(|s| s["watchers"] == 1)
+            .filter(|s| s["watchers"] == 2)
     });
-    let session = counted.expect("a watcher listed");
+    let session = counted.expect("two watchers listed");
     assert_eq!(session["clients"], 1, "tail -f counted as a client");
+    assert_eq!(
+        (&session["cols"], &session["rows"]),
+        (&before["cols"], &before["rows"])
+    );
     write(&go, "a\n");
     let output = follow.wait_for("red alert");
     assert!(output.ends_with("line 30\nred alert\n"), "{output:?}");
+    sized.wait_for("red alert");
     follow.kill();
+    sized.kill();
     let gone = poll(DEADLINE, || {
         server
             .session("alice", "log")
