@@ -467,3 +467,37 @@ exec sleep 1000
     });
     judged.reattach("wrapped-done");
 }
+
+#[test]
+fn history_lands_in_tmuxs_scrollback_in_order_once_with_the_screen_below() {
+    let server = Server::start();
+    let script = "seq -f 'hist %g' 1 300; printf 'screen top\\n'; exec sleep 1000";
+    let out = server.run(
+        "alice",
+        &["new", "-d", "judged", "--", "sh", "-c", &sh(script)],
+    );
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    wait_until("the output", DEADLINE, || {
+        crate::harness::stdout(&server.run("alice", &["history", "judged"])).contains("screen top")
+    });
+    let tmux = Tmux::start();
+    let pane = tmux.pane(&ssh_tt(&server, &["attach", "judged"]), 80, 24);
+    wait_text(&tmux, &pane, "screen top");
+    // The screen is drawn first; wait for the history behind it too.
+    let all = poll(DEADLINE, || {
+        let all = tmux.scrollback(&pane);
+        all.contains("hist 1\n").then_some(all)
+    });
+    let all = all.unwrap_or_else(|| panic!("no history:\n{}", tmux.scrollback(&pane)));
+    let numbered: Vec<u32> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("hist "))
+        .map(|n| n.trim().parse().expect("a number"))
+        .collect();
+    assert_eq!(numbered, (1..=300).collect::<Vec<_>>(), "{all}");
+    // The screen as a client attached all along shows it.
+    let screen = tmux.text(&pane);
+    let rows: Vec<&str> = screen.lines().collect();
+    assert_eq!(rows.first(), Some(&"hist 279"), "{screen}");
+    assert_eq!(rows.get(22), Some(&"screen top"), "{screen}");
+}

@@ -137,6 +137,12 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-e", "-N", "-t", &pane.id])
     }
 
+    /// What `pane` holds as plain text: its scrollback (history), then
+    /// the visible screen.
+    pub fn scrollback(&self, pane: &Pane) -> String {
+        self.run(&["capture-pane", "-p", "-S", "-", "-t", &pane.id])
+    }
+
     /// The title of `pane` (OSC 0/2).
     pub fn title(&self, pane: &Pane) -> String {
         self.run(&["display-message", "-p", "-t", &pane.id, "#{pane_title}"])

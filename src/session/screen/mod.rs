@@ -29,6 +29,7 @@
 
 mod redraw;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -172,27 +173,50 @@ impl Screen {
     }
 
     /// Terminal bytes that bring any terminal of the model's size to this
-    /// screen: first `history` (as returned by [`history`]) printed on the
-    /// primary screen so that it scrolls into the terminal's own scrollback,
-    /// then both screens, the cursor and every mode and setting listed in
-    /// this module's documentation. State the terminal may have from an
-    /// earlier program (mouse reporting, a scroll region, palette
-    /// changes…) is reset unless the model has it.
+    /// screen, with `history` (as returned by [`history`]) in the
+    /// terminal's own scrollback: both screens, the cursor and every mode
+    /// and setting listed in this module's documentation. State the
+    /// terminal may have from an earlier program (mouse reporting, a scroll
+    /// region, palette changes…) is reset unless the model has it.
+    ///
+    /// The screen comes first, so that over a slow link it is visible
+    /// after a screenful of bytes, as tmux's redraw is: what the terminal
+    /// showed is scrolled into its scrollback, the screen drawn, then the
+    /// history lines printed through a scroll region of the top two rows
+    /// (DECSTBM 1;2: a line scrolled off a region that starts at the top
+    /// goes to the scrollback in xterm, VTE, xterm.js, alacritty and tmux),
+    /// and the screen drawn again over blanked rows. A terminal of one row
+    /// gets the history first, then the screen.
     pub fn restore(&self, history: &str) -> Vec<u8> {
-        let mut out = String::with_capacity(history.len() + 8192);
+        let rows = self.term.screen_lines();
+        let mut out = String::with_capacity(history.len() + 16384);
         out.push_str(redraw::RESET);
-        if !history.is_empty() {
-            for line in history.split('\n') {
-                out.push_str("\r\n");
-                out.push_str(line);
+        if history.is_empty() {
+            redraw::state(&self.term, &mut out);
+        } else if rows < 2 {
+            scroll_in(history.split('\n'), rows, &mut out);
+            redraw::state(&self.term, &mut out);
+        } else {
+            scroll_in(std::iter::empty(), rows, &mut out);
+            redraw::state(&self.term, &mut out);
+            out.push_str(redraw::RESET);
+            // Rows 1 and 2 blank, the cursor home: the first line printed
+            // there is the first to scroll off.
+            out.push_str("\x1b[1;2r\x1b[2K\x1b[2;1H\x1b[2K\x1b[H");
+            out.push_str(&history.replace('\n', "\r\n"));
+            // The last line's last row into the scrollback: the first CRLF
+            // either moves to row 2 (left blank) or scrolls, so that the
+            // second always scrolls that row off.
+            out.push_str("\r\n\r\n");
+            out.push_str(redraw::RESET);
+            // Blank row by row: clearing a screen that shows something
+            // (ED 2) copies it into the scrollback in tmux
+            // (`scroll-on-clear`) and VTE.
+            for row in 1..=rows {
+                let _ = write!(out, "\x1b[{row};1H\x1b[2K");
             }
-            // Scroll the last lines of history off the screen too, so that
-            // drawing the screen below does not erase them.
-            for _ in 0..self.term.screen_lines() {
-                out.push_str("\r\n");
-            }
+            redraw::state(&self.term, &mut out);
         }
-        redraw::state(&self.term, &mut out);
         out.into_bytes()
     }
 
@@ -261,6 +285,19 @@ pub fn history(output: &[u8], size: PtySize) -> String {
         text.pop();
     }
     text
+}
+
+/// Prints `lines` at the bottom of a terminal of `rows` rows (after
+/// [`redraw::RESET`]: the cursor on the bottom row), then scrolls them and
+/// what the screen showed into its scrollback.
+fn scroll_in<'a>(lines: impl Iterator<Item = &'a str>, rows: usize, out: &mut String) {
+    for line in lines {
+        out.push_str("\r\n");
+        out.push_str(line);
+    }
+    for _ in 0..rows {
+        out.push_str("\r\n");
+    }
 }
 
 /// How many bytes at the end of `output` are an escape sequence (CSI, OSC,

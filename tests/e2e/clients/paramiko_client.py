@@ -332,7 +332,12 @@ def scenario_drive(client, args):
     status, out = run(transport, f"tail -n 2 {name}")
     print(f"tail={status} {'|'.join(out.splitlines())}")
     follower.close()
-    entry = session_entry(transport, name)
+    # `list` is brought up to date within 0.3 s of output.
+    started = time.monotonic()
+    while (entry := session_entry(transport, name))["current_command"] is None:
+        if time.monotonic() - started > DEADLINE:
+            break
+        time.sleep(0.05)
     print(f"current_command={entry['current_command']} cwd={entry['cwd']}")
 
 
