@@ -182,9 +182,9 @@ fn main() {
     let mut model = Screen::new(pty);
     model.process(&log);
     let restore = best(20, || {
-        black_box(model.restore(""));
+        black_box(model.restore("").0);
     });
-    let restore_bytes = model.restore("").len();
+    let restore_bytes = model.restore("").0.len();
     let lines = 2000 + 24;
     let tail_start = log.len()
         - log

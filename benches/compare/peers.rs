@@ -115,7 +115,7 @@ fn as_bench_user(program: &str) -> Command {
     }
 }
 
-/// A private sshd on 127.0.0.1, killed on drop.
+/// A private sshd, killed on drop.
 pub struct Sshd {
     child: Child,
     /// The port it listens on.
@@ -127,8 +127,13 @@ pub struct Sshd {
 impl Sshd {
     /// Writes a host key, a client key and an sshd_config into `dir` (made
     /// readable for [`bench_user`], who reads its scripts) and starts sshd in
-    /// the foreground; waits until it listens.
+    /// the foreground on 127.0.0.1; waits until it listens.
     pub fn start(dir: &Path) -> Sshd {
+        Sshd::start_on(dir, "127.0.0.1")
+    }
+
+    /// As [`Sshd::start`], listening on `address` (`0.0.0.0`: all).
+    pub fn start_on(dir: &Path, address: &str) -> Sshd {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
             .expect("chmod the bench dir");
         let host_key = dir.join("sshd_host_ed25519_key");
@@ -145,7 +150,7 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "ListenAddress 127.0.0.1\n\
+                "ListenAddress {address}\n\
                  Port {port}\n\
                  HostKey {host}\n\
                  AuthorizedKeysFile {dir}/sshd_authorized_keys\n\
@@ -200,14 +205,23 @@ impl Sshd {
         self.ssh_logging("LogLevel=ERROR")
     }
 
+    /// As [`Sshd::ssh`], to `host` (an address sshd listens on).
+    pub fn ssh_at(&self, host: &str) -> Command {
+        self.ssh_to("LogLevel=ERROR", host)
+    }
+
     /// As [`Sshd::ssh`], with the client's `LogLevel=...`.
     pub fn ssh_logging(&self, log_level: &str) -> Command {
+        self.ssh_to(log_level, "127.0.0.1")
+    }
+
+    fn ssh_to(&self, log_level: &str, host: &str) -> Command {
         let mut cmd = openssh(log_level, true);
         cmd.args(["-o", crate::KEX])
             .args(["-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=30", "-i"])
             .arg(&self.key)
             .args(["-p", &self.port.to_string()])
-            .arg(format!("{}@127.0.0.1", self.user))
+            .arg(format!("{}@{host}", self.user))
             .env("TERM", crate::TERM);
         cmd
     }

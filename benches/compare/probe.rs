@@ -67,21 +67,35 @@ impl Stream {
     /// Reads until `needle` has arrived; returns the instant the chunk that
     /// completed it was received. Errors on end of output or `timeout`.
     pub fn wait_for(&mut self, needle: &[u8], timeout: Duration) -> Result<Instant, String> {
+        self.wait_for_each(needle, 1, timeout).map(|at| at[0])
+    }
+
+    /// Reads until `needle` has arrived `count` times; the instants the
+    /// chunks that completed each were received.
+    pub fn wait_for_each(
+        &mut self,
+        needle: &[u8],
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Instant>, String> {
         let deadline = Instant::now() + timeout;
-        loop {
+        let mut seen = Vec::new();
+        while seen.len() < count {
             let left = deadline.saturating_duration_since(Instant::now());
             let chunk = match self.chunks.recv_timeout(left) {
                 Ok(chunk) => chunk,
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(format!(
-                        "no {:?} within {timeout:?}",
+                        "{} of {count} {:?} within {timeout:?}",
+                        seen.len(),
                         String::from_utf8_lossy(needle)
                     ));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(format!(
-                        "output ended after {} bytes without {:?}",
+                        "output ended after {} bytes with {} of {count} {:?}",
                         self.received,
+                        seen.len(),
                         String::from_utf8_lossy(needle)
                     ));
                 }
@@ -89,13 +103,18 @@ impl Stream {
             let at = Instant::now();
             self.received += chunk.len() as u64;
             self.tail.extend_from_slice(&chunk);
-            let found = self.tail.windows(needle.len()).any(|w| w == needle);
+            // What is kept is shorter than the needle: no match is counted twice.
+            let found = self
+                .tail
+                .windows(needle.len())
+                .filter(|w| w == &needle)
+                .count();
+            seen.extend(std::iter::repeat_n(at, found));
             let keep = needle.len().saturating_sub(1).min(self.tail.len());
             self.tail.drain(..self.tail.len() - keep);
-            if found {
-                return Ok(at);
-            }
         }
+        seen.truncate(count);
+        Ok(seen)
     }
 
     /// Reads until the client closes its output; returns that instant.

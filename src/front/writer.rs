@@ -34,13 +34,21 @@ pub async fn forward(out: &ChannelWriteHalf<Msg>, handle: &Handle, mut events: E
             },
         };
         match event {
-            Event::Output { data, .. } | Event::Redraw { data } => {
+            Event::Output { data, .. } => {
                 // PTY reads are small (often 4 KiB); sending what is already
                 // queued as one message saves a wake-up of russh's loop per read.
                 let (data, after) = coalesce(data, &mut events).await;
                 next = after;
                 if out.data_bytes(data).await.is_err() {
                     return; // connection gone; the handler's drop detaches
+                }
+            }
+            // As the session cut it: the first screen of an attach goes in
+            // SSH packets of its own, so that a client on a slow link shows
+            // it before the history's bytes have arrived.
+            Event::Redraw { data } => {
+                if out.data_bytes(data).await.is_err() {
+                    return;
                 }
             }
             Event::Exited(status) => {
@@ -106,7 +114,7 @@ async fn coalesce(first: Bytes, events: &mut Events) -> (Bytes, Option<Event>) {
     let mut merged: Option<BytesMut> = None;
     while merged.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_LIMIT {
         match events.next_if_arrived().await {
-            Some(Event::Output { data, .. } | Event::Redraw { data }) => {
+            Some(Event::Output { data, .. }) => {
                 merged
                     .get_or_insert_with(|| BytesMut::from(&first[..]))
                     .extend_from_slice(&data);

@@ -12,8 +12,8 @@
 //!   and is then caught up from the ring buffer, so a slow client costs at
 //!   most its queue and never stalls the PTY or the other clients.
 //! - A terminal (an attachment with a size and no `--from`) starts with a
-//!   redraw from the screen model at the ring's end: history lines, then the
-//!   screen. Behind, it is caught up byte for byte (its terminal's own
+//!   redraw from the screen model at the ring's end: the screen, the
+//!   history lines into its scrollback, the screen again. Behind, it is caught up byte for byte (its terminal's own
 //!   scrollback gets every line) as long as the ring still holds its cursor;
 //!   once the ring wraps past it, it is redrawn from the model instead (as
 //!   mosh and tmux do). A byte stream that the ring wraps past is told what
@@ -590,20 +590,22 @@ impl Actor {
         }
         if terminal {
             let quiet = request.quiet || !self.settings.away_summary;
-            let redraw = self.first_redraw(away.filter(|_| !quiet));
-            self.attachments[index].redraw_first(redraw);
+            let (redraw, shown) = self.first_redraw(away.filter(|_| !quiet));
+            self.attachments[index].redraw_first(redraw, shown);
         } else if watcher && request.tail > 0 {
-            let text = last_lines(&self.history(HistoryFormat::Text), request.tail);
-            self.attachments[index].redraw_first(Bytes::from(text));
+            let text = Bytes::from(last_lines(&self.history(HistoryFormat::Text), request.tail));
+            let len = text.len();
+            self.attachments[index].redraw_first(text, len);
         }
     }
 
-    /// A terminal's first redraw: history lines, then `away`'s line if it
-    /// has one, then the screen. Taken after the model took the client's
-    /// size (as a terminal resized: cells cut or padded, no reflow), at the
-    /// offset the output continues from; the program repaints for the new
-    /// size.
-    fn first_redraw(&self, away: Option<Away>) -> Bytes {
+    /// A terminal's first redraw: the screen, history lines and then
+    /// `away`'s line if it has one into the terminal's scrollback, the
+    /// screen again (see [`Screen::restore`]); and how many bytes first
+    /// show the screen. Taken after the model took the client's size (as a
+    /// terminal resized: cells cut or padded, no reflow), at the offset the
+    /// output continues from; the program repaints for the new size.
+    fn first_redraw(&self, away: Option<Away>) -> (Bytes, usize) {
         let mut history = self.history_lines();
         let exit = self.exit_text();
         if let Some(line) = away.and_then(|a| a.summary(SystemTime::now(), exit.as_deref())) {
@@ -821,21 +823,27 @@ impl Source for Feed<'_> {
     }
 
     fn resync(&mut self) -> Bytes {
-        redraw(self.ring, self.screen, "")
+        redraw(self.ring, self.screen, "").0
     }
 }
 
-/// Bytes that bring a terminal to the current screen, after `history`
-/// lines, as of the ring's end: output then continues from there. An
-/// escape sequence the output stopped inside is repeated after the screen,
-/// so that the terminal reads the rest of it as the program meant (see
-/// [`screen::unfinished_suffix`]).
-fn redraw(ring: &RingBuffer, screen: &Screen, history: &str) -> Bytes {
-    let mut redraw = screen.restore(history);
+/// Bytes that bring a terminal to the current screen, with `history`
+/// lines in its scrollback, as of the ring's end: output then continues
+/// from there; and how many of them first show the screen (see
+/// [`Screen::restore`]). An escape sequence the output stopped inside is
+/// repeated after the screen, so that the terminal reads the rest of it as
+/// the program meant (see [`screen::unfinished_suffix`]).
+fn redraw(ring: &RingBuffer, screen: &Screen, history: &str) -> (Bytes, usize) {
+    let (mut redraw, shown) = screen.restore(history);
     let (_, tail) = ring.read(ring.end().saturating_sub(UNFINISHED_SEARCH), usize::MAX);
     let unfinished = screen::unfinished_suffix(&tail);
     redraw.extend_from_slice(&tail[tail.len() - unfinished..]);
-    Bytes::from(redraw)
+    let shown = if shown == redraw.len() - unfinished {
+        redraw.len()
+    } else {
+        shown
+    };
+    (Bytes::from(redraw), shown)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -54,6 +54,9 @@ pub(super) struct Attachment {
     terminal: bool,
     /// Redraw bytes still to send, before any output from `sent_upto`.
     redraw: Bytes,
+    /// How many of them go in an event of their own (the first screen of
+    /// an attach: a client can show it without waiting for the history).
+    redraw_break: usize,
     /// Offset of the next output byte this attachment needs.
     sent_upto: u64,
     /// Logical clock of its last attach or input; the highest decides the size.
@@ -120,6 +123,7 @@ impl Attachment {
             read_only,
             terminal,
             redraw: Bytes::new(),
+            redraw_break: 0,
             sent_upto: from,
             last_active,
             exit_sent: false,
@@ -146,9 +150,11 @@ impl Attachment {
         self.paces = self.terminal && !self.read_only;
     }
 
-    /// Sets the redraw sent before any output.
-    pub fn redraw_first(&mut self, redraw: Bytes) {
+    /// Sets the redraw sent before any output; its first `first` bytes
+    /// are an event of their own.
+    pub fn redraw_first(&mut self, redraw: Bytes, first: usize) {
         self.redraw = redraw;
+        self.redraw_break = first;
     }
 
     /// The common case of live output: a caught-up attachment gets the
@@ -183,10 +189,15 @@ impl Attachment {
                 "terminal fell behind; redrawing its screen"
             );
             self.redraw = source.resync();
+            self.redraw_break = 0;
             self.sent_upto = end;
         }
         if !self.redraw.is_empty() {
-            let data = self.redraw.slice(..self.redraw.len().min(CATCH_UP_CHUNK));
+            let limit = match self.redraw_break {
+                0 => CATCH_UP_CHUNK,
+                first => first.min(CATCH_UP_CHUNK),
+            };
+            let data = self.redraw.slice(..self.redraw.len().min(limit));
             let len = data.len();
             return Some((Event::Redraw { data }, Advance::Redrawn(len)));
         }
@@ -214,7 +225,10 @@ impl Attachment {
     pub fn advance(&mut self, advance: Advance) {
         match advance {
             Advance::To(offset) => self.sent_upto = offset,
-            Advance::Redrawn(len) => self.redraw.advance(len),
+            Advance::Redrawn(len) => {
+                self.redraw.advance(len);
+                self.redraw_break = self.redraw_break.saturating_sub(len);
+            }
             Advance::ExitSent => self.exit_sent = true,
         }
     }
@@ -292,6 +306,8 @@ mod tests {
         name: &'static str,
         terminal: bool,
         redraw: usize,
+        /// Bytes of the redraw that are an event of their own.
+        first: usize,
         cursor: u64,
         ring_start: u64,
         ring_len: usize,
@@ -308,6 +324,7 @@ mod tests {
             name: "",
             terminal: false,
             redraw: 0,
+            first: 0,
             cursor: 0,
             ring_start: 0,
             ring_len: 0,
@@ -351,9 +368,20 @@ mod tests {
                 name: "a pending redraw goes first, in chunks",
                 terminal: true,
                 redraw: CHUNK + 1,
+                first: CHUNK + 1,
                 ring_len: 5,
                 cursor: 0,
                 expect: &["R:32768", "R:1", "O@0:5"],
+                ..base
+            },
+            Case {
+                name: "an attach's first screen is an event of its own, the rest in chunks",
+                terminal: true,
+                redraw: 4000 + CHUNK + 10,
+                first: 4000,
+                ring_len: 5,
+                cursor: 0,
+                expect: &["R:4000", "R:32768", "R:10", "O@0:5"],
                 ..base
             },
             Case {
@@ -390,7 +418,7 @@ mod tests {
             };
             let (tx, mut rx) = mpsc::channel(case.queue);
             let mut att = Attachment::new(1, tx, None, false, case.terminal, case.cursor, 0);
-            att.redraw_first(Bytes::from(vec![b'r'; case.redraw]));
+            att.redraw_first(Bytes::from(vec![b'r'; case.redraw]), case.first);
             assert_eq!(att.pump(&mut source), case.pumped, "{}", case.name);
             let mut got = Vec::new();
             while let Ok(event) = rx.try_recv() {

@@ -161,6 +161,9 @@ pub struct Options {
     pub sessions: &'static str,
     /// KEEPSH_LOG, when not the default `info,keepsh=debug`.
     pub log: Option<&'static str>,
+    /// The address to listen on, when not `127.0.0.1:0` (the flaky-link
+    /// bench listens on every address).
+    pub listen: Option<&'static str>,
 }
 
 impl Server {
@@ -213,7 +216,7 @@ impl Server {
         };
         let config = format!(
             r#"[server]
-listen = ["127.0.0.1:0"]
+listen = ["{listen}"]
 max_auth_attempts = 3
 {exempt}
 {server}
@@ -229,6 +232,7 @@ authorized_keys = ["{alice}"]
 name = "bob"
 authorized_keys_file = "bob.pub"
 "#,
+            listen = options.listen.unwrap_or("127.0.0.1:0"),
             server = options.server,
             sessions = options.sessions,
             hash = alice_hash(),
@@ -410,11 +414,30 @@ authorized_keys_file = "bob.pub"
         port: u16,
         log_level: &str,
     ) -> Command {
+        self.ssh_to(login, key_user, batch, port, log_level, "127.0.0.1")
+    }
+
+    /// An OpenSSH client command for `user` to this server at `host` (an
+    /// address it listens on besides loopback).
+    #[allow(dead_code, reason = "the flaky-link benchmark's")]
+    pub fn ssh_at(&self, user: &str, host: &str) -> Command {
+        self.ssh_to(user, user, true, self.port, "LogLevel=ERROR", host)
+    }
+
+    fn ssh_to(
+        &self,
+        login: &str,
+        key_user: &str,
+        batch: bool,
+        port: u16,
+        log_level: &str,
+        host: &str,
+    ) -> Command {
         let mut cmd = openssh(log_level, batch);
         cmd.args(["-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-i"])
             .arg(self.key(key_user))
             .args(["-p", &port.to_string()])
-            .arg(format!("{login}@127.0.0.1"));
+            .arg(format!("{login}@{host}"));
         cmd
     }
 

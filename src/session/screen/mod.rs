@@ -187,37 +187,42 @@ impl Screen {
     /// goes to the scrollback in xterm, VTE, xterm.js, alacritty and tmux),
     /// and the screen drawn again over blanked rows. A terminal of one row
     /// gets the history first, then the screen.
-    pub fn restore(&self, history: &str) -> Vec<u8> {
+    ///
+    /// Returns the bytes and how many of them first show the screen (all
+    /// of them without history): sent as a message of their own, a client
+    /// can show them without waiting for the history's bytes.
+    pub fn restore(&self, history: &str) -> (Vec<u8>, usize) {
         let rows = self.term.screen_lines();
         let mut out = String::with_capacity(history.len() + 16384);
         out.push_str(redraw::RESET);
-        if history.is_empty() {
-            redraw::state(&self.term, &mut out);
-        } else if rows < 2 {
-            scroll_in(history.split('\n'), rows, &mut out);
-            redraw::state(&self.term, &mut out);
-        } else {
-            scroll_in(std::iter::empty(), rows, &mut out);
-            redraw::state(&self.term, &mut out);
-            out.push_str(redraw::RESET);
-            // Rows 1 and 2 blank, the cursor home: the first line printed
-            // there is the first to scroll off.
-            out.push_str("\x1b[1;2r\x1b[2K\x1b[2;1H\x1b[2K\x1b[H");
-            out.push_str(&history.replace('\n', "\r\n"));
-            // The last line's last row into the scrollback: the first CRLF
-            // either moves to row 2 (left blank) or scrolls, so that the
-            // second always scrolls that row off.
-            out.push_str("\r\n\r\n");
-            out.push_str(redraw::RESET);
-            // Blank row by row: clearing a screen that shows something
-            // (ED 2) copies it into the scrollback in tmux
-            // (`scroll-on-clear`) and VTE.
-            for row in 1..=rows {
-                let _ = write!(out, "\x1b[{row};1H\x1b[2K");
+        if history.is_empty() || rows < 2 {
+            if !history.is_empty() {
+                scroll_in(history.split('\n'), rows, &mut out);
             }
             redraw::state(&self.term, &mut out);
+            let shown = out.len();
+            return (out.into_bytes(), shown);
         }
-        out.into_bytes()
+        scroll_in(std::iter::empty(), rows, &mut out);
+        redraw::state(&self.term, &mut out);
+        let shown = out.len();
+        out.push_str(redraw::RESET);
+        // Rows 1 and 2 blank, the cursor home: the first line printed there
+        // is the first to scroll off.
+        out.push_str("\x1b[1;2r\x1b[2K\x1b[2;1H\x1b[2K\x1b[H");
+        out.push_str(&history.replace('\n', "\r\n"));
+        // The last line's last row into the scrollback: the first CRLF
+        // either moves to row 2 (left blank) or scrolls, so that the second
+        // always scrolls that row off.
+        out.push_str("\r\n\r\n");
+        out.push_str(redraw::RESET);
+        // Blank row by row: clearing a screen that shows something (ED 2)
+        // copies it into the scrollback in tmux (`scroll-on-clear`) and VTE.
+        for row in 1..=rows {
+            let _ = write!(out, "\x1b[{row};1H\x1b[2K");
+        }
+        redraw::state(&self.term, &mut out);
+        (out.into_bytes(), shown)
     }
 
     /// The visible screen as plain text: rows joined by `\n` (a row that
@@ -423,7 +428,7 @@ mod tests {
         let reference = terminal(size, program);
         // A terminal that had shown something else with other modes on.
         let mut fresh = terminal(size, b"junk\x1b[?1000h\x1b[?2004h\x1b[5;5H");
-        fresh.process(&model.restore(""));
+        fresh.process(&model.restore("").0);
         assert_same(fresh.screen(), reference.screen());
     }
 
@@ -431,11 +436,11 @@ mod tests {
     fn title_and_focus_reporting_are_restored() {
         let mut model = Screen::new(size(20, 5));
         model.process(b"\x1b]2;my title\x07\x1b[?1004h");
-        let restore = String::from_utf8(model.restore("")).expect("utf-8");
+        let restore = String::from_utf8(model.restore("").0).expect("utf-8");
         assert!(restore.contains("\x1b]2;my title\x1b\\"), "{restore:?}");
         assert!(restore.contains("\x1b[?1004h"));
         model.process(b"\x1b]0;both\x07\x1b[?1004l");
-        let restore = String::from_utf8(model.restore("")).expect("utf-8");
+        let restore = String::from_utf8(model.restore("").0).expect("utf-8");
         assert!(restore.contains("\x1b]2;both\x1b\\"), "{restore:?}");
         assert!(restore.contains("\x1b[?1004l"));
     }
@@ -466,8 +471,14 @@ mod tests {
         }
         let mut model = Screen::new(size);
         model.process(&output);
+        let (restore, shown) = model.restore(&history(&output, size));
+        // The first part alone already shows the screen.
+        let mut first = terminal(size, b"");
+        first.process(&restore[..shown]);
+        assert_same(first.screen(), terminal(size, &output).screen());
+        assert!(shown < restore.len());
         let mut fresh = terminal(size, b"");
-        fresh.process(&model.restore(&history(&output, size)));
+        fresh.process(&restore);
         assert_same(fresh.screen(), terminal(size, &output).screen());
         fresh.screen_mut().set_scrollback(3);
         assert!(
@@ -525,7 +536,7 @@ mod tests {
             let mut model = Screen::new(size);
             model.process(&output[..cut]);
             let mut fresh = Screen::new(size);
-            fresh.process(&model.restore(""));
+            fresh.process(&model.restore("").0);
             fresh.process(&output[cut - unfinished_suffix(&output[..cut])..cut]);
             fresh.process(&output[cut..]);
             assert!(snapshot(&fresh) == reference, "cut at {cut}");
@@ -611,7 +622,7 @@ mod tests {
         fresh.process(
             b"junk\x1b[?1000h\x1b[2;3r\x1b]4;1;rgb:01/02/03\x07\x1b[>1u\x1b(0\x0e\x1b[5;5H",
         );
-        fresh.process(&screen.restore(""));
+        fresh.process(&screen.restore("").0);
         let (want, got) = (snapshot(screen), snapshot(&fresh));
         if want != got {
             let diff: Vec<_> = want
@@ -698,7 +709,7 @@ mod tests {
         screen.process(b"\x1b(0lqk\x1b[?1049h\x0etext on alt");
         assert_round_trip(&screen, size);
         let mut fresh = Screen::new(size);
-        fresh.process(&screen.restore(""));
+        fresh.process(&screen.restore("").0);
         assert!(fresh.text().contains("text on alt"), "{}", fresh.text());
     }
 
@@ -721,7 +732,7 @@ mod tests {
         screen.process(b"0123456789");
         assert_round_trip(&screen, size);
         let mut fresh = Screen::new(size);
-        fresh.process(&screen.restore(""));
+        fresh.process(&screen.restore("").0);
         screen.process(b"x");
         fresh.process(b"x");
         assert_eq!(snapshot(&screen), snapshot(&fresh));
@@ -767,7 +778,7 @@ mod tests {
         let mut screen = Screen::new(size(20, 4));
         screen.process(b"\x1b]2;t\x07\x1b[c\x1b[>c\x1b[6n\x1b[5n\x1bP$qm\x1b\\\x1b[21t\x1b]10;?\x07\x1b]11;?\x07\
             \x1b]4;1;?\x07\x1b]52;c;?\x07\x1b]52;c;c2VjcmV0\x07\x1b[?u\x1b[?2026$p\x1b[?m text");
-        let restore = screen.restore("");
+        let restore = screen.restore("").0;
         let requests: Vec<String> = sequences(&restore)
             .into_iter()
             .filter(|seq| {
