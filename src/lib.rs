@@ -30,3 +30,4 @@ pub mod session;
 #[cfg(test)]
 mod shape;
 pub mod state_dir;
+pub mod strict_modes;

@@ -79,6 +79,9 @@ fn hash_password_command() -> anyhow::Result<()> {
 
 fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    if let Some(warning) = keepsh::strict_modes::check_config(path, &config)? {
+        eprintln!("keepsh: warning: {warning}");
+    }
     println!(
         "{}: ok ({} user(s), listening on {})",
         path.display(),
@@ -116,6 +119,10 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     init_logging();
     close_inherited_fds_on_exec();
     let config = Config::load(path)?;
+    // sshd_config(5) StrictModes: nothing others could change is trusted.
+    if let Some(warning) = keepsh::strict_modes::check_config(path, &config)? {
+        tracing::warn!("{warning}");
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -166,6 +166,54 @@ fn a_malformed_server_toml_is_a_clear_error_naming_key_line_and_column() {
 }
 
 #[test]
+fn files_others_could_change_are_refused_as_sshds_strict_modes_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "[server]\nlisten = [\"127.0.0.1:0\"]\n").expect("write");
+    chmod(&config, 0o666);
+    let real = config.canonicalize().expect("canonical");
+    for args in [&["--config"][..], &["check-config"]] {
+        let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        args.push(config.as_os_str());
+        let out = crate::harness::keepsh(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "keepsh: {p} is writable by its group and others (mode 0666), who could change \
+                 what keepsh trusts (run: chmod go-w {p})\n",
+                p = real.display()
+            )
+        );
+    }
+    // The directory of the host keys, writable by others, is refused too,
+    // before any key is generated in it.
+    chmod(&config, 0o644);
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("mkdir");
+    chmod(&keys, 0o777);
+    let out = crate::harness::keepsh(&["--config".as_ref(), config.as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} is writable by its group and others",
+            keys.canonicalize().expect("keys").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!keys.join("ssh_host_ed25519_key").exists());
+    // Private again: accepted, in a directory under /tmp (sticky, 1777).
+    chmod(&keys, 0o700);
+    let out = crate::harness::keepsh(&["check-config".as_ref(), config.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn a_state_dir_others_can_read_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
