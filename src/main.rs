@@ -110,9 +110,52 @@ fn init_logging() {
 }
 
 fn session_host(state_dir: &Path, session: &str) -> anyhow::Result<()> {
-    init_logging();
+    init_session_logging(state_dir, session);
     keepsh::session::host::run(state_dir, session)?;
     Ok(())
+}
+
+/// Bytes a session process's log file grows to before it is rotated (one
+/// older file is kept: at most twice this per session).
+const SESSION_LOG_BYTES: usize = 1024 * 1024;
+
+/// A session process logs to `STATE/logs/ID.log` (0600 in a 0700
+/// directory, rotated at [`SESSION_LOG_BYTES`]), filtered by KEEPSH_LOG as
+/// the server's: it outlives the server whose stderr it inherited. If the
+/// file cannot be opened, to that stderr.
+fn init_session_logging(state_dir: &Path, session: &str) {
+    use file_rotate::{ContentLimit, FileRotate, compression::Compression, suffix::AppendCount};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let id = serde_json::Value::String(session.to_owned());
+    let Ok(id) = serde_json::from_value::<keepsh::protocol::SessionId>(id) else {
+        return init_logging();
+    };
+    let dir = keepsh::protocol::host::logs_dir(state_dir);
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    let path = keepsh::protocol::host::log_path(state_dir, id);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).create(true).append(true).mode(0o600);
+    if made.is_err() || options.open(&path).is_err() {
+        return init_logging();
+    }
+    let file = FileRotate::new(
+        &path,
+        AppendCount::new(1),
+        ContentLimit::BytesSurpassed(SESSION_LOG_BYTES),
+        Compression::None,
+        Some(options),
+    );
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEPSH_LOG")
+                .unwrap_or_else(|_| "info,russh=warn".into()),
+        )
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .init();
 }
 
 fn serve(path: &Path) -> anyhow::Result<()> {

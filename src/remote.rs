@@ -21,7 +21,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::protocol::host::{HostSpec, Ready, SpawnError, socket_path};
+use crate::protocol::host::{HostSpec, Ready, SpawnError, log_path, socket_path};
 use crate::protocol::wire::{
     self, Hello, WireError, holds_frame, read_frame, read_preamble, write_frame, write_preamble,
 };
@@ -142,6 +142,8 @@ pub async fn start(
     };
     stdin.write_all(&json).await.map_err(StartError::Launch)?;
     drop(stdin);
+    let log = log_path(state_dir, spec.id);
+    tracing::info!(session = %spec.id, log = %log.display(), "session process started");
     let mut line = String::new();
     let answered =
         tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;

@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::protocol::host::sessions_dir;
+use crate::protocol::host::{logs_dir, sessions_dir};
 use crate::protocol::wire::{self, Hello};
 use crate::protocol::{PtySize, SessionInfo, SessionState};
 use crate::remote::{ConnectError, SessionHandle, connect};
@@ -173,7 +173,37 @@ async fn discover(state_dir: &Path) -> Discovery {
             }
         }
     }
+    prune_logs(state_dir, LOG_RETENTION);
     found
+}
+
+/// How long the log of a session that has ended is kept.
+const LOG_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Removes the logs (`logs/ID.log`, `ID.log.1`) of sessions that have no
+/// socket any more and were last written more than `retention` ago.
+fn prune_logs(state_dir: &Path, retention: Duration) {
+    let Ok(entries) = std::fs::read_dir(logs_dir(state_dir)) else {
+        return;
+    };
+    let sessions = sessions_dir(state_dir);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.split('.').next() else {
+            continue;
+        };
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > retention);
+        if old && !sessions.join(format!("{id}.sock")).exists() {
+            tracing::info!(log = %path.display(), "removing the log of a session that ended a while ago");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 /// What `list` shows of a session that speaks protocol `theirs`.
@@ -200,5 +230,30 @@ fn incompatible_info(hello: Hello, theirs: u16, path: &Path) -> SessionInfo {
         watchers: 0,
         doing: Default::default(),
         buffer_start: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_logs_of_sessions_without_a_socket_are_removed_and_others_kept() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let (logs, sessions) = (logs_dir(state.path()), sessions_dir(state.path()));
+        std::fs::create_dir_all(&logs).expect("logs");
+        std::fs::create_dir_all(&sessions).expect("sessions");
+        for file in ["gone.log", "gone.log.1", "live.log"] {
+            std::fs::write(logs.join(file), "line\n").expect("write");
+        }
+        std::fs::write(sessions.join("live.sock"), "").expect("socket stand-in");
+        prune_logs(state.path(), Duration::from_secs(3600));
+        assert!(logs.join("gone.log").exists(), "recent: kept");
+        prune_logs(state.path(), Duration::ZERO);
+        assert!(!logs.join("gone.log").exists() && !logs.join("gone.log.1").exists());
+        assert!(
+            logs.join("live.log").exists(),
+            "its session still has a socket"
+        );
     }
 }

@@ -23,6 +23,17 @@ pub fn socket_path(state_dir: &Path, id: SessionId) -> PathBuf {
     sessions_dir(state_dir).join(format!("{id}.sock"))
 }
 
+/// Where session processes write their logs: `STATE/logs`.
+pub fn logs_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("logs")
+}
+
+/// The log of session `id`'s process: `STATE/logs/ID.log` (the one before
+/// it, once it reached its cap, `ID.log.1`).
+pub fn log_path(state_dir: &Path, id: SessionId) -> PathBuf {
+    logs_dir(state_dir).join(format!("{id}.log"))
+}
+
 /// What the server asks a session process to run (its stdin, JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostSpec {

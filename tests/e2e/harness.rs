@@ -362,9 +362,19 @@ authorized_keys_file = "bob.pub"
         String::from_utf8_lossy(&self.stdout.lock().expect("stdout")).into_owned()
     }
 
-    /// The server's log so far.
+    /// The server's log so far, then each session process's
+    /// (`state/logs/ID.log`, as the sessions write them).
     pub fn log(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().expect("log")).into_owned()
+        let mut log = String::from_utf8_lossy(&self.log.lock().expect("log")).into_owned();
+        let logs = self.dir.path().join("state/logs");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(logs)
+            .map(|dir| dir.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        for file in files {
+            log.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+        log
     }
 
     /// Path of a test user's private key.

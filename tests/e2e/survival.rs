@@ -68,6 +68,44 @@ fn a_graceful_stop_and_restart_loses_no_session_and_no_line() {
 }
 
 #[test]
+fn a_session_process_logs_to_its_own_file_which_outlives_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start();
+    let out = server.run("alice", &["new", "-d", "logged"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = server.session("alice", "logged").expect("session")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = server.dir.path().join(format!("state/logs/{id}.log"));
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    wait_until("the session's log", DEADLINE, || {
+        read().contains("session started")
+    });
+    // With the span fields the server's log had for it.
+    assert!(read().contains(&format!("id={id}")), "{}", read());
+    let mode = std::fs::metadata(&path).expect("log").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let logs = path.parent().expect("logs dir");
+    assert_eq!(
+        std::fs::metadata(logs).expect("dir").permissions().mode() & 0o777,
+        0o700
+    );
+    // The server says where.
+    let said = format!("log={}", path.display());
+    wait_until("the server's line", DEADLINE, || {
+        server.log().contains(&said)
+    });
+    // After a kill -9 of the server, the next one's attach is logged there.
+    server.restart("KILL");
+    let mut client = server.tt("alice", &["attach", "logged"]);
+    wait_until("the attach logged", DEADLINE, || {
+        read().contains("attached")
+    });
+    client.kill();
+}
+
+#[test]
 fn list_after_a_restart_shows_every_session_and_owners_stay_apart() {
     let mut server = Server::start();
     for (user, name) in [("alice", "work"), ("alice", "build"), ("bob", "notes")] {
