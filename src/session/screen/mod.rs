@@ -723,6 +723,28 @@ mod tests {
         assert_round_trip(&screen, size);
     }
 
+    /// The fuzz target's property: a fresh model fed the redraw redraws
+    /// the same.
+    fn assert_fixed_point(size: PtySize, output: &[u8]) {
+        let mut screen = Screen::new(size);
+        screen.process(output);
+        let (redraw, _) = screen.restore("");
+        let mut fresh = Screen::new(size);
+        fresh.process(&redraw);
+        assert_eq!(
+            String::from_utf8_lossy(&fresh.restore("").0),
+            String::from_utf8_lossy(&redraw)
+        );
+    }
+
+    /// A row that wraps onto a row with nothing on it still wraps when
+    /// redrawn (cargo fuzz, `screen`: replacement characters and tabs up
+    /// to the last column).
+    #[test]
+    fn a_row_wrapping_onto_an_empty_row_is_still_marked_as_wrapping() {
+        assert_fixed_point(size(12, 5), b"\xff\xff\t\xff\t\xff ");
+    }
+
     /// A cursor that printed the last column waits to wrap; so does the
     /// restored one, for the next character the program prints.
     #[test]

@@ -252,7 +252,15 @@ fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
         }
         // A row the one above wraps onto starts at a pending wrap, which
         // only printing resolves (CUF would stay on the last column): its
-        // blanks are printed (fuzz seed 118).
+        // blanks are printed (fuzz seed 118), and an empty one gets one
+        // blank, or the row above would not be marked as wrapping (cargo
+        // fuzz, `screen`).
+        let (end, _, erased) = extent(&grid[Line(line as i32)]);
+        if wrapped && end == 0 {
+            let bg = erased.unwrap_or(Pen::plain().bg);
+            pen.set(Pen { bg, ..Pen::plain() }, out);
+            out.push(' ');
+        }
         wrapped = row(grid, Line(line as i32), !wrapped, pen, out);
     }
 }
@@ -317,7 +325,10 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
     if alternate {
         // The primary screen first, its saved cursor (which DECRC after
         // leaving the alternate screen restores), then the cursor that
-        // leaving it restores (1049 saves it on the way in).
+        // leaving it restores (1049 saves it on the way in). (A saved
+        // cursor apart from the cursor, DECSC before 47 or 1047, is then
+        // overwritten in xterm, whose 1049 saves into DECSC's slot; tmux
+        // keeps the two apart, and 1047 would lose what 1049 restores.)
         let primary = term.inactive_grid();
         grid(primary, &mut pen, out);
         keyboard_stack(inactive, out);
