@@ -16,7 +16,8 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(command config session_socket screen)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+# KEEPSH_FUZZ_STABLE=1: the stable toolchain even where nightly is (as CI).
+if [ "${KEEPSH_FUZZ_STABLE:-}" != 1 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     toolchain=(+nightly) sanitizer=address
 else
     toolchain=() sanitizer=none
