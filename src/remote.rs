@@ -131,6 +131,12 @@ pub async fn start(
         .arg(state_dir)
         .arg("--session")
         .arg(spec.id.to_string())
+        // glibc: blocks of 64 KiB and more are mmapped, and so given back
+        // when freed. A redraw's scratch emulator (about 4 MB for 2,000
+        // history lines of 80 columns) otherwise stays in the session
+        // process's heap after the attach (the soak bench saw 3 MB per
+        // session held). The program's environment is its own (cleared).
+        .env("MALLOC_MMAP_THRESHOLD_", "65536")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
