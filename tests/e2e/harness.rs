@@ -389,7 +389,14 @@ authorized_keys_file = "bob.pub"
 
     /// An OpenSSH client command; `batch` off lets it ask for a password.
     pub fn ssh_with(&self, login: &str, key_user: &str, batch: bool) -> Command {
-        self.ssh_command(login, key_user, batch, self.port, "LogLevel=ERROR")
+        self.ssh_to(
+            login,
+            key_user,
+            batch,
+            self.port,
+            "LogLevel=ERROR",
+            "127.0.0.1",
+        )
     }
 
     /// OpenSSH's `sftp` or `scp` (`program`) with `user`'s key and this
@@ -407,24 +414,13 @@ authorized_keys_file = "bob.pub"
 
     /// An OpenSSH client command for `user` to `port` (e.g. a proxy's).
     pub fn ssh_via(&self, user: &str, port: u16) -> Command {
-        self.ssh_command(user, user, true, port, "LogLevel=ERROR")
+        self.ssh_to(user, user, true, port, "LogLevel=ERROR", "127.0.0.1")
     }
 
     /// An OpenSSH client command for `user` that logs the negotiation
     /// (LogLevel DEBUG1) on stderr.
     pub fn ssh_debug(&self, user: &str) -> Command {
-        self.ssh_command(user, user, true, self.port, "LogLevel=DEBUG1")
-    }
-
-    fn ssh_command(
-        &self,
-        login: &str,
-        key_user: &str,
-        batch: bool,
-        port: u16,
-        log_level: &str,
-    ) -> Command {
-        self.ssh_to(login, key_user, batch, port, log_level, "127.0.0.1")
+        self.ssh_to(user, user, true, self.port, "LogLevel=DEBUG1", "127.0.0.1")
     }
 
     /// An OpenSSH client command for `user` to this server at `host` (an
