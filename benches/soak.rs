@@ -136,6 +136,8 @@ fn main() {
         if grew { "NO" } else { "yes" }
     );
     if grew {
+        // exit() runs no destructors: the server and its sessions first.
+        drop(server);
         std::process::exit(1);
     }
 }
