@@ -240,3 +240,23 @@ pub fn parallel<T: Sync, R: Send>(
         })
         .collect()
 }
+
+/// Types `keys` lowercase letters one at a time into the client started
+/// by `cmd` (after two keys that show it is ready: for tmux, the screen is
+/// drawn); each key's round trip until its echo, each within `timeout`.
+pub fn type_keys(cmd: Command, keys: usize, timeout: Duration) -> Vec<Duration> {
+    let mut client = Stream::spawn(cmd);
+    for key in [b"X", b"Y"] {
+        client.write(key);
+        client.wait_for(key, timeout).expect("echo of a first key");
+    }
+    (0..keys)
+        .map(|i| {
+            let key = [b'a' + (i % 26) as u8];
+            let start = Instant::now();
+            client.write(&key);
+            let at = client.wait_for(&key, timeout).expect("echo");
+            at - start
+        })
+        .collect()
+}

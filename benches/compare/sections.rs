@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::Bench;
 use crate::harness::{DEADLINE, wait_until};
 use crate::peers::{Tmux, bench_user};
-use crate::probe::{Stats, Stream, parallel, pids_of, pss_kib};
+use crate::probe::{Stats, Stream, parallel, pids_of, pss_kib, type_keys};
 use crate::report::{Report, num};
 
 pub const KEEPSH: &str = "keepsh";
@@ -413,39 +413,19 @@ pub fn echo(bench: &Bench, report: &mut Report) {
     let keys = bench.runs(400, 100);
     let mut cmd = bench.keepsh_ssh();
     cmd.args(["-tt", "new", "echo", "--", "cat"]);
-    let k = type_keys(cmd, keys);
+    let k = type_keys(cmd, keys, DEADLINE);
     kill_session(bench, "echo");
     let mut cmd = bench.sshd.ssh();
     cmd.args(["-tt", "cat"]);
-    let s = type_keys(cmd, keys);
+    let s = type_keys(cmd, keys, DEADLINE);
     let tmux = Tmux::new(bench.dir.path(), "echo");
     let mut cmd = bench.sshd.ssh();
     cmd.arg("-tt").args(tmux.line(&["new-session", "cat"]));
-    let t = type_keys(cmd, keys);
+    let t = type_keys(cmd, keys, DEADLINE);
     let what = "key to echo round trip";
     report.add("echo", what, KEEPSH, "ms", Stats::of_ms(&k));
     report.add("echo", what, SSHD, "ms", Stats::of_ms(&s));
     report.add("echo", what, TMUX, "ms", Stats::of_ms(&t));
-}
-
-/// Types `keys` lowercase letters one at a time into the client; each
-/// round trip.
-fn type_keys(cmd: Command, keys: usize) -> Vec<Duration> {
-    let mut client = Stream::spawn(cmd);
-    // Ready when a first key's echo is back (and the screen, for tmux, drawn).
-    for key in [b"X", b"Y"] {
-        client.write(key);
-        client.wait_for(key, DEADLINE).expect("echo of a first key");
-    }
-    (0..keys)
-        .map(|i| {
-            let key = [b'a' + (i % 26) as u8];
-            let start = Instant::now();
-            client.write(&key);
-            let at = client.wait_for(&key, DEADLINE).expect("echo");
-            at - start
-        })
-        .collect()
 }
 
 /// 6. Reconnect storm: clients attach to as many sessions all at once;

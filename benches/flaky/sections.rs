@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::Bench;
 use crate::harness::{Client, poll, wait_until};
-use crate::probe::{Stats, Stream};
+use crate::probe::{Stats, Stream, type_keys};
 use crate::relay::{CLIENT, NEW_CLIENT};
 use crate::report::Report;
 
@@ -295,12 +295,20 @@ pub fn handshake(bench: &Bench, link: &'static str, report: &mut Report) {
 /// 4. Keystroke echo into `cat`: median and 90th percentile.
 pub fn echo(bench: &Bench, link: &'static str, report: &mut Report) {
     let keepsh = name(link, "ec");
-    let k = type_keys(bench.keepsh_client(CLIENT, &["-tt", "new", &keepsh, "--", "cat"]));
+    let k = type_keys(
+        bench.keepsh_client(CLIENT, &["-tt", "new", &keepsh, "--", "cat"]),
+        KEYS,
+        SLOW,
+    );
     keepsh_kill(bench, &keepsh);
-    let s = type_keys(bench.sshd_client(CLIENT, &["-tt".into(), "cat".into()]));
+    let s = type_keys(
+        bench.sshd_client(CLIENT, &["-tt".into(), "cat".into()]),
+        KEYS,
+        SLOW,
+    );
     let mut args = vec!["-tt".to_owned()];
     args.extend(bench.tmux.line(&["new-session", "cat"]));
-    let t = type_keys(bench.sshd_client(CLIENT, &args));
+    let t = type_keys(bench.sshd_client(CLIENT, &args), KEYS, SLOW);
     bench.tmux.kill_server();
     for (peer, samples) in [(KEEPSH, k), (SSHD, s), (TMUX, t)] {
         let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
@@ -316,22 +324,4 @@ pub fn echo(bench: &Bench, link: &'static str, report: &mut Report) {
             Stats::of(vec![p90]),
         );
     }
-}
-
-/// Types [`KEYS`] letters one at a time; each key's round trip.
-fn type_keys(cmd: Command) -> Vec<Duration> {
-    let mut client = Stream::spawn(cmd);
-    for key in [b"X", b"Y"] {
-        client.write(key);
-        client.wait_for(key, SLOW).expect("echo of a first key");
-    }
-    (0..KEYS)
-        .map(|i| {
-            let key = [b'a' + (i % 26) as u8];
-            let start = Instant::now();
-            client.write(&key);
-            let at = client.wait_for(&key, SLOW).expect("echo");
-            at - start
-        })
-        .collect()
 }
