@@ -13,7 +13,7 @@ shift || true
 cd "$(dirname "$0")"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(command config session_socket screen)
+    targets=(ssh command config session_socket screen)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 # KEEPSH_FUZZ_STABLE=1: the stable toolchain even where nightly is (as CI).

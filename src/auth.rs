@@ -391,6 +391,31 @@ fn give_back_freed_memory(freed: u64) {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn give_back_freed_memory(_freed: u64) {}
 
+/// The hash an unknown user's password is checked against: argon2id with
+/// the costliest parameters among `configured` (memory × passes), so that
+/// a name that does not exist takes as long as one that does, whatever
+/// parameters the configured hashes were made with; the argon2 crate's
+/// defaults (19 MiB, 2 passes) when no user has a password.
+///
+/// # Errors
+/// [`AuthError::Hash`] if the OS gives no randomness.
+fn dummy_hash<'a>(
+    configured: impl Iterator<Item = &'a PasswordHash>,
+) -> Result<PasswordHash, AuthError> {
+    use argon2::password_hash::phc;
+    let params = configured
+        .filter_map(|hash| {
+            let parsed = phc::PasswordHash::new(&hash.0).ok()?;
+            argon2::Params::try_from(&parsed).ok()
+        })
+        .max_by_key(|params| params.block_count() as u64 * u64::from(params.t_cost()))
+        .unwrap_or_default();
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(b"keepsh: no such user")
+        .map(|hash| PasswordHash(hash.to_string()))
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
 /// Whether `password` matches `hash`, computing argon2 in `blocks` (grown
 /// to the hash's `m_cost` once, then reused). The comparison is constant
 /// time (`password_hash::Output`'s equality).
@@ -439,7 +464,7 @@ impl Authenticator {
     /// # Errors
     /// [`AuthError::Hash`] if the timing-equaliser hash cannot be made.
     pub fn new(users: &[User]) -> Result<Authenticator, AuthError> {
-        let users = users
+        let users: HashMap<String, Credentials> = users
             .iter()
             .map(|u| {
                 (
@@ -452,11 +477,11 @@ impl Authenticator {
                 )
             })
             .collect();
-        let dummy = hash_password("keepsh: no such user")?;
+        let dummy = dummy_hash(users.values().filter_map(|c| c.password_hash.as_ref()))?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Authenticator {
             users,
-            dummy_hash: PasswordHash(dummy),
+            dummy_hash: dummy,
             verify_slots: tokio::sync::Semaphore::new(cores),
             verifiers: Verifiers::start(cores),
         })
@@ -547,6 +572,31 @@ mod tests {
         assert!(auth.check_password("alice", "s3cret").await);
         assert!(!auth.check_password("alice", "wrong").await);
         assert!(!auth.check_password("bob", "s3cret").await);
+    }
+
+    /// An unknown user costs what the costliest configured hash costs:
+    /// cheaper or dearer than the crate's defaults alike.
+    #[test]
+    fn the_dummy_hash_takes_the_costliest_configured_parameters() {
+        let made = |m: u32, t: u32| {
+            let params = argon2::Params::new(m, t, 1, None).expect("params");
+            let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            PasswordHash(argon2.hash_password(b"x").expect("hash").to_string())
+        };
+        let cost = |hash: &PasswordHash| {
+            let parsed = argon2::password_hash::phc::PasswordHash::new(&hash.0).expect("phc");
+            let params = argon2::Params::try_from(&parsed).expect("params");
+            (params.m_cost(), params.t_cost())
+        };
+        let cheap = [made(8, 1), made(16, 1), made(8, 3)];
+        assert_eq!(cost(&dummy_hash(cheap.iter()).expect("dummy")), (8, 3));
+        let dear = [made(65536, 3)];
+        assert_eq!(cost(&dummy_hash(dear.iter()).expect("dummy")), (65536, 3));
+        let default = argon2::Params::default();
+        assert_eq!(
+            cost(&dummy_hash(std::iter::empty()).expect("dummy")),
+            (default.m_cost(), default.t_cost())
+        );
     }
 
     #[test]

@@ -16,12 +16,30 @@ use keepsh::protocol::PtySize;
 use keepsh::session::screen::Screen;
 use libfuzzer_sys::fuzz_target;
 
+/// Whether `output` sets or resets mode 47 or 1047 (`CSI ? … h/l`), as
+/// vte (the model's parser) reads it: junk bytes inside a sequence do
+/// not hide one.
+fn switches_older_alternate(output: &[u8]) -> bool {
+    #[derive(Default)]
+    struct Finder(bool);
+    impl vte::Perform for Finder {
+        fn csi_dispatch(&mut self, params: &vte::Params, i: &[u8], _: bool, action: char) {
+            let older = |p: &[u16]| p.iter().any(|&mode| mode == 47 || mode == 1047);
+            if i == b"?" && matches!(action, 'h' | 'l') && params.iter().any(older) {
+                self.0 = true;
+            }
+        }
+    }
+    let mut finder = Finder::default();
+    vte::Parser::new().advance(&mut finder, output);
+    finder.0
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, output)) = data.split_first() else {
         return;
     };
-    let older_alternate = |mode: &[u8]| output.windows(mode.len()).any(|w| w == mode);
-    if older_alternate(b"[?47") || older_alternate(b"[?1047") {
+    if switches_older_alternate(output) {
         return;
     }
     let size = if pick & 1 == 0 {

@@ -167,8 +167,12 @@ fn first_run_user(config: &Config, listener: &TcpListener) -> Result<User, Start
     Ok(user)
 }
 
-/// What every connection shares, from the configuration.
-fn shared(config: &Config, launch: Launch) -> Result<Shared, StartupError> {
+/// What every connection shares, from the configuration (also the fuzz
+/// target `ssh`'s, which serves connections without listening).
+///
+/// # Errors
+/// [`StartupError::Auth`] if the password checker cannot be set up.
+pub fn shared(config: &Config, launch: Launch) -> Result<Shared, StartupError> {
     let settings = SessionSettings {
         scrollback_bytes: config.sessions.scrollback_bytes,
         scrollback_lines: config.sessions.scrollback_lines,

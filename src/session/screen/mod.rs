@@ -816,4 +816,23 @@ mod tests {
         assert!(requests.is_empty(), "{requests:?}");
         assert!(!String::from_utf8_lossy(&restore).contains("c2VjcmV0"));
     }
+
+    /// A row scrolled down to the bottom (SD) keeps its wrap flag with
+    /// nothing below to continue onto; its blanks are not printed (cargo
+    /// fuzz, `screen`: a redraw printed a blank in the last column that a
+    /// fresh model then redrew without).
+    #[test]
+    fn a_wrapped_row_scrolled_to_the_bottom_is_drawn_as_it_looks() {
+        assert_fixed_point(size(12, 5), b"            x\x1b[4T");
+        assert_fixed_point(size(12, 5), b"0123456789ABx\x1b[4T");
+    }
+
+    /// Entering the alternate screen with origin mode set saves it with
+    /// the cursor (1049 is DECSC too), and the redraw enters it so (cargo
+    /// fuzz, `screen`: the redraw saved origin mode off).
+    #[test]
+    fn origin_mode_saved_by_entering_the_alternate_screen_is_kept() {
+        assert_fixed_point(size(80, 24), b"\x1b[?6habcd\x1b[?1049h\x1b[?6lxy");
+        assert_fixed_point(size(80, 24), b"\x1b[?6habcd\x1b[?1049h\x1b[?6lxy\x1b8");
+    }
 }

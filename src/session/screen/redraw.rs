@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use alacritty_terminal::grid::{Dimensions, Grid, Row};
+use alacritty_terminal::grid::{Dimensions, Grid};
 use alacritty_terminal::index::{Column, Line, Point};
 use alacritty_terminal::term::cell::{Cell, Flags};
 use alacritty_terminal::term::{Term, TermMode};
@@ -172,13 +172,18 @@ fn print(cell: &Cell, pen: &mut Pen, out: &mut String) {
     out.extend(cell.zerowidth().unwrap_or_default());
 }
 
-/// How much of `row` must be printed: the number of cells, whether the row
-/// wraps (then all of them), and the background of the erased cells that
-/// end it, if they have one.
-fn extent(row: &Row<Cell>) -> (usize, bool, Option<Color>) {
+/// How much of row `line` of `grid` must be printed: the number of cells,
+/// whether the row wraps (then all of them), and the background of the
+/// erased cells that end it, if they have one. The bottom row of the
+/// screen does not wrap, whatever its flag says: the row it wrapped onto
+/// is gone (pushed off the screen by a scroll down, SD or RI), and no
+/// redraw can print into a row below the screen (cargo fuzz, `screen`).
+fn extent(grid: &Grid<Cell>, line: Line) -> (usize, bool, Option<Color>) {
+    let row = &grid[line];
     let columns = row.len();
     let last = &row[Column(columns - 1)];
-    if last.flags.contains(Flags::WRAPLINE) {
+    let bottom = line.0 + 1 == grid.screen_lines() as i32;
+    if last.flags.contains(Flags::WRAPLINE) && !bottom {
         return (columns, true, None);
     }
     let erased = (is_erased(last, last.bg) && last.bg != Pen::plain().bg).then_some(last.bg);
@@ -206,7 +211,7 @@ pub(super) fn row(
     out: &mut String,
 ) -> bool {
     let row = &grid[line];
-    let (end, wraps, erased) = extent(row);
+    let (end, wraps, erased) = extent(grid, line);
     let mut blanks = 0;
     for column in 0..end {
         let cell = &row[Column(column)];
@@ -255,7 +260,7 @@ fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
         // blanks are printed (fuzz seed 118), and an empty one gets one
         // blank, or the row above would not be marked as wrapping (cargo
         // fuzz, `screen`).
-        let (end, _, erased) = extent(&grid[Line(line as i32)]);
+        let (end, _, erased) = extent(grid, Line(line as i32));
         if wrapped && end == 0 {
             let bg = erased.unwrap_or(Pen::plain().bg);
             pen.set(Pen { bg, ..Pen::plain() }, out);
@@ -334,9 +339,19 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
         keyboard_stack(inactive, out);
         saved_cursor(term, primary, &mut pen, out);
         charsets(primary, false, out);
+        // 1049 saves origin mode with the cursor, over DECSC's (cargo
+        // fuzz, `screen`): set first, as setting it homes the cursor;
+        // with no scroll region yet it moves nothing else.
+        let origin = term.saved_origin().0;
+        if origin {
+            out.push_str("\x1b[?6h");
+        }
         place(primary, primary.cursor.point, 0, false, &mut pen, out);
         pen.set(Pen::of(&primary.cursor.template), out);
         out.push_str("\x1b[?1049h");
+        if origin {
+            out.push_str("\x1b[?6l");
+        }
     }
     let screen = term.grid();
     grid(screen, &mut pen, out);
