@@ -516,6 +516,7 @@ struct ListEntry<'a> {
     cwd: Option<&'a str>,
     bells: u64,
     last_line: Option<&'a str>,
+    history_on_disk: bool,
 }
 
 /// Renders `list` output: an aligned table, or a JSON array with `json`.
@@ -624,6 +625,7 @@ fn list_json(sessions: &[SessionInfo]) -> String {
             cwd: s.doing.cwd.as_deref(),
             bells: s.doing.bells,
             last_line: s.doing.last_line.as_deref(),
+            history_on_disk: s.history_on_disk,
         })
         .collect();
     let mut out = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".into());
@@ -863,6 +865,7 @@ mod tests {
             watchers: 0,
             doing: Default::default(),
             buffer_start: 0,
+            history_on_disk: false,
         }
     }
 
@@ -895,6 +898,7 @@ mod tests {
             ]
             .into_iter()
             .chain(["bells", "current_command", "cwd", "last_line", "title"])
+            .chain(["history_on_disk"])
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect::<Vec<_>>()

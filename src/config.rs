@@ -156,6 +156,9 @@ pub struct SessionsConfig {
     /// A "while you were away" line before the redraw of a terminal that
     /// attaches after output came while no client was attached.
     pub away_summary: bool,
+    /// Bytes of each session's output kept on disk, in its history file
+    /// (default 16 MiB; 0: none written).
+    pub history_file_bytes: u64,
 }
 
 /// `on_shell` as `[sessions]` and `[[users]]` set it.
@@ -320,6 +323,7 @@ struct RawSessions {
     max_per_user: Count,
     on_shell: OnShell,
     away_summary: bool,
+    history_file_bytes: SizeOrOff,
 }
 
 impl Default for RawSessions {
@@ -334,6 +338,7 @@ impl Default for RawSessions {
             max_per_user: Count(100),
             on_shell: OnShell::New,
             away_summary: true,
+            history_file_bytes: SizeOrOff(16 * 1024 * 1024),
         }
     }
 }
@@ -372,6 +377,39 @@ impl<'de> Deserialize<'de> for ConfigDuration {
 /// `"1MiB"`, `"512KiB"`, `"64 kB"`, between 1 KiB and 1 GiB.
 #[derive(Clone, Copy)]
 struct ConfigSize(u64);
+
+/// A size that may also be 0 (off): `history_file_bytes = 0` or `"0"`,
+/// else as [`ConfigSize`] within 64 KiB to 64 GiB.
+#[derive(Clone, Copy)]
+struct SizeOrOff(u64);
+
+impl<'de> Deserialize<'de> for SizeOrOff {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Number(0) => return Ok(SizeOrOff(0)),
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(text) if text.trim() == "0" => return Ok(SizeOrOff(0)),
+            Raw::Text(text) => text,
+        };
+        let size: bytesize::ByteSize = text.parse().map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid size \"{text}\" ({e}; write e.g. \"16MiB\", or 0 for none)"
+            ))
+        })?;
+        if !(64 << 10..=64 << 30).contains(&size.as_u64()) {
+            return Err(serde::de::Error::custom(format!(
+                "size \"{text}\" out of range (use 64KiB to 64GiB, or 0 for none)"
+            )));
+        }
+        Ok(SizeOrOff(size.as_u64()))
+    }
+}
 
 impl<'de> Deserialize<'de> for ConfigSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -711,6 +749,7 @@ impl Resolver<'_> {
                 per_user: HashMap::new(),
             },
             away_summary: raw.away_summary,
+            history_file_bytes: raw.history_file_bytes.0,
         })
     }
 }
@@ -859,6 +898,23 @@ mod tests {
             let line = format!("# {} = \"{}\"", kind.key(), kind.defaults().join(","));
             assert!(text.contains(&line), "server.toml lacks: {line}");
         }
+    }
+
+    #[test]
+    fn history_file_bytes_is_a_size_or_zero_for_none() {
+        let bytes = |value: &str| {
+            parse(&format!("[sessions]\nhistory_file_bytes = {value}\n"))
+                .map(|c| c.sessions.history_file_bytes)
+        };
+        assert_eq!(parse("").unwrap().sessions.history_file_bytes, 16 << 20);
+        assert_eq!(bytes("0"), Ok(0));
+        assert_eq!(bytes("\"0\""), Ok(0));
+        assert_eq!(bytes("\"1MiB\""), Ok(1 << 20));
+        let err = bytes("\"1KiB\"").unwrap_err();
+        assert!(
+            err.contains("sessions.history_file_bytes") && err.contains("64KiB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -629,6 +629,10 @@ pub struct SessionInfo {
     pub doing: Doing,
     /// The oldest offset the ring buffer still holds, in bytes.
     pub buffer_start: u64,
+    /// Its output is being written to its history file
+    /// (`[sessions] history_file_bytes`); false when that is off or a write
+    /// failed (then it is kept in memory only).
+    pub history_on_disk: bool,
 }
 
 #[cfg(test)]

@@ -230,6 +230,7 @@ fn incompatible_info(hello: Hello, theirs: u16, path: &Path) -> SessionInfo {
         watchers: 0,
         doing: Default::default(),
         buffer_start: 0,
+        history_on_disk: false,
     }
 }
 

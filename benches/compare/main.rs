@@ -67,10 +67,21 @@ impl Bench {
 }
 
 /// A keepsh server as the benchmark runs it: a 16 MiB ring buffer, room
-/// for 1,000 sessions, warnings-only logs.
+/// for 1,000 sessions, warnings-only logs, history files on (the default).
 pub fn start_keepsh() -> Server {
     Server::start_with(Options {
         sessions: "scrollback_bytes = \"16MiB\"\nmax_per_user = 1100",
+        log: Some("warn"),
+        ..Default::default()
+    })
+    .without_time_limit()
+}
+
+/// As [`start_keepsh`], with `history_file_bytes = 0`: the throughput
+/// section's baseline for what writing the history costs.
+pub fn start_keepsh_without_history() -> Server {
+    Server::start_with(Options {
+        sessions: "scrollback_bytes = \"16MiB\"\nhistory_file_bytes = 0",
         log: Some("warn"),
         ..Default::default()
     })

@@ -200,6 +200,8 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
     let (emit, size) = emitter(bench, "throughput", size);
     let runs = bench.runs(5, 2);
     let tmux = Tmux::new(bench.dir.path(), "throughput");
+    let without_history = crate::start_keepsh_without_history();
+    let (mut plain, mut plain_bytes) = (Vec::new(), Vec::new());
     let (mut k, mut s, mut t) = (Vec::new(), Vec::new(), Vec::new());
     let (mut k_bytes, mut s_bytes, mut t_bytes) = (Vec::new(), Vec::new(), Vec::new());
     let (mut frozen, mut frozen_bytes) = (Vec::new(), Vec::new());
@@ -212,6 +214,14 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
         k.push(rate(d));
         k_bytes.push(n as f64 / 1e6);
         kill_session(bench, &name);
+
+        let mut cmd = without_history.ssh("alice");
+        cmd.args(["-o", crate::KEX]).env("TERM", crate::TERM);
+        cmd.args(["-tt", "new", &name, "--", "sh", &emit]);
+        let (d, n) = time_to_done(cmd, Duration::from_secs(300));
+        plain.push(rate(d));
+        plain_bytes.push(n as f64 / 1e6);
+        assert!(without_history.run("alice", &["kill", &name]).status.success());
 
         let mut cmd = bench.sshd.ssh();
         cmd.args(["-tt", "sh", &emit]);
@@ -242,6 +252,10 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
     report.add("throughput", what, KEEPSH, "MB", Stats::of(k_bytes));
     report.add("throughput", what, SSHD, "MB", Stats::of(s_bytes));
     report.add("throughput", what, TMUX, "MB", Stats::of(t_bytes));
+    let what = "the same, keepsh with history_file_bytes = 0 (no history file): MB/s";
+    report.add("throughput", what, KEEPSH, "MB/s", Stats::of(plain));
+    let what = "... bytes received by the client, no history file";
+    report.add("throughput", what, KEEPSH, "MB", Stats::of(plain_bytes));
     let what = "the same, a second client of the session frozen (SIGSTOP): MB/s";
     report.add("throughput", what, KEEPSH, "MB/s", Stats::of(frozen));
     let what = "... bytes received by the live client";

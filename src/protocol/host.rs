@@ -23,6 +23,18 @@ pub fn socket_path(state_dir: &Path, id: SessionId) -> PathBuf {
     sessions_dir(state_dir).join(format!("{id}.sock"))
 }
 
+/// The output of session `id` on disk: `STATE/sessions/ID.history`, the
+/// segment before it `ID.history.1` (see `session::history_file`).
+pub fn history_path(state_dir: &Path, id: SessionId) -> PathBuf {
+    sessions_dir(state_dir).join(format!("{id}.history"))
+}
+
+/// What is known of session `id` beside its history:
+/// `STATE/sessions/ID.meta.json` (a [`SessionMeta`]).
+pub fn meta_path(state_dir: &Path, id: SessionId) -> PathBuf {
+    sessions_dir(state_dir).join(format!("{id}.meta.json"))
+}
+
 /// Where session processes write their logs: `STATE/logs`.
 pub fn logs_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("logs")
@@ -95,10 +107,43 @@ pub struct SessionSettings {
     /// attached gets a "while you were away" line (`away_summary`).
     #[serde(default = "yes")]
     pub away_summary: bool,
+    /// Bytes of output kept on disk (`history_file_bytes`); 0: none.
+    #[serde(default)]
+    pub history_file_bytes: u64,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A session as its metadata file records it (JSON, replaced with write
+/// and rename when it changes): enough to list it, and to start its
+/// command again, after its process is gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMeta {
+    /// The session's id.
+    pub id: SessionId,
+    /// Its name.
+    pub name: SessionName,
+    /// The SSH login name that owns it.
+    pub owner: String,
+    /// The command line it runs (the shell for a shell request).
+    pub command: Vec<String>,
+    /// `TERM` of its program, if it had one.
+    pub term: Option<String>,
+    /// The working directory: the foreground process's last known one,
+    /// else where the program started.
+    pub cwd: PathBuf,
+    /// Its PTY size.
+    pub size: PtySize,
+    /// When it was created.
+    pub created: std::time::SystemTime,
+    /// Its last output or input (written at most every few seconds).
+    pub last_activity: std::time::SystemTime,
+    /// Bytes of output produced in all (the history file holds the last ones).
+    pub output_offset: u64,
+    /// How its program ended, once it has.
+    pub exit: Option<super::ExitStatus>,
 }
 
 /// `[notify]` as a session process runs it (see `session::notify`).

@@ -31,7 +31,7 @@ use super::{SessionId, SessionName};
 /// The first bytes of every preamble.
 pub const MAGIC: &[u8; 6] = b"KEEPSH";
 /// The version of the frames' encoding this build speaks.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// The largest frame, in bytes: an output chunk (≤ 32 KiB) or a
 /// [`SessionInfo`](super::SessionInfo) is far smaller; anything bigger is corruption.
 pub const MAX_FRAME: usize = 1024 * 1024;

@@ -185,6 +185,7 @@ pub fn shared(config: &Config, launch: Launch) -> Result<Shared, StartupError> {
             min_interval: notify.min_interval,
         }),
         away_summary: config.sessions.away_summary,
+        history_file_bytes: config.sessions.history_file_bytes,
     };
     let state_dir = config.server.state_dir.clone();
     Ok(Shared {

@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use super::away::Away;
 use super::catch_up::{Attachment, Live, Pumped, Source};
+use super::history_file::HistoryFile;
 use super::keys;
 use super::lifecycle::{Effect, Lifecycle, Timers};
 use super::notify::{self, Notifier};
@@ -164,20 +165,26 @@ pub(super) struct Actor {
     refresh_at: Option<Instant>,
     /// The PTY's output has ended (or is no longer read, after an exit).
     output_eof: bool,
+    /// Output and snapshot on disk (`None`: `history_file_bytes = 0`, or
+    /// the file could not be created).
+    history: Option<HistoryFile>,
 }
 
 impl Actor {
     pub(super) fn new(
-        info: SessionInfo,
+        mut info: SessionInfo,
         publish: watch::Sender<SessionInfo>,
         pty: Pty,
         settings: SessionSettings,
+        history: Option<HistoryFile>,
     ) -> Actor {
         let timers = Timers {
             orphan_timeout: settings.orphan_timeout,
             kill_grace: settings.kill_grace,
             exited_retention: settings.exited_retention,
         };
+        info.history_on_disk = history.is_some();
+        publish.send_modify(|i| i.history_on_disk = info.history_on_disk);
         let screen = Screen::new(info.size);
         let notifier = settings.notify.clone().map(Notifier::new);
         Actor {
@@ -199,6 +206,7 @@ impl Actor {
             away: Some(Away::since(SystemTime::now())),
             refresh_at: None,
             output_eof: false,
+            history,
         }
     }
 
@@ -263,6 +271,14 @@ impl Actor {
                 }
                 Wake::Deadline => self.on_deadline(),
             }
+        }
+        self.finish();
+    }
+
+    /// The session ended cleanly: nothing on disk to keep for it.
+    fn finish(&mut self) {
+        if let Some(history) = self.history.take() {
+            history.remove();
         }
         tracing::info!("session ended");
     }
@@ -355,6 +371,7 @@ impl Actor {
     fn on_output(&mut self, chunk: Bytes) {
         let offset = self.ring.end();
         self.ring.push(&chunk);
+        self.record(&chunk);
         self.screen.process(&chunk);
         let bells = self.screen.take_bells();
         if let Some(away) = &mut self.away {
@@ -792,6 +809,21 @@ impl Actor {
 
     fn publish(&mut self) {
         self.publish.send_replace(self.info.clone());
+        if let Some(history) = &self.history {
+            history.info_changed();
+        }
+    }
+
+    /// Appends `chunk` to the history file; says so once writing it failed.
+    fn record(&mut self, chunk: &[u8]) {
+        let Some(history) = &self.history else {
+            return;
+        };
+        history.append(chunk);
+        if self.info.history_on_disk && !history.on_disk() {
+            self.info.history_on_disk = false;
+            self.publish.send_modify(|i| i.history_on_disk = false);
+        }
     }
 }
 

@@ -109,7 +109,7 @@ async fn serve(state_dir: &Path, spec: HostSpec) {
             return;
         }
     };
-    let session = match super::start(spec) {
+    let session = match super::start(spec, state_dir) {
         Ok(session) => session,
         Err(error) => {
             let _ = std::fs::remove_file(&path);

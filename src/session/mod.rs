@@ -13,6 +13,7 @@
 mod actor;
 mod away;
 mod catch_up;
+pub mod history_file;
 pub mod host;
 mod keys;
 mod lifecycle;
@@ -47,12 +48,14 @@ struct Mailbox {
     info: watch::Receiver<SessionInfo>,
 }
 
-/// Starts a session: opens its PTY, runs its program and spawns its task.
+/// Starts a session: opens its PTY, runs its program and spawns its task,
+/// which writes its output under `state_dir` too (`history_file`).
 ///
 /// # Errors
 /// [`SpawnError`] when the PTY cannot be opened or the program not started.
-fn start(spec: HostSpec) -> Result<Mailbox, SpawnError> {
+fn start(spec: HostSpec, state_dir: &std::path::Path) -> Result<Mailbox, SpawnError> {
     let (pty, streams) = pty::spawn(&spec.spawn)?;
+    let history = (spec.settings.history_file_bytes > 0).then(|| history_spec(&spec));
     let now = std::time::SystemTime::now();
     let command = if spec.spawn.command.is_empty() {
         vec![spec.spawn.shell.display().to_string()]
@@ -75,12 +78,15 @@ fn start(spec: HostSpec) -> Result<Mailbox, SpawnError> {
         watchers: 0,
         doing: Default::default(),
         buffer_start: 0,
+        history_on_disk: false,
     };
     let (messages, messages_rx) = mpsc::channel(MESSAGE_QUEUE);
     let (input, input_rx) = mpsc::channel(pty::INPUT_QUEUE);
     let (publish, info_rx) = watch::channel(info.clone());
     let span = tracing::info_span!("session", id = %info.id, owner = %info.owner);
-    let mut actor = actor::Actor::new(info, publish, pty, spec.settings);
+    let history = history
+        .and_then(|(limit, term, cwd)| history_file(state_dir, limit, info_rx.clone(), term, cwd));
+    let mut actor = actor::Actor::new(info, publish, pty, spec.settings, history);
     if !spec.spawn.preface.is_empty() {
         actor.preface(spec.spawn.preface.into_bytes());
     }
@@ -90,6 +96,36 @@ fn start(spec: HostSpec) -> Result<Mailbox, SpawnError> {
         input,
         info: info_rx,
     })
+}
+
+/// What the history file needs from `spec`: the limit (bytes), `TERM`
+/// and where the program starts.
+fn history_spec(spec: &HostSpec) -> (u64, Option<String>, std::path::PathBuf) {
+    let term = spec.spawn.env.iter().find(|(k, _)| k == "TERM");
+    let term = term.map(|(_, v)| v.clone());
+    (
+        spec.settings.history_file_bytes,
+        term,
+        spec.spawn.cwd.clone(),
+    )
+}
+
+/// Starts the session's history file, or logs why it cannot (the session
+/// then runs without).
+fn history_file(
+    state_dir: &std::path::Path,
+    limit: u64,
+    info: watch::Receiver<SessionInfo>,
+    term: Option<String>,
+    cwd: std::path::PathBuf,
+) -> Option<history_file::HistoryFile> {
+    match history_file::HistoryFile::start(state_dir, limit, info, term, cwd) {
+        Ok(file) => Some(file),
+        Err(error) => {
+            tracing::warn!(%error, "cannot create the history file; this session's output is kept in memory only");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +158,7 @@ mod tests {
             kill_grace: Duration::from_secs(2),
             notify: None,
             away_summary: true,
+            history_file_bytes: 0,
         }
     }
 
@@ -134,13 +171,16 @@ mod tests {
             size: PtySize::DEFAULT,
             preface: String::new(),
         };
-        start(HostSpec {
-            id: SessionId::random(),
-            owner: "tester".into(),
-            name: "t".parse().expect("name"),
-            spawn,
-            settings: settings(scrollback_bytes),
-        })
+        start(
+            HostSpec {
+                id: SessionId::random(),
+                owner: "tester".into(),
+                name: "t".parse().expect("name"),
+                spawn,
+                settings: settings(scrollback_bytes),
+            },
+            std::path::Path::new("/nonexistent"),
+        )
         .expect("start /bin/sh")
     }
 

@@ -13,6 +13,7 @@ mod commands;
 mod differential;
 mod fidelity;
 mod first_run;
+mod history_file;
 mod hygiene;
 mod in_process;
 mod isolation;

@@ -835,4 +835,15 @@ mod tests {
         assert_fixed_point(size(80, 24), b"\x1b[?6habcd\x1b[?1049h\x1b[?6lxy");
         assert_fixed_point(size(80, 24), b"\x1b[?6habcd\x1b[?1049h\x1b[?6lxy\x1b8");
     }
+
+    /// Tabbing back (CBT) from a pending wrap leaves none (xterm, tmux;
+    /// cargo fuzz, `screen`: the model kept it, and the redraw printed a
+    /// character to restore it).
+    #[test]
+    fn a_backward_tab_from_a_pending_wrap_leaves_none() {
+        assert_fixed_point(size(12, 5), b"0123456789AB\x1b[Z");
+        let mut screen = Screen::new(size(12, 5));
+        screen.process(b"0123456789AB\x1b[Zx");
+        assert_eq!(screen.text().lines().next(), Some("01234567x9AB"));
+    }
 }

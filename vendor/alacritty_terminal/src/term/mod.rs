@@ -1703,6 +1703,10 @@ impl<T: EventListener> Handler for Term<T> {
                 }
             }
             self.grid.cursor.point.column = col;
+            // keepsh patch: moving back leaves no wrap pending (xterm,
+            // tmux); upstream kept it, and the next character wrapped from
+            // the middle of the row (cargo fuzz, keepsh's `screen`).
+            self.grid.cursor.input_needs_wrap = false;
         }
 
         let line = self.grid.cursor.point.line.0 as usize;

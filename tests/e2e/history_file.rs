@@ -1,0 +1,153 @@
+//! A session's output on disk (`[sessions] history_file_bytes`): the
+//! history file holds what `history --raw` shows, its metadata names the
+//! session, a clean end removes both, 0 writes nothing, and a write that
+//! fails leaves the session serving from memory and says so once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::harness::{DEADLINE, Options, Server, poll, stdout, wait_until};
+
+/// The files of `user`'s session `name` in the server's state directory:
+/// (history, older segment, metadata).
+fn files(server: &Server, user: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let session = server.session(user, name).expect("session listed");
+    let id = session["id"].as_str().expect("id").to_owned();
+    let dir = server.dir.path().join("state/sessions");
+    (
+        dir.join(format!("{id}.history")),
+        dir.join(format!("{id}.history.1")),
+        dir.join(format!("{id}.meta.json")),
+    )
+}
+
+/// Both segments, oldest first.
+fn on_disk(history: &Path, older: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(older).unwrap_or_default();
+    bytes.extend(std::fs::read(history).unwrap_or_default());
+    bytes
+}
+
+fn start_printing(server: &Server, name: &str, script: &str) {
+    let script = crate::screen::sh(script);
+    let out = server.run("alice", &["new", "-d", name, "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+}
+
+#[test]
+fn the_history_file_holds_the_output_and_a_clean_end_removes_it() {
+    let server = Server::start_with(Options {
+        sessions: "history_file_bytes = \"64KiB\"",
+        ..Options::default()
+    });
+    // 20,000 numbered lines (~130 KB): the files keep the last 32 to 64 KiB.
+    start_printing(&server, "count", "seq 1 20000; echo done; exec sleep 1000");
+    wait_until("all output", DEADLINE, || {
+        stdout(&server.run("alice", &["history", "--raw", "count"])).ends_with("done\r\n")
+    });
+    let (history, older, meta) = files(&server, "alice", "count");
+    let raw = server.run("alice", &["history", "--raw", "count"]).stdout;
+    // Written within a batch interval of the output; a suffix of it.
+    let kept = poll(DEADLINE, || {
+        let kept = on_disk(&history, &older);
+        kept.ends_with(b"done\r\n").then_some(kept)
+    })
+    .expect("the output reached the history file");
+    assert!(
+        (32 << 10..=64 << 10).contains(&kept.len()),
+        "{}",
+        kept.len()
+    );
+    assert!(raw.ends_with(&kept), "the file is not the output's end");
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).expect("file").permissions().mode() & 0o777
+    };
+    assert_eq!([mode(&history), mode(&older), mode(&meta)], [0o600; 3]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).expect("meta")).expect("meta json");
+    assert_eq!(json["name"], "count");
+    assert_eq!(json["owner"], "alice");
+    assert_eq!(json["command"][0], "sh");
+    let listed = server.session("alice", "count").expect("listed");
+    assert_eq!(listed["history_on_disk"], true);
+    // A rename reaches the metadata; a kill removes every file.
+    assert!(
+        server
+            .run("alice", &["rename", "count", "tally"])
+            .status
+            .success()
+    );
+    wait_until("the renamed metadata", DEADLINE, || {
+        std::fs::read_to_string(&meta).is_ok_and(|m| m.contains("\"name\":\"tally\""))
+    });
+    assert!(server.run("alice", &["kill", "tally"]).status.success());
+    wait_until("the files removed", DEADLINE, || {
+        !history.exists() && !older.exists() && !meta.exists()
+    });
+}
+
+#[test]
+fn history_file_bytes_0_writes_nothing() {
+    let server = Server::start_with(Options {
+        sessions: "history_file_bytes = 0",
+        ..Options::default()
+    });
+    start_printing(&server, "quiet", "echo hello; exec sleep 1000");
+    wait_until("the output", DEADLINE, || {
+        stdout(&server.run("alice", &["history", "quiet"])).contains("hello")
+    });
+    assert_eq!(
+        server.session("alice", "quiet").expect("listed")["history_on_disk"],
+        false
+    );
+    let dir = server.dir.path().join("state/sessions");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("sessions dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".sock")), "{names:?}");
+}
+
+/// The file size limit (RLIMIT_FSIZE, inherited from the server) makes the
+/// history's writes fail with EFBIG part way, as a full disk would: the
+/// session keeps serving from its ring buffer, `list` says the history is
+/// off the disk, and the log says why once.
+#[test]
+fn a_history_file_that_cannot_grow_leaves_the_session_serving_from_memory() {
+    // `ulimit -f 1024`: 512 KiB in dash's 512-byte blocks.
+    let server = Server::start_with_fd_limit(Options::default(), "-f 1024");
+    start_printing(
+        &server,
+        "big",
+        "seq 1 200000; echo first-done; read line; echo \"got $line\"; exec sleep 1000",
+    );
+    wait_until("all output", DEADLINE, || {
+        stdout(&server.run("alice", &["history", "--raw", "big"])).ends_with("first-done\r\n")
+    });
+    wait_until("history_on_disk false", DEADLINE, || {
+        server
+            .session("alice", "big")
+            .is_some_and(|s| s["history_on_disk"] == false)
+    });
+    let (history, _, _) = files(&server, "alice", "big");
+    let size = std::fs::metadata(&history).expect("history").len();
+    assert!(size <= 512 << 10, "{size}");
+    assert!(
+        server
+            .run("alice", &["send", "--enter", "big", "typed"])
+            .status
+            .success()
+    );
+    wait_until("the session answers", DEADLINE, || {
+        stdout(&server.run("alice", &["history", "big"])).contains("got typed")
+    });
+    let failures = || {
+        server
+            .log()
+            .matches("writing the history file failed")
+            .count()
+    };
+    wait_until("the log line", Duration::from_secs(10), || failures() == 1);
+    assert_eq!(failures(), 1, "{}", server.log());
+}
