@@ -846,4 +846,16 @@ mod tests {
         screen.process(b"0123456789AB\x1b[Zx");
         assert_eq!(screen.text().lines().next(), Some("01234567x9AB"));
     }
+
+    /// A row keeps wrapping when its last cell is written again (xterm and
+    /// tmux keep the wrap per row; cargo fuzz, `screen`: a cursor restored
+    /// to a pending wrap there made the redraw print the cell again, and
+    /// the row lost its wrap).
+    #[test]
+    fn overwriting_the_last_cell_of_a_wrapped_row_keeps_the_wrap() {
+        assert_fixed_point(size(12, 5), b"0123456789AB\x1b7CD\x1b8");
+        let mut screen = Screen::new(size(12, 5));
+        screen.process(b"0123456789ABCD\x1b[1;12Hb");
+        assert_eq!(screen.text().lines().next(), Some("0123456789AbCD"));
+    }
 }

@@ -1132,7 +1132,10 @@ impl<T> Term<T> {
         cursor_cell.c = c;
         cursor_cell.fg = fg;
         cursor_cell.bg = bg;
-        cursor_cell.flags = flags;
+        // keepsh patch: a row's wrap is the row's (xterm's LINEWRAPPED,
+        // tmux's GRID_LINE_WRAPPED): overwriting its last cell keeps it;
+        // upstream dropped it (cargo fuzz, keepsh's `screen`).
+        cursor_cell.flags = flags | (cursor_cell.flags & Flags::WRAPLINE);
         cursor_cell.extra = extra;
     }
 
