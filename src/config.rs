@@ -159,6 +159,9 @@ pub struct SessionsConfig {
     /// Bytes of each session's output kept on disk, in its history file
     /// (default 16 MiB; 0: none written).
     pub history_file_bytes: u64,
+    /// How long a lost session's files are kept after its last activity
+    /// (default 7 days).
+    pub lost_retention: Duration,
 }
 
 /// `on_shell` as `[sessions]` and `[[users]]` set it.
@@ -324,6 +327,7 @@ struct RawSessions {
     on_shell: OnShell,
     away_summary: bool,
     history_file_bytes: SizeOrOff,
+    lost_retention: ConfigDuration,
 }
 
 impl Default for RawSessions {
@@ -339,6 +343,7 @@ impl Default for RawSessions {
             on_shell: OnShell::New,
             away_summary: true,
             history_file_bytes: SizeOrOff(16 * 1024 * 1024),
+            lost_retention: ConfigDuration(Some(Duration::from_secs(7 * 24 * 3600))),
         }
     }
 }
@@ -750,6 +755,11 @@ impl Resolver<'_> {
             },
             away_summary: raw.away_summary,
             history_file_bytes: raw.history_file_bytes.0,
+            // "never" keeps lost sessions for ~a century.
+            lost_retention: raw
+                .lost_retention
+                .0
+                .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
         })
     }
 }

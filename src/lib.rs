@@ -12,7 +12,8 @@
 //! to every attachment; a dropped connection only detaches, and a server
 //! that dies or restarts loses no session. [`config`] reads `server.toml`, [`auth`] checks passwords and
 //! keys, [`keys`] manages key files, [`state_dir`] the private directory
-//! where the session processes' sockets live.
+//! where the session processes' sockets live, [`lost`] the sessions whose
+//! process ended without a clean end, found from their history files.
 
 pub mod admission;
 pub mod algorithms;
@@ -21,6 +22,7 @@ pub mod command;
 pub mod config;
 pub mod front;
 pub mod keys;
+pub mod lost;
 pub mod penalty;
 pub mod protocol;
 pub mod registry;

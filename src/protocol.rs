@@ -581,6 +581,10 @@ pub enum SessionState {
     /// Seen by the front only: the session's process speaks another
     /// version of the session protocol; it is listed but cannot be used.
     Incompatible,
+    /// Seen by the front only: the session's process ended without a clean
+    /// end (a reboot, an OOM kill, `kill -9`); its history and metadata
+    /// files remain (`history`, `attach` shows them, `kill` removes them).
+    Lost,
 }
 
 impl fmt::Display for SessionState {
@@ -590,6 +594,7 @@ impl fmt::Display for SessionState {
             SessionState::Orphaned => "orphaned",
             SessionState::Exited => "exited",
             SessionState::Incompatible => "incompatible",
+            SessionState::Lost => "lost",
         })
     }
 }

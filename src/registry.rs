@@ -10,11 +10,13 @@
 //!   program happens outside it, with the name reserved meanwhile.
 //! - Sessions whose task has ended are pruned on every access.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
-use crate::protocol::host::{HostSpec, SessionSettings, SpawnError, SpawnSpec};
+use crate::lost;
+use crate::protocol::host::{HostSpec, SessionMeta, SessionSettings, SpawnError, SpawnSpec};
 use crate::protocol::{SessionId, SessionInfo, SessionName, SessionState};
 use crate::remote::StartError;
 use crate::remote::{self, SessionHandle};
@@ -90,6 +92,14 @@ struct Entry {
     incompatible: Option<SessionInfo>,
 }
 
+/// A session found by reference: live, or lost (see [`crate::lost`]).
+pub enum Resolved {
+    /// A session with a process.
+    Live(Found),
+    /// A session whose process ended without a clean end: its files.
+    Lost(SessionMeta),
+}
+
 /// The per-user table of sessions.
 pub struct Registry {
     users: Mutex<HashMap<String, Vec<Entry>>>,
@@ -98,6 +108,8 @@ pub struct Registry {
     max_per_user: usize,
     /// The keepsh binary whose `session-host` runs each session.
     host_program: PathBuf,
+    /// `lost_retention`.
+    lost_retention: Duration,
 }
 
 impl Registry {
@@ -110,6 +122,57 @@ impl Registry {
             settings,
             max_per_user,
             host_program: PathBuf::from(remote::SELF_EXE),
+            lost_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    /// Lost sessions' files are removed `retention` after their last
+    /// activity (`lost_retention`; 7 days unless set).
+    pub fn with_lost_retention(mut self, retention: Duration) -> Registry {
+        self.lost_retention = retention;
+        self
+    }
+
+    /// The state directory (sockets, history files).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// History lines sent on attach and printed by `history`
+    /// (`scrollback_lines`).
+    pub fn scrollback_lines(&self) -> usize {
+        self.settings.scrollback_lines
+    }
+
+    /// `owner`'s lost sessions, oldest first (read from the state
+    /// directory, outside the lock); with `owner` `None`, everyone's.
+    pub fn lost(&self, owner: Option<&str>) -> Vec<SessionMeta> {
+        let live: HashSet<SessionId> = self.lock().values().flatten().map(|e| e.id).collect();
+        let mut lost = lost::scan(
+            &self.state_dir,
+            self.lost_retention,
+            SystemTime::now(),
+            |id| live.contains(&id),
+        );
+        lost.retain(|meta| owner.is_none_or(|owner| meta.owner == owner));
+        lost
+    }
+
+    /// Finds `owner`'s session by reference among the live ones, else
+    /// among the lost ones.
+    ///
+    /// # Errors
+    /// `NotFound` or `Ambiguous`.
+    pub fn resolve_any(&self, owner: &str, reference: &str) -> Result<Resolved, RegistryError> {
+        match self.resolve(owner, reference) {
+            Err(RegistryError::NotFound(_)) => {
+                let mut lost = self.lost(Some(owner));
+                let keys: Vec<(SessionId, &SessionName)> =
+                    lost.iter().map(|m| (m.id, &m.name)).collect();
+                let index = resolve_ref(&keys, reference)?;
+                Ok(Resolved::Lost(lost.swap_remove(index)))
+            }
+            live => live.map(Resolved::Live),
         }
     }
 
@@ -255,8 +318,16 @@ impl Registry {
             .ok_or(RegistryError::NoneDetached)
     }
 
-    /// Snapshots of `owner`'s sessions, oldest first.
+    /// Snapshots of `owner`'s sessions, live and lost, oldest first.
     pub fn list(&self, owner: &str) -> Vec<SessionInfo> {
+        let mut infos = self.list_live(owner);
+        let lost = self.lost(Some(owner));
+        infos.extend(lost.iter().map(|meta| lost::info(&self.state_dir, meta)));
+        infos.sort_by_key(|i| i.created);
+        infos
+    }
+
+    fn list_live(&self, owner: &str) -> Vec<SessionInfo> {
         let users = self.lock();
         let mut infos: Vec<SessionInfo> = users
             .get(owner)

@@ -323,6 +323,14 @@ impl SessionHandle {
         tokio::time::timeout(limit, exited).await.is_ok()
     }
 
+    /// Waits until the session's process has ended (its control connection
+    /// closed), at most `limit`. Returns whether it did.
+    pub async fn wait_gone(&self, limit: Duration) -> bool {
+        let mut info = self.info.clone();
+        let gone = async { while info.changed().await.is_ok() {} };
+        tokio::time::timeout(limit, gone).await.is_ok()
+    }
+
     /// Waits until the session's program has exited: how it ended; `None`
     /// if the session went away first.
     pub async fn exit_status(&self) -> Option<ExitStatus> {

@@ -6,12 +6,15 @@
 use std::time::{Duration, SystemTime};
 
 use super::{Command, Failure, Reply, render_list};
+use crate::lost;
+use crate::protocol::host::SessionMeta;
 use crate::protocol::host::SpawnSpec;
 use crate::protocol::{
     AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SendReply, SessionName, Typed,
 };
-use crate::registry::{Found, Registry, RegistryError};
+use crate::registry::{Found, Registry, RegistryError, Resolved};
 use crate::remote::{AttachError, Attachment};
+use crate::session::replay::Replay;
 
 /// How long `kill` waits for the program to exit (its grace + margin).
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -66,7 +69,12 @@ impl Command {
                 ..
             } => {
                 let found = match reference {
-                    Some(reference) => ctx.registry.resolve(ctx.owner, &reference)?,
+                    Some(reference) => match ctx.registry.resolve_any(ctx.owner, &reference)? {
+                        Resolved::Live(found) => found,
+                        Resolved::Lost(meta) => {
+                            return Ok(Outcome::Reply(attach_lost(&ctx, &meta)?));
+                        }
+                    },
                     None => ctx.registry.last_detached(ctx.owner)?,
                 };
                 return attach(&ctx, found, read_only, from, quiet).await;
@@ -156,9 +164,20 @@ async fn attach(
     Ok(Outcome::Attached(found, attachment))
 }
 
-/// `history REF [--raw]`.
+/// `history REF [--raw]`: from the session, or a lost one's files.
 async fn history(ctx: &Context<'_>, reference: &str, raw: bool) -> Result<Reply, Failure> {
-    let found = ctx.registry.resolve(ctx.owner, reference)?;
+    let found = match ctx.registry.resolve_any(ctx.owner, reference)? {
+        Resolved::Live(found) => found,
+        Resolved::Lost(meta) => {
+            let (output, cut) = lost_output(ctx, &meta)?;
+            return Ok(if raw {
+                Reply::verbatim(output)
+            } else {
+                let lines = ctx.registry.scrollback_lines();
+                Reply::ok(Replay::new(&output, cut, meta.size, lines).text())
+            });
+        }
+    };
     let format = if raw {
         HistoryFormat::Raw
     } else {
@@ -224,7 +243,13 @@ async fn send(ctx: &Context<'_>, reference: &str, typed: Vec<Typed>) -> Result<R
 }
 
 async fn kill(ctx: &Context<'_>, reference: &str) -> Result<Reply, Failure> {
-    let found = ctx.registry.resolve(ctx.owner, reference)?;
+    let found = match ctx.registry.resolve_any(ctx.owner, reference)? {
+        Resolved::Live(found) => found,
+        Resolved::Lost(meta) => {
+            lost::remove(ctx.registry.state_dir(), meta.id);
+            return Ok(Reply::ok(""));
+        }
+    };
     found.handle.send(ControlRequest::Kill).await;
     if !found.handle.wait_exited(KILL_WAIT).await {
         return Err(Failure::operational(
@@ -232,6 +257,50 @@ async fn kill(ctx: &Context<'_>, reference: &str) -> Result<Reply, Failure> {
             "check for processes stuck in the kernel (state D)",
         ));
     }
+    // Its process removes its history files before it ends: until then it
+    // would be listed as lost once forgotten here.
+    found.handle.wait_gone(KILL_WAIT).await;
     ctx.registry.remove(ctx.owner, found.id);
     Ok(Reply::ok(""))
+}
+
+/// A lost session's output from its history files, and whether older
+/// output was dropped before it.
+fn lost_output(ctx: &Context<'_>, meta: &SessionMeta) -> Result<(Vec<u8>, bool), Failure> {
+    lost::output(ctx.registry.state_dir(), meta).map_err(|error| {
+        Failure::operational(
+            format!(
+                "cannot read the history of lost session '{}': {error}",
+                meta.name
+            ),
+            "see the server's log",
+        )
+    })
+}
+
+/// `attach` to a lost session: its history lines and last screen as text,
+/// as `history` prints them (a byte stream: the raw output), then one
+/// line saying it was lost and what to do; exit status 1. As text, not a
+/// redraw: the terminal goes back to the user's shell in its own modes.
+fn attach_lost(ctx: &Context<'_>, meta: &SessionMeta) -> Result<Reply, Failure> {
+    let (output, cut) = lost_output(ctx, meta)?;
+    let (stdout, verbatim) = match ctx.size {
+        Some(_) => {
+            let lines = ctx.registry.scrollback_lines();
+            let text = Replay::new(&output, cut, meta.size, lines).text();
+            (text.into_bytes(), false)
+        }
+        None => (output, true),
+    };
+    let last = humantime::format_rfc3339_seconds(meta.last_activity);
+    Ok(Reply {
+        stdout,
+        verbatim,
+        stderr: format!(
+            "keepsh: session '{}' was lost: its process ended without a clean end \
+             (last activity {last}); above is what it printed (remove it: ssh HOST kill {})\n",
+            meta.name, meta.id
+        ),
+        status: 1,
+    })
 }

@@ -24,9 +24,45 @@ pub fn socket_path(state_dir: &Path, id: SessionId) -> PathBuf {
 }
 
 /// The output of session `id` on disk: `STATE/sessions/ID.history`, the
-/// segment before it `ID.history.1` (see `session::history_file`).
+/// segment before it [`older_history_path`] (see `session::history_file`).
 pub fn history_path(state_dir: &Path, id: SessionId) -> PathBuf {
     sessions_dir(state_dir).join(format!("{id}.history"))
+}
+
+/// The older segment of session `id`'s history: `ID.history.1`.
+pub fn older_history_path(state_dir: &Path, id: SessionId) -> PathBuf {
+    sessions_dir(state_dir).join(format!("{id}.history.1"))
+}
+
+/// The output session `id`'s history files hold, oldest first (the older
+/// segment, then the current one); empty if there are none.
+///
+/// # Errors
+/// A file exists but cannot be read.
+pub fn read_history(state_dir: &Path, id: SessionId) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for segment in [
+        older_history_path(state_dir, id),
+        history_path(state_dir, id),
+    ] {
+        match std::fs::read(&segment) {
+            Ok(bytes) => out.extend_from_slice(&bytes),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(out)
+}
+
+/// Removes session `id`'s history and metadata files (those that exist).
+pub fn remove_history(state_dir: &Path, id: SessionId) {
+    for path in [
+        history_path(state_dir, id),
+        older_history_path(state_dir, id),
+        meta_path(state_dir, id),
+    ] {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// What is known of session `id` beside its history:

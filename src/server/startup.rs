@@ -111,6 +111,14 @@ pub async fn serve(
     for info in found.incompatible {
         shared.registry.adopt_incompatible(info);
     }
+    // Also removes those past lost_retention.
+    let lost = shared.registry.lost(None);
+    if !lost.is_empty() {
+        tracing::info!(
+            lost = lost.len(),
+            "sessions lost (their process ended without a clean end): listed from their history files"
+        );
+    }
     let russh_config = Arc::new(super::russh_config(&config.server, host_keys));
     super::run(listeners, russh_config, config.server, shared, shutdown).await;
     tracing::info!("shutting down");
@@ -191,7 +199,8 @@ pub fn shared(config: &Config, launch: Launch) -> Result<Shared, StartupError> {
     Ok(Shared {
         authenticator: Authenticator::new(&config.users)?,
         registry: Registry::new(state_dir, settings, config.sessions.max_per_user)
-            .with_host_program(launch.host_program),
+            .with_host_program(launch.host_program)
+            .with_lost_retention(config.sessions.lost_retention),
         shell: config
             .sessions
             .shell

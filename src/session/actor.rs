@@ -46,8 +46,9 @@ use super::lifecycle::{Effect, Lifecycle, Timers};
 use super::notify::{self, Notifier};
 use super::pacing::{self, Pacing};
 use super::pty::{Pty, PtyStreams};
+use super::replay;
 use super::ring::RingBuffer;
-use super::screen::{self, Screen};
+use super::screen::Screen;
 use super::waiters::Waiters;
 use crate::protocol::host::SessionSettings;
 use crate::protocol::{
@@ -120,11 +121,6 @@ pub(super) struct Input {
 const REFRESH: Duration = Duration::from_millis(300);
 /// Most characters of the screen's last line in `list`.
 const LAST_LINE: usize = 80;
-
-/// How far back from the output's end a redraw looks for the start of an
-/// unfinished escape sequence (OSC titles and hyperlinks fit; a longer
-/// sequence cut by a redraw prints its remainder as text).
-const UNFINISHED_SEARCH: u64 = 64 * 1024;
 
 type WaitForRoom =
     Pin<Box<dyn Future<Output = (AttachmentId, Result<OwnedPermit<Event>, SendError<()>>)> + Send>>;
@@ -487,13 +483,8 @@ impl Actor {
         match format {
             HistoryFormat::Raw => self.ring.read(self.ring.start(), usize::MAX).1,
             HistoryFormat::Text => {
-                let lines = plain_lines(&screen::plain(&self.history_lines()));
-                let mut text = lines;
-                text.push_str(&self.screen.text());
-                let trimmed = text.trim_end_matches(['\n', ' ']).len();
-                text.truncate(trimmed);
-                text.push('\n');
-                Bytes::from(text)
+                let (size, lines) = (self.info.size, self.settings.scrollback_lines);
+                Bytes::from(replay::text(&self.ring, &self.screen, size, lines))
             }
         }
     }
@@ -501,10 +492,8 @@ impl Actor {
     /// Up to `scrollback_lines` lines above the screen, rebuilt from the
     /// ring buffer (see [`screen::history`]).
     fn history_lines(&self) -> String {
-        let lines = self.settings.scrollback_lines + usize::from(self.info.size.rows());
-        let from = self.ring.tail_lines_start(lines);
-        let (_, output) = self.ring.read(from, usize::MAX);
-        screen::history(&output, self.info.size)
+        let (size, lines) = (self.info.size, self.settings.scrollback_lines);
+        replay::history_lines(&self.ring, size, lines)
     }
 
     fn attach(
@@ -631,7 +620,7 @@ impl Actor {
             }
             history.push_str(&line);
         }
-        redraw(&self.ring, &self.screen, &history)
+        replay::redraw(&self.ring, &self.screen, &history)
     }
 
     fn detach(&mut self, id: AttachmentId) {
@@ -855,27 +844,8 @@ impl Source for Feed<'_> {
     }
 
     fn resync(&mut self) -> Bytes {
-        redraw(self.ring, self.screen, "").0
+        replay::redraw(self.ring, self.screen, "").0
     }
-}
-
-/// Bytes that bring a terminal to the current screen, with `history`
-/// lines in its scrollback, as of the ring's end: output then continues
-/// from there; and how many of them first show the screen (see
-/// [`Screen::restore`]). An escape sequence the output stopped inside is
-/// repeated after the screen, so that the terminal reads the rest of it as
-/// the program meant (see [`screen::unfinished_suffix`]).
-fn redraw(ring: &RingBuffer, screen: &Screen, history: &str) -> (Bytes, usize) {
-    let (mut redraw, shown) = screen.restore(history);
-    let (_, tail) = ring.read(ring.end().saturating_sub(UNFINISHED_SEARCH), usize::MAX);
-    let unfinished = screen::unfinished_suffix(&tail);
-    redraw.extend_from_slice(&tail[tail.len() - unfinished..]);
-    let shown = if shown == redraw.len() - unfinished {
-        redraw.len()
-    } else {
-        shown
-    };
-    (Bytes::from(redraw), shown)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -897,16 +867,6 @@ fn last_lines(text: &[u8], count: u32) -> Vec<u8> {
         lines.push(b'\n');
     }
     lines
-}
-
-/// `text` with each line ended by `\n` (an empty `text` stays empty).
-fn plain_lines(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 1);
-    if !text.is_empty() {
-        out.push_str(text);
-        out.push('\n');
-    }
-    out
 }
 
 /// The OS signal for a [`SignalName`].

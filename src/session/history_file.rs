@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::protocol::SessionInfo;
+#[cfg(test)]
+use crate::protocol::host::read_history as read;
 use crate::protocol::host::{SessionMeta, history_path, meta_path};
 
 /// A batch is written once this much output is pending…
@@ -353,7 +355,7 @@ impl Segments {
     }
 }
 
-/// The segment before `path`: `path.1`.
+/// The segment before `path`: `path.1` (`older_history_path`).
 fn older(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".1");
@@ -368,24 +370,6 @@ fn private_file(path: &Path) -> std::io::Result<File> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-}
-
-/// The output the history files of session `id` hold, oldest first (the
-/// older segment, then the current one); empty if there are none.
-///
-/// # Errors
-/// A file exists but cannot be read.
-pub fn read(state_dir: &Path, id: crate::protocol::SessionId) -> std::io::Result<Vec<u8>> {
-    let path = history_path(state_dir, id);
-    let mut out = Vec::new();
-    for segment in [older(&path), path] {
-        match std::fs::read(&segment) {
-            Ok(bytes) => out.extend_from_slice(&bytes),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

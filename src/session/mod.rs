@@ -20,6 +20,7 @@ mod lifecycle;
 mod notify;
 mod pacing;
 pub mod pty;
+pub mod replay;
 pub mod ring;
 pub mod screen;
 pub mod text;

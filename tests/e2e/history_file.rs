@@ -151,3 +151,87 @@ fn a_history_file_that_cannot_grow_leaves_the_session_serving_from_memory() {
     wait_until("the log line", Duration::from_secs(10), || failures() == 1);
     assert_eq!(failures(), 1, "{}", server.log());
 }
+
+/// `kill -9` of the session process and of the server (all processes gone,
+/// files kept: as after a reboot), then a new server: the session is
+/// `lost`; its history is what it printed, byte for byte; `attach` shows
+/// it and says so (exit 1); another user cannot see it; `kill` removes it.
+#[test]
+fn a_session_whose_processes_were_killed_is_lost_with_its_history() {
+    let mut server = Server::start();
+    let script = "cd /tmp && seq -f 'step %g' 1 3000; echo waiting; exec sleep 1000";
+    start_printing(&server, "agent", script);
+    wait_until("all output", DEADLINE, || {
+        stdout(&server.run("alice", &["history", "--raw", "agent"])).ends_with("waiting\r\n")
+    });
+    let raw = server.run("alice", &["history", "--raw", "agent"]).stdout;
+    let text = stdout(&server.run("alice", &["history", "agent"]));
+    let (history, older, meta) = files(&server, "alice", "agent");
+    wait_until("the output on disk", DEADLINE, || {
+        on_disk(&history, &older) == raw
+    });
+    for pid in crate::harness::session_processes(server.dir.path()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    server.restart("KILL");
+
+    let listed = server.wait_state("alice", "agent", "lost");
+    assert_eq!(listed["history_on_disk"], true);
+    assert_eq!(listed["cwd"], "/tmp", "{listed}");
+    assert_eq!(
+        server.run("alice", &["history", "--raw", "agent"]).stdout,
+        raw
+    );
+    // The text as the live session printed it: 2,000 history lines, the screen.
+    assert!(text.ends_with("step 3000\nwaiting\n"), "{text}");
+    assert_eq!(stdout(&server.run("alice", &["history", "agent"])), text);
+    let attach = server
+        .ssh("alice")
+        .args(["-tt", "attach", "agent"])
+        .output()
+        .expect("ssh");
+    assert_eq!(attach.status.code(), Some(1));
+    let shown = String::from_utf8_lossy(&attach.stdout);
+    assert!(shown.contains("step 3000\r\nwaiting\r\n"), "{shown}");
+    let said = String::from_utf8_lossy(&attach.stderr);
+    assert!(said.contains("keepsh: session 'agent' was lost"), "{said}");
+    // Isolation: another user's lost session looks exactly like a missing one.
+    let bob = server.run("bob", &["history", "agent"]);
+    assert_eq!(bob.status.code(), Some(1));
+    assert!(crate::harness::stderr(&bob).starts_with("keepsh: no session 'agent'"));
+    assert!(server.list("bob").is_empty());
+    // `kill` removes its files; it is gone from the list.
+    assert!(server.run("alice", &["kill", "agent"]).status.success());
+    assert!(!history.exists() && !meta.exists());
+    assert!(server.list("alice").is_empty());
+}
+
+/// A lost session is removed `lost_retention` after its last activity.
+#[test]
+fn a_lost_session_past_lost_retention_is_removed() {
+    let server = Server::start_with(Options {
+        sessions: "lost_retention = \"1s\"",
+        ..Options::default()
+    });
+    start_printing(&server, "brief", "echo once; exec sleep 1000");
+    wait_until("the output", DEADLINE, || {
+        stdout(&server.run("alice", &["history", "brief"])).contains("once")
+    });
+    let (history, _, meta) = files(&server, "alice", "brief");
+    for pid in crate::harness::session_processes(server.dir.path()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    // Listed as lost while its process is gone, then removed.
+    wait_until("the files removed", DEADLINE, || {
+        server.list("alice").is_empty() && !history.exists() && !meta.exists()
+    });
+    assert!(
+        server.log().contains("past lost_retention"),
+        "{}",
+        server.log()
+    );
+}
