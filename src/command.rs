@@ -60,6 +60,14 @@ pub enum Command {
         /// Which session.
         reference: String,
     },
+    /// `restart [-d] REF`: a lost or exited session's command started
+    /// again, after its old output.
+    Restart {
+        /// Which session.
+        reference: String,
+        /// Print its id instead of attaching.
+        detach: bool,
+    },
     /// `send REF [--enter] [--] TEXT...`, `send --keys REF KEY...`: type
     /// into a session without attaching.
     Send {
@@ -148,6 +156,12 @@ enum Sub {
         reference: String,
     },
     Kill {
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
+    Restart {
+        #[arg(short = 'd', long = "detach")]
+        detach: bool,
         #[arg(value_name = "REF")]
         reference: String,
     },
@@ -398,6 +412,10 @@ impl Sub {
             Sub::Kill { reference } => Command::Kill {
                 reference: checked_ref(reference)?,
             },
+            Sub::Restart { detach, reference } => Command::Restart {
+                reference: checked_ref(reference)?,
+                detach,
+            },
             Sub::Rename { reference, new } => Command::Rename {
                 reference: checked_ref(reference)?,
                 new,
@@ -473,7 +491,11 @@ usage: ssh [-t] HOST COMMAND
   list [--json]                     your sessions
   history [--raw] REF               print a session's history lines and screen as text
                                     (--raw: the buffered output, byte for byte)
-  kill REF                          end a session's programs (SIGHUP, then SIGKILL)
+  kill REF                          end a session's programs (SIGHUP, then SIGKILL);
+                                    a lost session: remove its files
+  restart [-d] REF                  start a lost or exited session's command again, in
+                                    its directory, after its old output; attached
+                                    (-d: detached, prints its id)
   rename REF NEW                    rename a session
   wait [--for REGEX] [--timeout D] REF
                                     wait for the program's exit (its exit code), or for
@@ -810,6 +832,13 @@ mod tests {
                 reference: "x".into()
             })
         );
+        assert_eq!(
+            check("restart -d x"),
+            Ok(Command::Restart {
+                reference: "x".into(),
+                detach: true
+            })
+        );
         assert_eq!(check("help"), Ok(Command::Help));
         assert_eq!(check("new --help"), Ok(Command::Help));
         assert_eq!(check("version"), Ok(Command::Version));
@@ -824,6 +853,7 @@ mod tests {
             "new 'bad name'",
             "rename a 'b c'",
             "kill",
+            "restart",
             "list --yaml",
             "attach --from minus",
             "attach a b",

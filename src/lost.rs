@@ -48,6 +48,11 @@ pub fn scan(
     found
 }
 
+/// Session `id`'s metadata file, if it is there and readable.
+pub fn read(state_dir: &Path, id: SessionId) -> Option<SessionMeta> {
+    read_meta(&meta_path(state_dir, id))
+}
+
 fn read_meta(path: &Path) -> Option<SessionMeta> {
     let text = std::fs::read(path)
         .map_err(|error| tracing::debug!(%error, path = %path.display(), "unreadable metadata"))

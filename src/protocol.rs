@@ -378,6 +378,10 @@ pub enum ControlRequest {
     /// End the session's program: SIGHUP to its process groups, then SIGKILL
     /// after a grace period. The session ends once the program has exited.
     Kill,
+    /// End a session whose program has exited now, leaving its history and
+    /// metadata files: the server starts its command again from them
+    /// (`restart`).
+    Release,
 }
 
 /// What an attachment's client sends, on its connection.

@@ -16,7 +16,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use crate::lost;
-use crate::protocol::host::{HostSpec, SessionMeta, SessionSettings, SpawnError, SpawnSpec};
+use crate::protocol::host::{
+    HostSpec, SessionMeta, SessionSettings, SpawnError, SpawnSpec, socket_path,
+};
 use crate::protocol::{SessionId, SessionInfo, SessionName, SessionState};
 use crate::remote::StartError;
 use crate::remote::{self, SessionHandle};
@@ -230,31 +232,68 @@ impl Registry {
         name: Option<SessionName>,
         spec: SpawnSpec,
     ) -> Result<Found, RegistryError> {
-        let id = SessionId::random();
-        let name = {
-            let mut users = self.lock();
-            let entries = users.entry(owner.to_owned()).or_default();
-            if entries.len() >= self.max_per_user {
-                return Err(RegistryError::LimitReached(self.max_per_user));
+        self.start(owner, SessionId::random(), name, spec, false)
+            .await
+    }
+
+    /// Starts lost session `meta` again (`restart`): its id and name,
+    /// running `spec`, its output starting with its history files'.
+    ///
+    /// # Errors
+    /// As [`Registry::create`] (`DuplicateName`: a live session took its
+    /// name meanwhile).
+    pub async fn restart(
+        &self,
+        meta: &SessionMeta,
+        spec: SpawnSpec,
+    ) -> Result<Found, RegistryError> {
+        let name = Some(meta.name.clone());
+        // The socket a killed process left behind (none is listening).
+        let _ = std::fs::remove_file(socket_path(&self.state_dir, meta.id));
+        self.start(&meta.owner, meta.id, name, spec, true).await
+    }
+
+    /// Reserves `name` (or the lowest free integer) for session `id` of
+    /// `owner`, the entry marked as starting.
+    fn reserve(
+        &self,
+        owner: &str,
+        id: SessionId,
+        name: Option<SessionName>,
+    ) -> Result<SessionName, RegistryError> {
+        let mut users = self.lock();
+        let entries = users.entry(owner.to_owned()).or_default();
+        if entries.len() >= self.max_per_user {
+            return Err(RegistryError::LimitReached(self.max_per_user));
+        }
+        let name = match name {
+            Some(name) if entries.iter().any(|e| e.name == name) => {
+                return Err(RegistryError::DuplicateName(name));
             }
-            let name = match name {
-                Some(name) if entries.iter().any(|e| e.name == name) => {
-                    return Err(RegistryError::DuplicateName(name));
-                }
-                Some(name) => name,
-                None => (0..)
-                    .map(SessionName::numbered)
-                    .find(|n| entries.iter().all(|e| &e.name != n))
-                    .expect("fewer than u32::MAX sessions exist"),
-            };
-            entries.push(Entry {
-                id,
-                name: name.clone(),
-                handle: None,
-                incompatible: None,
-            });
-            name
+            Some(name) => name,
+            None => (0..)
+                .map(SessionName::numbered)
+                .find(|n| entries.iter().all(|e| &e.name != n))
+                .expect("fewer than u32::MAX sessions exist"),
         };
+        entries.push(Entry {
+            id,
+            name: name.clone(),
+            handle: None,
+            incompatible: None,
+        });
+        Ok(name)
+    }
+
+    async fn start(
+        &self,
+        owner: &str,
+        id: SessionId,
+        name: Option<SessionName>,
+        spec: SpawnSpec,
+        resume: bool,
+    ) -> Result<Found, RegistryError> {
+        let name = self.reserve(owner, id, name)?;
         // Outside the lock: the session process starts the program.
         let host = HostSpec {
             id,
@@ -262,6 +301,7 @@ impl Registry {
             name: name.clone(),
             spawn: spec,
             settings: self.settings.clone(),
+            resume,
         };
         let started = remote::start(&self.host_program, &self.state_dir, &host).await;
         let mut users = self.lock();

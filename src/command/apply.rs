@@ -10,7 +10,8 @@ use crate::lost;
 use crate::protocol::host::SessionMeta;
 use crate::protocol::host::SpawnSpec;
 use crate::protocol::{
-    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SendReply, SessionName, Typed,
+    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SendReply, SessionName,
+    SessionState, Typed,
 };
 use crate::registry::{Found, Registry, RegistryError, Resolved};
 use crate::remote::{AttachError, Attachment};
@@ -85,6 +86,9 @@ impl Command {
             }
             Command::History { reference, raw } => history(&ctx, &reference, raw).await?,
             Command::Kill { reference } => kill(&ctx, &reference).await?,
+            Command::Restart { reference, detach } => {
+                return restart(&ctx, &reference, detach).await;
+            }
             Command::Rename { reference, new } => {
                 let found = ctx.registry.rename(ctx.owner, &reference, new.clone())?;
                 found
@@ -298,9 +302,90 @@ fn attach_lost(ctx: &Context<'_>, meta: &SessionMeta) -> Result<Reply, Failure> 
         verbatim,
         stderr: format!(
             "keepsh: session '{}' was lost: its process ended without a clean end \
-             (last activity {last}); above is what it printed (remove it: ssh HOST kill {})\n",
-            meta.name, meta.id
+             (last activity {last}); above is what it printed (start it again: \
+             ssh -t HOST restart {id}; remove it: ssh HOST kill {id})\n",
+            meta.name,
+            id = meta.id
         ),
         status: 1,
     })
+}
+
+/// `restart`: a lost session, or an exited one (released first: its
+/// process ends leaving its files), started again under its id and name,
+/// after its old output; attached, or its id printed with `detach`.
+async fn restart(ctx: &Context<'_>, reference: &str, detach: bool) -> Result<Outcome, Failure> {
+    let meta = match ctx.registry.resolve_any(ctx.owner, reference)? {
+        Resolved::Lost(meta) => meta,
+        Resolved::Live(found) => release(ctx, found).await?,
+    };
+    let found = ctx
+        .registry
+        .restart(&meta, restart_spec(ctx, &meta))
+        .await?;
+    if detach {
+        return Ok(Outcome::Reply(Reply::ok(format!("{}\n", found.id))));
+    }
+    attach(ctx, found, false, None, true).await
+}
+
+/// Ends exited session `found`'s process, keeping its files; its metadata.
+async fn release(ctx: &Context<'_>, found: Found) -> Result<SessionMeta, Failure> {
+    let info = found.handle.info();
+    if info.state != SessionState::Exited {
+        return Err(Failure::operational(
+            format!("session '{}' is still running", found.name),
+            "restart is for exited and lost sessions: attach to it, or kill it first",
+        ));
+    }
+    if !info.history_on_disk {
+        return Err(Failure::operational(
+            format!(
+                "session '{}' has no history file to restart from",
+                found.name
+            ),
+            "start it again with 'new' (history_file_bytes is 0, or its file failed)",
+        ));
+    }
+    found.handle.send(ControlRequest::Release).await;
+    found.handle.wait_gone(KILL_WAIT).await;
+    ctx.registry.remove(ctx.owner, found.id);
+    lost::read(ctx.registry.state_dir(), found.id).ok_or_else(|| {
+        Failure::operational(
+            format!("session '{}' left no metadata to restart from", found.name),
+            "see the server's log",
+        )
+    })
+}
+
+/// What a restarted session runs: its command (the login shell if it ran
+/// the shell), in its last directory (the home directory if that is
+/// gone), its size and TERM, this connection's environment otherwise; a
+/// line after the old output says so.
+fn restart_spec(ctx: &Context<'_>, meta: &SessionMeta) -> SpawnSpec {
+    let shell = ctx.spawn.shell.display().to_string();
+    let command = if meta.command == [shell] {
+        Vec::new()
+    } else {
+        meta.command.clone()
+    };
+    let mut env = ctx.spawn.env.clone();
+    if let Some(term) = &meta.term {
+        env.retain(|(key, _)| key != "TERM");
+        env.push(("TERM".to_owned(), term.clone()));
+    }
+    let cwd = if meta.cwd.is_dir() {
+        meta.cwd.clone()
+    } else {
+        ctx.spawn.cwd.clone()
+    };
+    let now = humantime::format_rfc3339_seconds(SystemTime::now());
+    SpawnSpec {
+        command,
+        env,
+        cwd,
+        size: meta.size,
+        preface: format!("\r\n[keepsh: restarted at {now}; above is its output from before]\r\n"),
+        ..ctx.spawn.clone()
+    }
 }

@@ -95,6 +95,11 @@ pub struct HostSpec {
     pub spawn: SpawnSpec,
     /// Buffer size and timers.
     pub settings: SessionSettings,
+    /// `restart`: the session's history files are there from before; its
+    /// output starts with theirs (the ring buffer and the screen get the
+    /// last of it) and goes on in them.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// What to run in a new PTY.

@@ -164,6 +164,8 @@ pub(super) struct Actor {
     /// Output and snapshot on disk (`None`: `history_file_bytes = 0`, or
     /// the file could not be created).
     history: Option<HistoryFile>,
+    /// Leave the history files at the end (`ControlRequest::Release`).
+    keep_history: bool,
 }
 
 impl Actor {
@@ -203,7 +205,20 @@ impl Actor {
             refresh_at: None,
             output_eof: false,
             history,
+            keep_history: false,
         }
+    }
+
+    /// Output from before a restart (`HostSpec::resume`), into the ring
+    /// buffer and the screen model: not into the history file, which holds
+    /// it already, nor counted as output while away.
+    pub(super) fn replay(&mut self, output: &[u8]) {
+        self.ring.push(output);
+        self.screen.process(output);
+        let _ = self.screen.take_bells();
+        self.info.output_offset = self.ring.end();
+        self.info.buffer_start = self.ring.start();
+        self.publish();
     }
 
     /// Output that comes before the program's (a notice from keepsh), into
@@ -271,9 +286,12 @@ impl Actor {
         self.finish();
     }
 
-    /// The session ended cleanly: nothing on disk to keep for it.
+    /// The session ended cleanly: nothing on disk to keep for it, unless
+    /// it was released for a restart.
     fn finish(&mut self) {
-        if let Some(history) = self.history.take() {
+        if let Some(history) = self.history.take()
+            && !self.keep_history
+        {
             history.remove();
         }
         tracing::info!("session ended");
@@ -455,6 +473,11 @@ impl Actor {
                 self.publish();
             }
             Message::Control(ControlRequest::Kill) => self.kill(),
+            Message::Control(ControlRequest::Release) => {
+                tracing::info!("released for a restart: its history files stay");
+                self.keep_history = true;
+                self.kill();
+            }
             Message::Signal(name) => {
                 if self.info.exit.is_none() {
                     tracing::info!(signal = ?name, "signal to the foreground process group");

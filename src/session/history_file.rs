@@ -81,15 +81,22 @@ impl HistoryFile {
     ///
     /// # Errors
     /// The files cannot be created (the caller logs it and runs without).
+    /// With `resume`, the files there are kept and written on (`restart`);
+    /// otherwise they start empty.
     pub(super) fn start(
         state_dir: &Path,
         limit: u64,
         info: watch::Receiver<SessionInfo>,
-        term: Option<String>,
-        cwd: PathBuf,
+        (term, cwd): (Option<String>, PathBuf),
+        resume: bool,
     ) -> std::io::Result<HistoryFile> {
         let id = info.borrow().id;
-        let segments = Segments::create(history_path(state_dir, id), limit.div_ceil(2).max(1))?;
+        let (path, segment) = (history_path(state_dir, id), limit.div_ceil(2).max(1));
+        let segments = if resume {
+            Segments::open(path, segment)?
+        } else {
+            Segments::create(path, segment)?
+        };
         let meta = MetaFile {
             path: meta_path(state_dir, id),
             term,
@@ -331,16 +338,33 @@ impl Segments {
         })
     }
 
+    /// Goes on with the history at `path`, creating it if there is none.
+    fn open(path: PathBuf, segment: u64) -> std::io::Result<Segments> {
+        let current = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)?;
+        let written = current.metadata()?.len();
+        Ok(Segments {
+            path,
+            current,
+            written,
+            segment,
+        })
+    }
+
     /// Appends `bytes`, starting a new segment (the current one becomes
     /// the older, replacing it) each time one is full.
     fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
         while !bytes.is_empty() {
-            if self.written == self.segment {
+            if self.written >= self.segment {
                 std::fs::rename(&self.path, older(&self.path))?;
                 self.current = private_file(&self.path)?;
                 self.written = 0;
             }
-            let room = usize::try_from(self.segment - self.written).unwrap_or(usize::MAX);
+            let room = usize::try_from(self.segment.saturating_sub(self.written));
+            let room = room.unwrap_or(usize::MAX);
             let (now, rest) = bytes.split_at(bytes.len().min(room));
             self.current.write_all(now)?;
             self.written += now.len() as u64;
@@ -405,7 +429,8 @@ mod tests {
         std::fs::create_dir_all(sessions).expect("sessions dir");
         let (publish, info) = watch::channel(info());
         let term = Some("xterm-256color".to_owned());
-        let file = HistoryFile::start(dir, limit, info, term, "/srv".into()).expect("start");
+        let file =
+            HistoryFile::start(dir, limit, info, (term, "/srv".into()), false).expect("start");
         (file, publish)
     }
 

@@ -57,6 +57,11 @@ struct Mailbox {
 fn start(spec: HostSpec, state_dir: &std::path::Path) -> Result<Mailbox, SpawnError> {
     let (pty, streams) = pty::spawn(&spec.spawn)?;
     let history = (spec.settings.history_file_bytes > 0).then(|| history_spec(&spec));
+    let old = if spec.resume {
+        resumed_output(state_dir, &spec)
+    } else {
+        Vec::new()
+    };
     let now = std::time::SystemTime::now();
     let command = if spec.spawn.command.is_empty() {
         vec![spec.spawn.shell.display().to_string()]
@@ -85,9 +90,13 @@ fn start(spec: HostSpec, state_dir: &std::path::Path) -> Result<Mailbox, SpawnEr
     let (input, input_rx) = mpsc::channel(pty::INPUT_QUEUE);
     let (publish, info_rx) = watch::channel(info.clone());
     let span = tracing::info_span!("session", id = %info.id, owner = %info.owner);
-    let history = history
-        .and_then(|(limit, term, cwd)| history_file(state_dir, limit, info_rx.clone(), term, cwd));
+    let history = history.and_then(|(limit, term, cwd)| {
+        history_file(state_dir, limit, info_rx.clone(), (term, cwd), spec.resume)
+    });
     let mut actor = actor::Actor::new(info, publish, pty, spec.settings, history);
+    if !old.is_empty() {
+        actor.replay(&old);
+    }
     if !spec.spawn.preface.is_empty() {
         actor.preface(spec.spawn.preface.into_bytes());
     }
@@ -117,16 +126,39 @@ fn history_file(
     state_dir: &std::path::Path,
     limit: u64,
     info: watch::Receiver<SessionInfo>,
-    term: Option<String>,
-    cwd: std::path::PathBuf,
+    started: (Option<String>, std::path::PathBuf),
+    resume: bool,
 ) -> Option<history_file::HistoryFile> {
-    match history_file::HistoryFile::start(state_dir, limit, info, term, cwd) {
+    match history_file::HistoryFile::start(state_dir, limit, info, started, resume) {
         Ok(file) => Some(file),
         Err(error) => {
             tracing::warn!(%error, "cannot create the history file; this session's output is kept in memory only");
             None
         }
     }
+}
+
+/// The output a restarted session starts with: the last `scrollback_bytes`
+/// of its history files, from a line start (unreadable files: none,
+/// logged).
+fn resumed_output(state_dir: &std::path::Path, spec: &HostSpec) -> Vec<u8> {
+    let all = match crate::protocol::host::read_history(state_dir, spec.id) {
+        Ok(all) => all,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the history to restart from; starting without");
+            return Vec::new();
+        }
+    };
+    let keep = spec.settings.scrollback_bytes.min(all.len());
+    let tail = &all[all.len() - keep..];
+    if keep == all.len() {
+        return tail.to_vec();
+    }
+    let start = tail
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(tail.len(), |i| i + 1);
+    tail[start..].to_vec()
 }
 
 #[cfg(test)]
@@ -179,6 +211,7 @@ mod tests {
                 name: "t".parse().expect("name"),
                 spawn,
                 settings: settings(scrollback_bytes),
+                resume: false,
             },
             std::path::Path::new("/nonexistent"),
         )

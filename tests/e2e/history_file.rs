@@ -235,3 +235,88 @@ fn a_lost_session_past_lost_retention_is_removed() {
         server.log()
     );
 }
+
+/// `restart` of a lost shell session: the same id and name, a login shell
+/// in the directory it was in, after its old output and a line saying so.
+#[test]
+fn a_lost_session_restarts_in_its_directory_after_its_old_output() {
+    let mut server = Server::start();
+    let out = server.run("alice", &["new", "-d", "shell"]);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let send = |server: &Server, text: &str| {
+        let out = server.run("alice", &["send", "--enter", "shell", text]);
+        assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    };
+    send(&server, "cd /tmp && echo moved-$((6*7))");
+    wait_until("the shell in /tmp", DEADLINE, || {
+        stdout(&server.run("alice", &["history", "shell"])).contains("moved-42")
+            && server
+                .session("alice", "shell")
+                .is_some_and(|s| s["cwd"] == "/tmp")
+    });
+    let (_, _, meta) = files(&server, "alice", "shell");
+    wait_until("the directory in the metadata", DEADLINE, || {
+        std::fs::read_to_string(&meta).is_ok_and(|m| m.contains("\"cwd\":\"/tmp\""))
+    });
+    for pid in crate::harness::session_processes(server.dir.path()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    server.restart("KILL");
+    server.wait_state("alice", "shell", "lost");
+
+    let restarted = server.run("alice", &["restart", "-d", "shell"]);
+    assert!(
+        restarted.status.success(),
+        "{}",
+        crate::harness::stderr(&restarted)
+    );
+    assert_eq!(stdout(&restarted).trim(), id);
+    server.wait_state("alice", "shell", "orphaned");
+    send(&server, "pwd");
+    wait_until("pwd after the restart", DEADLINE, || {
+        let text = stdout(&server.run("alice", &["history", "shell"]));
+        let after = text
+            .split("[keepsh: restarted at")
+            .nth(1)
+            .unwrap_or_default();
+        text.contains("moved-42") && after.contains("\n/tmp\n")
+    });
+    let listed = server.list("alice");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+}
+
+/// `restart` of an exited session: its command runs again after its old
+/// output, under the same id; a running one is refused.
+#[test]
+fn an_exited_session_restarts_and_a_running_one_is_refused() {
+    let server = Server::start();
+    start_printing(&server, "job", "echo run-once; exit 3");
+    server.wait_state("alice", "job", "exited");
+    let id = server.session("alice", "job").expect("listed")["id"].clone();
+    let restarted = server.run("alice", &["restart", "-d", "job"]);
+    assert!(
+        restarted.status.success(),
+        "{}",
+        crate::harness::stderr(&restarted)
+    );
+    assert_eq!(stdout(&restarted).trim(), id.as_str().expect("id"));
+    wait_until("the second run", DEADLINE, || {
+        stdout(&server.run("alice", &["history", "job"]))
+            .matches("run-once")
+            .count()
+            == 2
+    });
+    server.wait_state("alice", "job", "exited");
+    start_printing(&server, "live", "exec sleep 1000");
+    let refused = server.run("alice", &["restart", "live"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = crate::harness::stderr(&refused);
+    assert!(
+        err.starts_with("keepsh: session 'live' is still running"),
+        "{err}"
+    );
+}
