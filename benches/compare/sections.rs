@@ -221,7 +221,12 @@ pub fn throughput(bench: &Bench, report: &mut Report) {
         let (d, n) = time_to_done(cmd, Duration::from_secs(300));
         plain.push(rate(d));
         plain_bytes.push(n as f64 / 1e6);
-        assert!(without_history.run("alice", &["kill", &name]).status.success());
+        assert!(
+            without_history
+                .run("alice", &["kill", &name])
+                .status
+                .success()
+        );
 
         let mut cmd = bench.sshd.ssh();
         cmd.args(["-tt", "sh", &emit]);
