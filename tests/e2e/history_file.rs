@@ -28,6 +28,16 @@ fn on_disk(history: &Path, older: &Path) -> Vec<u8> {
     bytes
 }
 
+/// `kill -9` of every session process of `server` (as the OOM killer or
+/// a reboot would end them: no clean end).
+fn kill_session_processes(server: &Server) {
+    for pid in crate::harness::session_processes(server.dir.path()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+}
+
 fn start_printing(server: &Server, name: &str, script: &str) {
     let script = crate::screen::sh(script);
     let out = server.run("alice", &["new", "-d", name, "--", "sh", "-c", &script]);
@@ -170,11 +180,7 @@ fn a_session_whose_processes_were_killed_is_lost_with_its_history() {
     wait_until("the output on disk", DEADLINE, || {
         on_disk(&history, &older) == raw
     });
-    for pid in crate::harness::session_processes(server.dir.path()) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-    }
+    kill_session_processes(&server);
     server.restart("KILL");
 
     let listed = server.wait_state("alice", "agent", "lost");
@@ -220,11 +226,7 @@ fn a_lost_session_past_lost_retention_is_removed() {
         stdout(&server.run("alice", &["history", "brief"])).contains("once")
     });
     let (history, _, meta) = files(&server, "alice", "brief");
-    for pid in crate::harness::session_processes(server.dir.path()) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-    }
+    kill_session_processes(&server);
     // Listed as lost while its process is gone, then removed.
     wait_until("the files removed", DEADLINE, || {
         server.list("alice").is_empty() && !history.exists() && !meta.exists()
@@ -259,11 +261,7 @@ fn a_lost_session_restarts_in_its_directory_after_its_old_output() {
     wait_until("the directory in the metadata", DEADLINE, || {
         std::fs::read_to_string(&meta).is_ok_and(|m| m.contains("\"cwd\":\"/tmp\""))
     });
-    for pid in crate::harness::session_processes(server.dir.path()) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-    }
+    kill_session_processes(&server);
     server.restart("KILL");
     server.wait_state("alice", "shell", "lost");
 
