@@ -11,10 +11,11 @@
 //! every [`BATCH_INTERVAL`] or [`BATCH_BYTES`], whichever comes first. No
 //! fsync: a crash of the process loses at most the last batch; a power
 //! failure what the kernel had not written back. A failed write (disk
-//! full, I/O error, the file size limit) is logged once and ends the writing: the session
-//! carries on in memory (`history_on_disk: false`). A clean end (the
-//! session killed, or its exit's retention over) removes the files; a
-//! process that dies without one leaves them.
+//! full, I/O error, the file size limit), or a disk so slow that
+//! [`MAX_PENDING`] bytes wait, is logged once and ends the writing: the
+//! session carries on in memory (`history_on_disk: false`). A clean end
+//! (the session killed, or its exit's retention over) removes the files;
+//! a process that dies without one leaves them.
 
 use std::fs::File;
 use std::io::Write;
@@ -36,6 +37,9 @@ use crate::protocol::host::{SessionMeta, history_path, meta_path};
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// …or this long after its first byte came.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// Output waiting for the disk beyond which the history is given up
+/// rather than held in memory without bound, in bytes.
+pub const MAX_PENDING: usize = 8 * 1024 * 1024;
 /// The metadata is rewritten for new activity alone at most this often
 /// (a rename, a resize or an exit at once).
 const META_INTERVAL: Duration = Duration::from_secs(5);
@@ -77,12 +81,12 @@ struct Writer {
 impl HistoryFile {
     /// Starts writing session `info`'s output under `state_dir`, at most
     /// `limit` bytes (two segments of half), and its metadata (`term` and
-    /// `cwd` are what its program started with).
+    /// `cwd` are what its program started with). With `resume`, the files
+    /// there are kept and written on (`restart`); otherwise they start
+    /// empty.
     ///
     /// # Errors
     /// The files cannot be created (the caller logs it and runs without).
-    /// With `resume`, the files there are kept and written on (`restart`);
-    /// otherwise they start empty.
     pub(super) fn start(
         state_dir: &Path,
         limit: u64,
@@ -126,6 +130,7 @@ impl HistoryFile {
         writer.write_meta(true)?;
         let thread = std::thread::Builder::new()
             .name("keepsh-history".into())
+            .stack_size(64 * 1024)
             .spawn(move || writer.run())?;
         Ok(HistoryFile {
             shared,
@@ -139,6 +144,14 @@ impl HistoryFile {
             return;
         }
         let mut pending = self.shared.lock();
+        if pending.bytes.len() + chunk.len() > MAX_PENDING {
+            pending.bytes = Vec::new();
+            drop(pending);
+            self.shared.gave_up(&format!(
+                "the disk fell {MAX_PENDING} bytes behind the output"
+            ));
+            return;
+        }
         pending.bytes.extend_from_slice(chunk);
         pending.since.get_or_insert_with(Instant::now);
         if pending.bytes.len() >= BATCH_BYTES {
@@ -181,6 +194,15 @@ impl Drop for HistoryFile {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops writing, saying why once.
+    fn gave_up(&self, why: &str) {
+        if self.on_disk.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "writing the history file failed ({why}); this session's output is kept in memory only from now on"
+            );
+        }
     }
 }
 
@@ -259,13 +281,8 @@ impl Writer {
     }
 
     fn failed(&self, error: &std::io::Error) {
-        if self.shared.on_disk.swap(false, Ordering::Relaxed) {
-            tracing::warn!(
-                %error,
-                path = %self.segments.path.display(),
-                "writing the history file failed; this session's output is kept in memory only from now on"
-            );
-        }
+        let path = self.segments.path.display();
+        self.shared.gave_up(&format!("{path}: {error}"));
     }
 }
 
@@ -516,5 +533,27 @@ mod tests {
         }
         assert!(!file.on_disk());
         file.append(b"more");
+    }
+
+    /// A disk that does not keep up (here: no writing thread at all) costs
+    /// at most MAX_PENDING bytes of memory; then the history is given up.
+    #[test]
+    fn pending_output_is_bounded() {
+        let file = HistoryFile {
+            shared: Arc::new(Shared {
+                pending: Mutex::default(),
+                wake: Condvar::new(),
+                on_disk: AtomicBool::new(true),
+            }),
+            writer: None,
+        };
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..MAX_PENDING / chunk.len() {
+            file.append(&chunk);
+        }
+        assert!(file.on_disk());
+        file.append(b"one byte too many");
+        assert!(!file.on_disk());
+        assert!(file.shared.lock().bytes.capacity() == 0);
     }
 }
