@@ -326,8 +326,10 @@ impl Actor {
             current_command: proc("comm")
                 .and_then(|path| std::fs::read_to_string(path).ok())
                 .map(|comm| comm.trim_end().to_owned()),
+            // The foreground process's, else what the shell announced (OSC 7).
             cwd: proc("cwd")
                 .and_then(|path| std::fs::read_link(path).ok())
+                .or_else(|| self.screen.working_directory())
                 .map(|dir| dir.display().to_string()),
             bells: self.info.doing.bells,
             last_line: self.screen.last_line(LAST_LINE),

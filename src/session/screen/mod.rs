@@ -30,6 +30,8 @@
 mod redraw;
 
 use std::fmt::Write as _;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -150,6 +152,19 @@ impl Screen {
     /// The last title the program set (OSC 0/2), if any.
     pub fn title(&self) -> Option<String> {
         self.term.title().0.map(str::to_owned)
+    }
+
+    /// The directory the program last announced with OSC 7 (`file://HOST/
+    /// PATH`, the path percent-decoded), if it did and it is a local path
+    /// (the host is empty, `localhost` or this machine's name).
+    pub fn working_directory(&self) -> Option<PathBuf> {
+        let uri = self.term.working_directory()?.strip_prefix("file://")?;
+        let (host, path) = uri.split_at(uri.find('/')?);
+        let local = host.is_empty()
+            || host == "localhost"
+            || rustix::system::uname().nodename().to_str() == Ok(host);
+        let path = percent_encoding::percent_decode_str(path).collect::<Vec<u8>>();
+        local.then(|| PathBuf::from(std::ffi::OsString::from_vec(path)))
     }
 
     /// The last non-empty line of the visible screen, trimmed, at most
@@ -857,5 +872,27 @@ mod tests {
         let mut screen = Screen::new(size(12, 5));
         screen.process(b"0123456789ABCD\x1b[1;12Hb");
         assert_eq!(screen.text().lines().next(), Some("0123456789AbCD"));
+    }
+
+    /// OSC 7 gives the directory when no process can be asked; a redraw
+    /// carries it; another host's path is not this machine's directory.
+    #[test]
+    fn the_working_directory_comes_from_osc_7() {
+        let mut screen = Screen::new(size(20, 5));
+        assert_eq!(screen.working_directory(), None);
+        screen.process(b"\x1b]7;file:///srv/my%20dir\x07");
+        assert_eq!(
+            screen.working_directory(),
+            Some(PathBuf::from("/srv/my dir"))
+        );
+        assert_fixed_point(size(20, 5), b"\x1b]7;file://localhost/tmp\x1b\\x");
+        let mut fresh = Screen::new(size(20, 5));
+        fresh.process(&screen.restore("").0);
+        assert_eq!(
+            fresh.working_directory(),
+            Some(PathBuf::from("/srv/my dir"))
+        );
+        screen.process(b"\x1b]7;file://elsewhere.example/home/me\x07");
+        assert_eq!(screen.working_directory(), None);
     }
 }

@@ -466,6 +466,9 @@ fn terminal_state<T>(term: &Term<T>, out: &mut String) {
         None if replaced => out.push_str("\x1b]2;\x1b\\"),
         None => {}
     }
+    if let Some(uri) = term.working_directory() {
+        let _ = write!(out, "\x1b]7;{uri}\x1b\\");
+    }
     let style = term.cursor_style();
     if style == CursorStyle::default() {
         out.push_str("\x1b[0 q");

@@ -496,6 +496,10 @@ pub trait Handler {
     /// OSC to set window title.
     fn set_title(&mut self, _: Option<String>) {}
 
+    /// OSC 7: the working directory, as a `file://HOST/PATH` URI (keepsh
+    /// patch).
+    fn set_working_directory(&mut self, _: String) {}
+
     /// Set the cursor style.
     fn set_cursor_style(&mut self, _: Option<CursorStyle>) {}
 
@@ -1374,6 +1378,20 @@ where
                         .trim()
                         .to_owned();
                     self.handler.set_title(Some(title));
+                    return;
+                }
+                unhandled(params);
+            },
+
+            // keepsh patch: the working directory (OSC 7).
+            b"7" => {
+                if params.len() >= 2 {
+                    let uri = params[1..]
+                        .iter()
+                        .flat_map(|x| str::from_utf8(x))
+                        .collect::<Vec<&str>>()
+                        .join(";");
+                    self.handler.set_working_directory(uri);
                     return;
                 }
                 unhandled(params);

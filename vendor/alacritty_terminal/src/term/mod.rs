@@ -316,6 +316,10 @@ pub struct Term<T> {
     /// term is set.
     title_stack: Vec<Option<String>>,
 
+    /// keepsh patch: the last working directory the program announced
+    /// (OSC 7), as it sent it.
+    working_directory: Option<String>,
+
     /// The stack for the keyboard modes.
     keyboard_mode_stack: Vec<KeyboardModes>,
 
@@ -454,6 +458,7 @@ impl<T> Term<T> {
             cursor_style: Default::default(),
             colors: color::Colors::default(),
             title_stack: Default::default(),
+            working_directory: None,
             is_focused: Default::default(),
             selection: Default::default(),
             title: Default::default(),
@@ -777,6 +782,12 @@ impl<T> Term<T> {
     /// XTWINOPS 22/23 push to and pop from, oldest first.
     pub fn title(&self) -> (Option<&str>, &[Option<String>]) {
         (self.title.as_deref(), &self.title_stack)
+    }
+
+    /// keepsh patch: the last working directory announced with OSC 7 (a
+    /// `file://HOST/PATH` URI, as sent).
+    pub fn working_directory(&self) -> Option<&str> {
+        self.working_directory.as_deref()
     }
 
     /// keepsh patch: the kitty keyboard protocol stacks of the active and
@@ -2383,6 +2394,12 @@ impl<T: EventListener> Handler for Term<T> {
 
         let style = self.cursor_style.get_or_insert(self.config.default_cursor_style);
         style.shape = shape;
+    }
+
+    #[inline]
+    fn set_working_directory(&mut self, uri: String) {
+        // keepsh patch: kept, at most 4 KiB of it.
+        self.working_directory = (uri.len() <= 4096).then_some(uri);
     }
 
     #[inline]
