@@ -895,4 +895,17 @@ mod tests {
         screen.process(b"\x1b]7;file://elsewhere.example/home/me\x07");
         assert_eq!(screen.working_directory(), None);
     }
+
+    /// Insert mode (IRM) printing into the second half of a wide
+    /// character erases it, as xterm and tmux do (cargo fuzz, `screen`:
+    /// the model kept the wide character with its spacer overwritten, and
+    /// its redraw overflowed the row).
+    #[test]
+    fn insert_mode_over_half_a_wide_character_erases_it() {
+        assert_fixed_point(size(12, 5), b"ab\xe4\xb2\x80cd\x1b[4h\x1b[4Gx");
+        let mut screen = Screen::new(size(12, 5));
+        screen.process(b"ab\xe4\xb2\x80cd\x1b[4h\x1b[4Gx");
+        assert_eq!(screen.text().lines().next(), Some("ab x cd"));
+        assert_fixed_point(size(12, 5), b"0123456789\xe4\xb2\x80\x1b[4h\x1b[1Gx");
+    }
 }

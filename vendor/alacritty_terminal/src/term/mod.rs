@@ -1229,8 +1229,22 @@ impl<T: EventListener> Handler for Term<T> {
             let col = self.grid.cursor.point.column;
             let row = &mut self.grid[line][..];
 
+            // keepsh patch: inserting into the second half of a wide
+            // character erases it (xterm, tmux); upstream split it from
+            // its spacer (cargo fuzz, keepsh's `screen`).
+            if col.0 > 0 && row[col.0].flags.contains(Flags::WIDE_CHAR_SPACER) {
+                row[col.0 - 1].clear_wide();
+                row[col.0].flags.remove(Flags::WIDE_CHAR_SPACER);
+            }
+
             for col in (col.0..(columns - width)).rev() {
                 row.swap(col + width, col);
+            }
+
+            // keepsh patch: a wide character pushed to the last column
+            // has lost its spacer off the row: erased.
+            if row[columns - 1].flags.contains(Flags::WIDE_CHAR) {
+                row[columns - 1].clear_wide();
             }
         }
 
