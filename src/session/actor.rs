@@ -829,7 +829,7 @@ impl Actor {
     }
 
     /// Appends `chunk` to the history file; says so once writing it failed.
-    fn record(&mut self, chunk: &[u8]) {
+    fn record(&mut self, chunk: &Bytes) {
         let Some(history) = &self.history else {
             return;
         };

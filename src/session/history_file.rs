@@ -7,8 +7,9 @@
 //! changes.
 //!
 //! The session task never waits on the disk: [`HistoryFile::append`]
-//! copies a chunk into a pending buffer, and a thread of its own writes it
-//! every [`BATCH_INTERVAL`] or [`BATCH_BYTES`], whichever comes first. No
+//! queues a chunk (a reference to it, not a copy), and a thread of its
+//! own writes what is queued every [`BATCH_INTERVAL`] or [`BATCH_BYTES`],
+//! whichever comes first, in one write. No
 //! fsync: a crash of the process loses at most the last batch; a power
 //! failure what the kernel had not written back. A failed write (disk
 //! full, I/O error, the file size limit), or a disk so slow that
@@ -26,6 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::protocol::SessionInfo;
@@ -34,7 +36,7 @@ use crate::protocol::host::read_history as read;
 use crate::protocol::host::{SessionMeta, history_path, meta_path};
 
 /// A batch is written once this much output is pending…
-pub const BATCH_BYTES: usize = 64 * 1024;
+pub const BATCH_BYTES: usize = 256 * 1024;
 /// …or this long after its first byte came.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// Output waiting for the disk beyond which the history is given up
@@ -61,7 +63,9 @@ struct Shared {
 
 #[derive(Default)]
 struct Pending {
-    bytes: Vec<u8>,
+    chunks: Vec<Bytes>,
+    /// Bytes in `chunks`.
+    size: usize,
     /// When the first pending byte came.
     since: Option<Instant>,
     /// The session's snapshot changed (not only its activity).
@@ -139,22 +143,23 @@ impl HistoryFile {
     }
 
     /// Queues `chunk` for the disk; never waits on it.
-    pub(super) fn append(&self, chunk: &[u8]) {
+    pub(super) fn append(&self, chunk: &Bytes) {
         if !self.on_disk() {
             return;
         }
         let mut pending = self.shared.lock();
-        if pending.bytes.len() + chunk.len() > MAX_PENDING {
-            pending.bytes = Vec::new();
+        if pending.size + chunk.len() > MAX_PENDING {
+            (pending.chunks, pending.size) = (Vec::new(), 0);
             drop(pending);
             self.shared.gave_up(&format!(
                 "the disk fell {MAX_PENDING} bytes behind the output"
             ));
             return;
         }
-        pending.bytes.extend_from_slice(chunk);
+        pending.chunks.push(chunk.clone());
+        pending.size += chunk.len();
         pending.since.get_or_insert_with(Instant::now);
-        if pending.bytes.len() >= BATCH_BYTES {
+        if pending.size >= BATCH_BYTES {
             self.shared.wake.notify_one();
         }
     }
@@ -208,16 +213,23 @@ impl Shared {
 
 impl Writer {
     fn run(mut self) {
+        // The batch, joined: one write each (its room kept between batches).
+        let mut batch: Vec<u8> = Vec::new();
         // A write past RLIMIT_FSIZE then fails with EFBIG, as a full disk
         // does with ENOSPC, instead of SIGXFSZ ending the session process
         // (setrlimit(2); the signal is sent to the writing thread).
         let xfsz = nix::sys::signal::SigSet::from(nix::sys::signal::Signal::SIGXFSZ);
         let _ = xfsz.thread_block();
         loop {
-            let (bytes, stop) = self.next_batch();
-            if !bytes.is_empty()
+            let (chunks, stop) = self.next_batch();
+            batch.clear();
+            chunks
+                .iter()
+                .for_each(|chunk| batch.extend_from_slice(chunk));
+            drop(chunks);
+            if !batch.is_empty()
                 && self.shared.on_disk.load(Ordering::Relaxed)
-                && let Err(error) = self.segments.write(&bytes)
+                && let Err(error) = self.segments.write(&batch)
             {
                 self.failed(&error);
             }
@@ -236,11 +248,11 @@ impl Writer {
 
     /// Waits for a batch: [`BATCH_BYTES`] pending, [`BATCH_INTERVAL`] since
     /// its first byte, a changed snapshot, or the end.
-    fn next_batch(&self) -> (Vec<u8>, Option<bool>) {
+    fn next_batch(&self) -> (Vec<Bytes>, Option<bool>) {
         let mut pending = self.shared.lock();
         loop {
             let due = pending.since.map(|since| since + BATCH_INTERVAL);
-            let full = pending.bytes.len() >= BATCH_BYTES;
+            let full = pending.size >= BATCH_BYTES;
             let late = due.is_some_and(|due| Instant::now() >= due);
             if full || late || pending.meta_changed || pending.stop.is_some() {
                 break;
@@ -257,7 +269,8 @@ impl Writer {
         }
         pending.since = None;
         pending.meta_changed = false;
-        (std::mem::take(&mut pending.bytes), pending.stop)
+        pending.size = 0;
+        (std::mem::take(&mut pending.chunks), pending.stop)
     }
 
     /// Writes the metadata if it changed: at once if more than its
@@ -466,7 +479,7 @@ mod tests {
         let id = publish.borrow().id;
         for i in 0..300u32 {
             let chunk = format!("{i}:{}\n", "x".repeat((i % 17) as usize));
-            file.append(chunk.as_bytes());
+            file.append(&Bytes::from(chunk.clone()));
             all.extend_from_slice(chunk.as_bytes());
         }
         drop(file);
@@ -487,7 +500,7 @@ mod tests {
         let id = publish.borrow().id;
         assert_eq!(meta(dir.path(), id).term.as_deref(), Some("xterm-256color"));
         assert_eq!(meta(dir.path(), id).cwd, PathBuf::from("/srv"));
-        file.append(b"hello\n");
+        file.append(&Bytes::from_static(b"hello\n"));
         publish.send_modify(|i| i.name = "play".parse().expect("name"));
         file.info_changed();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -526,13 +539,13 @@ mod tests {
             written: None,
         };
         let file = HistoryFile::spawn(segments, meta, info).expect("spawn");
-        file.append(&[b'x'; BATCH_BYTES]);
+        file.append(&Bytes::from(vec![b'x'; BATCH_BYTES]));
         let deadline = Instant::now() + Duration::from_secs(10);
         while file.on_disk() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!file.on_disk());
-        file.append(b"more");
+        file.append(&Bytes::from_static(b"more"));
     }
 
     /// A disk that does not keep up (here: no writing thread at all) costs
@@ -547,13 +560,13 @@ mod tests {
             }),
             writer: None,
         };
-        let chunk = vec![b'x'; 64 * 1024];
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
         for _ in 0..MAX_PENDING / chunk.len() {
             file.append(&chunk);
         }
         assert!(file.on_disk());
-        file.append(b"one byte too many");
+        file.append(&Bytes::from_static(b"one byte too many"));
         assert!(!file.on_disk());
-        assert!(file.shared.lock().bytes.capacity() == 0);
+        assert!(file.shared.lock().chunks.capacity() == 0);
     }
 }
