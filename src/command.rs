@@ -11,6 +11,7 @@ use serde::Serialize;
 
 mod apply;
 mod keys;
+mod lost;
 mod wait;
 
 pub use apply::{Context, Outcome};

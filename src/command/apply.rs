@@ -6,19 +6,15 @@
 use std::time::{Duration, SystemTime};
 
 use super::{Command, Failure, Reply, render_list};
-use crate::lost;
-use crate::protocol::host::SessionMeta;
 use crate::protocol::host::SpawnSpec;
 use crate::protocol::{
-    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SendReply, SessionName,
-    SessionState, Typed,
+    AttachRequest, ControlRequest, HistoryFormat, PtySize, Refusal, SendReply, SessionName, Typed,
 };
 use crate::registry::{Found, Registry, RegistryError, Resolved};
 use crate::remote::{AttachError, Attachment};
-use crate::session::replay::Replay;
 
 /// How long `kill` waits for the program to exit (its grace + margin).
-const KILL_WAIT: Duration = Duration::from_secs(10);
+pub(super) const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// What applying a command needs from its channel.
 pub struct Context<'a> {
@@ -73,7 +69,7 @@ impl Command {
                     Some(reference) => match ctx.registry.resolve_any(ctx.owner, &reference)? {
                         Resolved::Live(found) => found,
                         Resolved::Lost(meta) => {
-                            return Ok(Outcome::Reply(attach_lost(&ctx, &meta)?));
+                            return Ok(Outcome::Reply(super::lost::attach(&ctx, &meta)?));
                         }
                     },
                     None => ctx.registry.last_detached(ctx.owner)?,
@@ -87,7 +83,7 @@ impl Command {
             Command::History { reference, raw } => history(&ctx, &reference, raw).await?,
             Command::Kill { reference } => kill(&ctx, &reference).await?,
             Command::Restart { reference, detach } => {
-                return restart(&ctx, &reference, detach).await;
+                return super::lost::restart(&ctx, &reference, detach).await;
             }
             Command::Rename { reference, new } => {
                 let found = ctx.registry.rename(ctx.owner, &reference, new.clone())?;
@@ -134,7 +130,7 @@ async fn new(
 }
 
 /// Binds the channel to `found`.
-async fn attach(
+pub(super) async fn attach(
     ctx: &Context<'_>,
     found: Found,
     read_only: bool,
@@ -172,15 +168,7 @@ async fn attach(
 async fn history(ctx: &Context<'_>, reference: &str, raw: bool) -> Result<Reply, Failure> {
     let found = match ctx.registry.resolve_any(ctx.owner, reference)? {
         Resolved::Live(found) => found,
-        Resolved::Lost(meta) => {
-            let (output, cut) = lost_output(ctx, &meta)?;
-            return Ok(if raw {
-                Reply::verbatim(output)
-            } else {
-                let lines = ctx.registry.scrollback_lines();
-                Reply::ok(Replay::new(&output, cut, meta.size, lines).text())
-            });
-        }
+        Resolved::Lost(meta) => return super::lost::history(ctx, &meta, raw),
     };
     let format = if raw {
         HistoryFormat::Raw
@@ -250,7 +238,7 @@ async fn kill(ctx: &Context<'_>, reference: &str) -> Result<Reply, Failure> {
     let found = match ctx.registry.resolve_any(ctx.owner, reference)? {
         Resolved::Live(found) => found,
         Resolved::Lost(meta) => {
-            lost::remove(ctx.registry.state_dir(), meta.id);
+            crate::lost::remove(ctx.registry.state_dir(), meta.id);
             return Ok(Reply::ok(""));
         }
     };
@@ -266,126 +254,4 @@ async fn kill(ctx: &Context<'_>, reference: &str) -> Result<Reply, Failure> {
     found.handle.wait_gone(KILL_WAIT).await;
     ctx.registry.remove(ctx.owner, found.id);
     Ok(Reply::ok(""))
-}
-
-/// A lost session's output from its history files, and whether older
-/// output was dropped before it.
-fn lost_output(ctx: &Context<'_>, meta: &SessionMeta) -> Result<(Vec<u8>, bool), Failure> {
-    lost::output(ctx.registry.state_dir(), meta).map_err(|error| {
-        Failure::operational(
-            format!(
-                "cannot read the history of lost session '{}': {error}",
-                meta.name
-            ),
-            "see the server's log",
-        )
-    })
-}
-
-/// `attach` to a lost session: its history lines and last screen as text,
-/// as `history` prints them (a byte stream: the raw output), then one
-/// line saying it was lost and what to do; exit status 1. As text, not a
-/// redraw: the terminal goes back to the user's shell in its own modes.
-fn attach_lost(ctx: &Context<'_>, meta: &SessionMeta) -> Result<Reply, Failure> {
-    let (output, cut) = lost_output(ctx, meta)?;
-    let (stdout, verbatim) = match ctx.size {
-        Some(_) => {
-            let lines = ctx.registry.scrollback_lines();
-            let text = Replay::new(&output, cut, meta.size, lines).text();
-            (text.into_bytes(), false)
-        }
-        None => (output, true),
-    };
-    let last = humantime::format_rfc3339_seconds(meta.last_activity);
-    Ok(Reply {
-        stdout,
-        verbatim,
-        stderr: format!(
-            "keepsh: session '{}' was lost: its process ended without a clean end \
-             (last activity {last}); above is what it printed (start it again: \
-             ssh -t HOST restart {id}; remove it: ssh HOST kill {id})\n",
-            meta.name,
-            id = meta.id
-        ),
-        status: 1,
-    })
-}
-
-/// `restart`: a lost session, or an exited one (released first: its
-/// process ends leaving its files), started again under its id and name,
-/// after its old output; attached, or its id printed with `detach`.
-async fn restart(ctx: &Context<'_>, reference: &str, detach: bool) -> Result<Outcome, Failure> {
-    let meta = match ctx.registry.resolve_any(ctx.owner, reference)? {
-        Resolved::Lost(meta) => meta,
-        Resolved::Live(found) => release(ctx, found).await?,
-    };
-    let found = ctx
-        .registry
-        .restart(&meta, restart_spec(ctx, &meta))
-        .await?;
-    if detach {
-        return Ok(Outcome::Reply(Reply::ok(format!("{}\n", found.id))));
-    }
-    attach(ctx, found, false, None, true).await
-}
-
-/// Ends exited session `found`'s process, keeping its files; its metadata.
-async fn release(ctx: &Context<'_>, found: Found) -> Result<SessionMeta, Failure> {
-    let info = found.handle.info();
-    if info.state != SessionState::Exited {
-        return Err(Failure::operational(
-            format!("session '{}' is still running", found.name),
-            "restart is for exited and lost sessions: attach to it, or kill it first",
-        ));
-    }
-    if !info.history_on_disk {
-        return Err(Failure::operational(
-            format!(
-                "session '{}' has no history file to restart from",
-                found.name
-            ),
-            "start it again with 'new' (history_file_bytes is 0, or its file failed)",
-        ));
-    }
-    found.handle.send(ControlRequest::Release).await;
-    found.handle.wait_gone(KILL_WAIT).await;
-    ctx.registry.remove(ctx.owner, found.id);
-    lost::read(ctx.registry.state_dir(), found.id).ok_or_else(|| {
-        Failure::operational(
-            format!("session '{}' left no metadata to restart from", found.name),
-            "see the server's log",
-        )
-    })
-}
-
-/// What a restarted session runs: its command (the login shell if it ran
-/// the shell), in its last directory (the home directory if that is
-/// gone), its size and TERM, this connection's environment otherwise; a
-/// line after the old output says so.
-fn restart_spec(ctx: &Context<'_>, meta: &SessionMeta) -> SpawnSpec {
-    let shell = ctx.spawn.shell.display().to_string();
-    let command = if meta.command == [shell] {
-        Vec::new()
-    } else {
-        meta.command.clone()
-    };
-    let mut env = ctx.spawn.env.clone();
-    if let Some(term) = &meta.term {
-        env.retain(|(key, _)| key != "TERM");
-        env.push(("TERM".to_owned(), term.clone()));
-    }
-    let cwd = if meta.cwd.is_dir() {
-        meta.cwd.clone()
-    } else {
-        ctx.spawn.cwd.clone()
-    };
-    let now = humantime::format_rfc3339_seconds(SystemTime::now());
-    SpawnSpec {
-        command,
-        env,
-        cwd,
-        size: meta.size,
-        preface: format!("\r\n[keepsh: restarted at {now}; above is its output from before]\r\n"),
-        ..ctx.spawn.clone()
-    }
 }
