@@ -908,4 +908,18 @@ mod tests {
         assert_eq!(screen.text().lines().next(), Some("ab x cd"));
         assert_fixed_point(size(12, 5), b"0123456789\xe4\xb2\x80\x1b[4h\x1b[1Gx");
     }
+
+    /// A scroll region whose bottom lies past the screen is clamped first
+    /// and then checked: top 6, bottom 80 on 5 rows is refused, as xterm
+    /// and tmux refuse it (cargo fuzz, `screen`: the model kept an empty
+    /// region that no redraw could set).
+    #[test]
+    fn a_scroll_region_below_the_screen_is_refused() {
+        assert_fixed_point(size(12, 5), b"abc\x1b[6;80rde");
+        let mut screen = Screen::new(size(12, 5));
+        screen.process(b"\x1b[2;80r\x1b[6;80r\x1b[5Hx\n");
+        // The region 2..5 still holds: the line feed at the bottom scrolls
+        // rows 2 to 5 only.
+        assert_eq!(screen.text().lines().nth(3), Some("x"));
+    }
 }

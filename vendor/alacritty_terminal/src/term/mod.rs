@@ -2348,6 +2348,11 @@ impl<T: EventListener> Handler for Term<T> {
     fn set_scrolling_region(&mut self, top: usize, bottom: Option<usize>) {
         // Fallback to the last line as default.
         let bottom = bottom.unwrap_or_else(|| self.screen_lines());
+        // keepsh patch: the bottom is clamped to the screen before the
+        // check, as xterm and tmux do; upstream accepted a top below the
+        // screen with a bottom past it, an empty region (cargo fuzz,
+        // keepsh's `screen`).
+        let bottom = cmp::min(bottom, self.screen_lines());
 
         if top >= bottom {
             debug!("Invalid scrolling region: ({top};{bottom})");
