@@ -81,13 +81,22 @@ fn a_writable_client_attached_keeps_the_command_quiet_and_runs_are_rate_limited(
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
     let server = server_noting_runs_in(&runs, "1h");
-    let go = dir.path().join("go");
-    let made = std::process::Command::new("mkfifo").arg(&go).status();
+    // Two FIFOs: with one, the second `read` could open it while the
+    // test still held it open from the first write, read its EOF and go
+    // on before the client left (seen under load: the test then waited
+    // for ever to write the second).
+    let (go, then) = (dir.path().join("go"), dir.path().join("then"));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&go)
+        .arg(&then)
+        .status();
     assert!(made.expect("run mkfifo").success());
-    let fifo = shell_words::quote(&go.to_string_lossy()).into_owned();
+    let fifo = |path: &Path| shell_words::quote(&path.to_string_lossy()).into_owned();
     let script = format!(
-        "echo waiting; read x < {fifo}; printf 'rang\\a\\n'; read y < {fifo}; \
-         printf '\\033]9;first\\007'; printf '\\033]9;second\\007'; exec sleep 1000"
+        "echo waiting; read x < {}; printf 'rang\\a\\n'; read y < {}; \
+         printf '\\033]9;first\\007'; printf '\\033]9;second\\007'; exec sleep 1000",
+        fifo(&go),
+        fifo(&then)
     );
     let quoted = shell_words::quote(&script).into_owned();
     let out = server.run("alice", &["new", "-d", "agent", "--", "sh", "-c", &quoted]);
@@ -101,7 +110,7 @@ fn a_writable_client_attached_keeps_the_command_quiet_and_runs_are_rate_limited(
     server.wait_state("alice", "agent", "orphaned");
     // Unwatched: the first notification runs it; the second comes within
     // min_interval (1 h) and does not.
-    std::fs::write(&go, "y\n").expect("write to the FIFO");
+    std::fs::write(&then, "y\n").expect("write to the FIFO");
     let lines = wait_runs(&runs, 1);
     assert_eq!(lines, ["notification|agent|first|alice|id"]);
     let skipped = poll(DEADLINE, || {

@@ -215,10 +215,9 @@ fn a_stale_socket_is_removed_and_list_carries_on() {
         .expect("kill");
     assert!(status.success());
 
-    // The running server notices, forgets it and removes its socket.
-    wait_until("the dead session to leave the list", DEADLINE, || {
-        server.session("alice", "doomed").is_none()
-    });
+    // The running server notices, lists it as lost (its history file is
+    // there) and removes its socket.
+    server.wait_state("alice", "doomed", "lost");
     wait_until("its socket to be removed", DEADLINE, || !doomed.exists());
     assert!(server.session("alice", "kept").is_some());
 
@@ -234,7 +233,11 @@ fn a_stale_socket_is_removed_and_list_carries_on() {
         .iter()
         .map(|s| s["name"].as_str().expect("name").to_owned())
         .collect();
-    assert_eq!(names, ["kept"]);
+    assert_eq!(names, ["doomed", "kept"]);
+    assert_eq!(
+        server.session("alice", "doomed").expect("listed")["state"],
+        "lost"
+    );
     assert!(server.log().contains("stale socket"));
 }
 
@@ -245,6 +248,7 @@ fn socket_path_of(server: &Server, _name: &str) -> PathBuf {
         .expect("sessions dir")
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sock"))
         .collect();
     assert_eq!(sockets.len(), 1, "{sockets:?}");
     sockets.remove(0)
