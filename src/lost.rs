@@ -3,9 +3,9 @@
 //! and metadata files as it runs and removes them at a clean end
 //! (`session::history_file`), so the metadata files of sessions that no
 //! live process serves are the lost ones. They are found by reading the
-//! state directory when asked (`list`, a reference), never held in memory;
-//! `[sessions] lost_retention` after its last activity, a lost session's
-//! files are removed.
+//! state directory when asked (`list`, a reference, the server's sweep),
+//! never held in memory; `[sessions] lost_retention` after its last
+//! activity, a lost session's files are removed.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

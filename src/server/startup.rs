@@ -119,10 +119,28 @@ pub async fn serve(
             "sessions lost (their process ended without a clean end): listed from their history files"
         );
     }
+    tokio::spawn(sweep_lost(
+        Arc::clone(&shared),
+        config.sessions.lost_retention,
+    ));
     let russh_config = Arc::new(super::russh_config(&config.server, host_keys));
     super::run(listeners, russh_config, config.server, shared, shutdown).await;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Removes lost sessions past `retention` even when nobody lists them:
+/// every `retention`, at most every hour (on a blocking thread: it reads
+/// the state directory).
+async fn sweep_lost(shared: Arc<Shared>, retention: Duration) {
+    let every = retention.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let shared = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || shared.registry.lost(None)).await;
+    }
 }
 
 /// Loads (or generates) each host key, printing its type and fingerprint.
