@@ -111,7 +111,16 @@ pub async fn serve(
     for info in found.incompatible {
         shared.registry.adopt_incompatible(info);
     }
-    // Also removes those past lost_retention.
+    sweep_lost(&shared, config.sessions.lost_retention);
+    let russh_config = Arc::new(super::russh_config(&config.server, host_keys));
+    super::run(listeners, russh_config, config.server, shared, shutdown).await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// Logs how many sessions are lost, removing those past `retention`; then
+/// does so again even when nobody lists them ([`sweep`]).
+fn sweep_lost(shared: &Arc<Shared>, retention: Duration) {
     let lost = shared.registry.lost(None);
     if !lost.is_empty() {
         tracing::info!(
@@ -119,20 +128,12 @@ pub async fn serve(
             "sessions lost (their process ended without a clean end): listed from their history files"
         );
     }
-    tokio::spawn(sweep_lost(
-        Arc::clone(&shared),
-        config.sessions.lost_retention,
-    ));
-    let russh_config = Arc::new(super::russh_config(&config.server, host_keys));
-    super::run(listeners, russh_config, config.server, shared, shutdown).await;
-    tracing::info!("shutting down");
-    Ok(())
+    tokio::spawn(sweep(Arc::clone(shared), retention));
 }
 
-/// Removes lost sessions past `retention` even when nobody lists them:
-/// every `retention`, at most every hour (on a blocking thread: it reads
-/// the state directory).
-async fn sweep_lost(shared: Arc<Shared>, retention: Duration) {
+/// Removes lost sessions past `retention` every `retention`, at most
+/// every hour (on a blocking thread: it reads the state directory).
+async fn sweep(shared: Arc<Shared>, retention: Duration) {
     let every = retention.clamp(Duration::from_secs(1), Duration::from_secs(3600));
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
