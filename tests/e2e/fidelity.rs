@@ -227,6 +227,39 @@ fn autowrap_off_and_a_pending_wrap_are_restored() {
     wait_same(&judged.tmux, &judged.stayed, &returned);
 }
 
+/// A wide character printed at the last column wraps and leaves that cell
+/// empty; the row below is then overwritten (row 3), erased (row 7),
+/// pushed down by IL (row 12) or erased at its start (ECH, row 16). The reattached client shows each row where
+/// it was, nothing of the row below in the empty cell, and the same rows
+/// wrap (tmux ends a row's wrap when the row below is cleared whole or
+/// moved, as the model does).
+#[test]
+fn rows_a_wide_character_wrapped_from_are_restored_whatever_came_below() {
+    let judged = Judged::start(Server::start(), &["bash", "-c", PRINTER], "ready");
+    judged.attach_and_drop("ready");
+    let draw = "\x1b[2;1Hoverwritten\x1b[3;80H\u{4e2d}b\x1b[4;1Hxy\
+        \x1b[6;1Herased\x1b[7;80H\u{6587}\x1b[8;1H\x1b[2K\
+        \x1b[10;1Hmoved\x1b[11;80H\u{5b57}\x1b[12;1H\x1b[L\
+        \x1b[14;1Hcut\x1b[15;80H\u{5b50}\x1b[16;1H\x1b[2X\x1b[16;4Hx\x1b[20;1Hstep-1";
+    judged.tmux.send(&judged.stayed, &step(draw.as_bytes()));
+    wait_text(&judged.tmux, &judged.stayed, "step-1");
+    let returned = judged.reattach("step-1");
+    judged.tmux.send(
+        &judged.stayed,
+        &step(b"\x1b[4;5Hz\x1b[8;1Hw\x1b[13;4Hq\x1b[18;1Hstep-2"),
+    );
+    wait_text(&judged.tmux, &judged.stayed, "step-2");
+    wait_text(&judged.tmux, &returned, "step-2");
+    wait_same(&judged.tmux, &judged.stayed, &returned);
+    // The same rows wrap: rows 3 and 15 (tmux keeps a row's wrap when the
+    // row below is overwritten or partly erased), not rows 7 and 11 (erasing the row below or
+    // IL there ends it). Spaces are left out: a blank the redraw printed
+    // and a cell never written look alike, but `-J` keeps the first.
+    let joined = |pane| judged.tmux.joined(pane).replace(' ', "");
+    assert_eq!(joined(&returned), joined(&judged.stayed));
+    assert!(joined(&returned).starts_with("ready\noverwritten\nxybz\n\nerased\n\nw\n"));
+}
+
 /// A full-screen program: alternate screen, a title, colours, a scroll
 /// region under a fixed header and above a status line, and bracketed
 /// paste, application cursor keys and keypad, SGR mouse reporting and

@@ -137,6 +137,13 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-e", "-N", "-t", &pane.id])
     }
 
+    /// The visible screen of `pane` as text with each wrapped row joined
+    /// to the row it wraps onto (`capture-pane -J`): which rows wrap,
+    /// which a capture does not show and a resize reflows.
+    pub fn joined(&self, pane: &Pane) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-t", &pane.id])
+    }
+
     /// What `pane` holds as plain text: its scrollback (history), then
     /// the visible screen.
     pub fn scrollback(&self, pane: &Pane) -> String {

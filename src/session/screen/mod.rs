@@ -922,4 +922,61 @@ mod tests {
         // rows 2 to 5 only.
         assert_eq!(screen.text().lines().nth(3), Some("x"));
     }
+
+    /// A row that wraps for a wide character printed at its last column
+    /// (the cell left empty, alacritty's leading spacer) still wraps the
+    /// same way when the row below was overwritten, erased, or moved by
+    /// IL (cargo fuzz, `screen`: the redraw printed the row below into
+    /// that last cell, or a blank there that did not wrap).
+    #[test]
+    fn a_row_left_by_a_wide_character_still_wraps_whatever_came_below() {
+        let size = size(12, 5);
+        for output in [
+            &b"0123456789A\xe4\xb8\xadb\x1b[1Gxy"[..],
+            b"0123456789A\xe4\xb8\xad\x1b[2K",
+            b"0123456789A\xe4\xb8\xad\x1b[L",
+            b"0123456789A\x1b[41m\xe4\xb8\xad",
+            b"0123456789A\xe4\xb8\xadb\x1b[1G\x1b[2X\x1b[4Gx",
+            // Found inputs, as the fuzzer wrote them.
+            b"\x1b\x00\xdc\x1b[ht\x01\x80://19L\x931\xff\x00\x00\x00\x00\x00\x00\xfd\xcc\
+              \xe4\xa4\xb3\x00\x19\x1b[1;L\x1b[49",
+            b"wr0[J\x1b[0L;5H\xe4\xb8\xad\xe6\x96\x87J\x1b[0L;5Hr&\x1b0[J\x1b[0L;5H\
+              \xe4\xb8\xad\xe6\x96\x87J\x1b[0L;5H\xe4\xb8\xad\xe6\x96\x87",
+        ] {
+            assert_fixed_point(size, output);
+            let mut screen = Screen::new(size);
+            screen.process(output);
+            assert_round_trip(&screen, size);
+        }
+        let mut screen = Screen::new(size);
+        screen.process(b"0123456789A\xe4\xb8\xadb\x1b[1Gxy");
+        let mut fresh = Screen::new(size);
+        fresh.process(&screen.restore("").0);
+        // The first row wraps (its text runs on), its last cell empty.
+        assert_eq!(fresh.text(), "0123456789A xyb");
+        assert_eq!(fresh.text(), screen.text());
+    }
+
+    /// Clearing the whole row below (EL 2, EL 0 from its first column, ED
+    /// 0 from there) or moving it (IL, DL) ends a row's wrap; clearing
+    /// part of it does not (tmux's `grid_clear_lines` and
+    /// `grid_move_lines`; tests/e2e/fidelity.rs compares with tmux).
+    #[test]
+    fn clearing_or_moving_the_row_below_ends_a_wrap() {
+        for (output, wraps) in [
+            ("\x1b[2K", false),
+            ("\x1b[K", false),
+            ("\x1b[J", false),
+            ("\x1b[L", false),
+            ("\x1b[M", false),
+            ("\x1b[2X", true),
+            ("\x1b[2Gx\x1b[K", true),
+            ("\x1b[2Gx\x1b[J", true),
+        ] {
+            let mut screen = Screen::new(size(12, 5));
+            screen.process(format!("0123456789ABcd\x1b[2;1H{output}").as_bytes());
+            let last = &screen.term.grid()[Line(0)][Column(11)];
+            assert_eq!(last.flags.contains(Flags::WRAPLINE), wraps, "{output:?}");
+        }
+    }
 }

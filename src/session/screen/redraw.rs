@@ -251,23 +251,52 @@ fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
     pen.set(Pen::plain(), out);
     out.push_str("\x1b(B\x0f\x1b[H\x1b[2J");
     let mut wrapped = false;
+    let mut at_start = false;
     for line in 0..grid.screen_lines() {
-        if !wrapped {
-            let _ = write!(out, "\x1b[{};1H", line + 1);
+        let line = Line(line as i32);
+        if !wrapped && !at_start {
+            let _ = write!(out, "\x1b[{};1H", line.0 + 1);
         }
         // A row the one above wraps onto starts at a pending wrap, which
         // only printing resolves (CUF would stay on the last column): its
         // blanks are printed (fuzz seed 118), and an empty one gets one
         // blank, or the row above would not be marked as wrapping (cargo
         // fuzz, `screen`).
-        let (end, _, erased) = extent(grid, Line(line as i32));
+        let (end, _, erased) = extent(grid, line);
         if wrapped && end == 0 {
             let bg = erased.unwrap_or(Pen::plain().bg);
             pen.set(Pen { bg, ..Pen::plain() }, out);
             out.push(' ');
         }
-        wrapped = row(grid, Line(line as i32), !wrapped, pen, out);
+        wrapped = row(grid, line, !wrapped, pen, out);
+        at_start = wrapped && stand_in(grid, line, pen, out);
+        wrapped &= !at_start;
     }
+}
+
+/// A wide character printed in the last column wraps, leaving that cell
+/// empty (alacritty's leading spacer). When the row below no longer
+/// starts with such a character in the spacer's pen (the row was erased,
+/// overwritten or moved by IL, DL or a scroll: cargo fuzz, `screen`), the
+/// redraw prints a stand-in one (U+3000, two cells wide everywhere) and
+/// erases it again (CR, ECH 2), so that the row wraps the same way.
+/// Returns whether it did, leaving the cursor at the start of the row
+/// below.
+fn stand_in(grid: &Grid<Cell>, line: Line, pen: &mut Pen, out: &mut String) -> bool {
+    let columns = grid.columns();
+    let spacer = &grid[line][Column(columns - 1)];
+    let next = &grid[Line(line.0 + 1)][Column(0)];
+    if columns < 2
+        || !spacer.flags.contains(Flags::LEADING_WIDE_CHAR_SPACER)
+        || (next.flags.contains(Flags::WIDE_CHAR) && Pen::of(next) == Pen::of(spacer))
+    {
+        return false;
+    }
+    pen.set(Pen::of(spacer), out);
+    out.push('\u{3000}');
+    pen.set(Pen::plain(), out);
+    out.push_str("\r\x1b[2X");
+    true
 }
 
 /// G0..G3 designations of `cursor_charsets` (SCS, `ESC ( B`, `ESC ( 0`…).

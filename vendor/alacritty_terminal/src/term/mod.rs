@@ -889,7 +889,25 @@ impl<T> Term<T> {
 
         // Scroll between origin and bottom
         self.grid.scroll_down(&region, lines);
+        self.unwrap_above(origin);
         self.mark_fully_damaged();
+    }
+
+    /// keepsh patch: rows moved down from `origin` (IL, SD, RI) or up to
+    /// it (DL), or the row at `origin` cleared whole (EL 2, EL 0 from the
+    /// first column, EL 1 from the last, ED 0 from the first), end the
+    /// wrap of the row above it, as tmux's `grid_move_lines` and
+    /// `grid_clear_lines` do; upstream kept it, and the row went on
+    /// wrapping onto one that does not continue it (cargo fuzz, keepsh's
+    /// `screen`). (tmux skips EL 2 on a row never written, with the
+    /// default background; a row that has never been written has
+    /// nothing above wrapping onto it but a row left by a wide
+    /// character.)
+    fn unwrap_above(&mut self, origin: Line) {
+        if origin.0 > 0 {
+            let column = self.last_column();
+            self.grid[origin - 1i32][column].flags.remove(Flags::WRAPLINE);
+        }
     }
 
     /// Scroll screen up
@@ -1657,6 +1675,7 @@ impl<T: EventListener> Handler for Term<T> {
 
         if lines > 0 && self.scroll_region.contains(&origin) {
             self.scroll_up_relative(origin, lines);
+            self.unwrap_above(origin);
         }
     }
 
@@ -1814,6 +1833,10 @@ impl<T: EventListener> Handler for Term<T> {
         for cell in &mut row[left..right] {
             *cell = bg.into();
         }
+        // keepsh patch: clearing a whole row ends the wrap of the row above.
+        if left.0 == 0 && right.0 == self.columns() {
+            self.unwrap_above(point.line);
+        }
 
         let range = self.grid.cursor.point.line..=self.grid.cursor.point.line;
         self.selection = self.selection.take().filter(|s| !s.intersects_range(range));
@@ -1937,6 +1960,11 @@ impl<T: EventListener> Handler for Term<T> {
             },
             ansi::ClearMode::Below => {
                 let cursor = self.grid.cursor.point;
+                // keepsh patch: clearing the whole cursor row ends the
+                // wrap of the row above.
+                if cursor.column.0 == 0 {
+                    self.unwrap_above(cursor.line);
+                }
                 for cell in &mut self.grid[cursor.line][cursor.column..] {
                     *cell = bg.into();
                 }
