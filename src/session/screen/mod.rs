@@ -958,7 +958,7 @@ mod tests {
     }
 
     /// Clearing the whole row below (EL 2, EL 0 from its first column, ED
-    /// 0 from there) or moving it (IL, DL) ends a row's wrap; clearing
+    /// 0 from there, ECH of every cell) or moving it (IL, DL) ends a row's wrap; clearing
     /// part of it does not (tmux's `grid_clear_lines` and
     /// `grid_move_lines`; tests/e2e/fidelity.rs compares with tmux).
     #[test]
@@ -970,6 +970,7 @@ mod tests {
             ("\x1b[L", false),
             ("\x1b[M", false),
             ("\x1b[2X", true),
+            ("\x1b[12X", false),
             ("\x1b[2Gx\x1b[K", true),
             ("\x1b[2Gx\x1b[J", true),
         ] {
@@ -977,6 +978,27 @@ mod tests {
             screen.process(format!("0123456789ABcd\x1b[2;1H{output}").as_bytes());
             let last = &screen.term.grid()[Line(0)][Column(11)];
             assert_eq!(last.flags.contains(Flags::WRAPLINE), wraps, "{output:?}");
+        }
+    }
+
+    /// A clear that takes half a wide character (EL, ED, ECH) erases all
+    /// of it, as xterm does (cargo fuzz, `screen`: EL 1 left a spacer
+    /// without its character, which the redraw lost).
+    #[test]
+    fn a_clear_over_half_a_wide_character_erases_all_of_it() {
+        for (clear, shown) in [
+            ("\x1b[3G\x1b[1K", "    cd"),
+            ("\x1b[3G\x1b[1J", "    cd"),
+            ("\x1b[4G\x1b[K", "ab"),
+            ("\x1b[4G\x1b[J", "ab"),
+            ("\x1b[4G\x1b[X", "ab  cd"),
+            ("\x1b[3G\x1b[X", "ab  cd"),
+        ] {
+            let output = format!("ab\u{4e2d}cd{clear}");
+            assert_fixed_point(size(12, 5), output.as_bytes());
+            let mut screen = Screen::new(size(12, 5));
+            screen.process(output.as_bytes());
+            assert_eq!(screen.text(), shown, "{clear:?}");
         }
     }
 }

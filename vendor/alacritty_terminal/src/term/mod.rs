@@ -893,16 +893,37 @@ impl<T> Term<T> {
         self.mark_fully_damaged();
     }
 
+    /// keepsh patch: the columns `left..right` of `line`, widened to
+    /// whole wide characters: a clear (EL, ED, ECH) that starts on the
+    /// second half of one or ends on its first half erases all of it, as
+    /// xterm's `DamagedCells` does; upstream left half a character, a wide
+    /// character without its spacer or a spacer without its character
+    /// (cargo fuzz, keepsh's `screen`).
+    fn whole_characters(&self, line: Line, left: Column, right: Column) -> (Column, Column) {
+        let row = &self.grid[line];
+        let left = if left.0 > 0 && row[left].flags.contains(Flags::WIDE_CHAR_SPACER) {
+            left - 1
+        } else {
+            left
+        };
+        let right = if right.0 < self.columns() && row[right].flags.contains(Flags::WIDE_CHAR_SPACER)
+        {
+            right + 1
+        } else {
+            right
+        };
+        (left, right)
+    }
+
     /// keepsh patch: rows moved down from `origin` (IL, SD, RI) or up to
     /// it (DL), or the row at `origin` cleared whole (EL 2, EL 0 from the
-    /// first column, EL 1 from the last, ED 0 from the first), end the
+    /// first column, EL 1 from the last, ED 0 from the first, ECH of the
+    /// whole row), end the
     /// wrap of the row above it, as tmux's `grid_move_lines` and
     /// `grid_clear_lines` do; upstream kept it, and the row went on
     /// wrapping onto one that does not continue it (cargo fuzz, keepsh's
-    /// `screen`). (tmux skips EL 2 on a row never written, with the
-    /// default background; a row that has never been written has
-    /// nothing above wrapping onto it but a row left by a wide
-    /// character.)
+    /// `screen`). (tmux's EL 2 does nothing to a row never written, with
+    /// the default background; here it ends the wrap all the same.)
     fn unwrap_above(&mut self, origin: Line) {
         if origin.0 > 0 {
             let column = self.last_column();
@@ -1687,14 +1708,20 @@ impl<T: EventListener> Handler for Term<T> {
 
         let start = cursor.point.column;
         let end = cmp::min(start + count, Column(self.columns()));
+        let line = cursor.point.line;
+        // keepsh patch: whole wide characters.
+        let (start, end) = self.whole_characters(line, start, end);
 
         // Cleared cells have current background color set.
         let bg = self.grid.cursor.template.bg;
-        let line = cursor.point.line;
         self.damage.damage_line(line.0 as usize, start.0, end.0);
         let row = &mut self.grid[line];
         for cell in &mut row[start..end] {
             *cell = bg.into();
+        }
+        // keepsh patch: erasing a whole row ends the wrap of the row above.
+        if start.0 == 0 && end.0 == self.columns() {
+            self.unwrap_above(line);
         }
     }
 
@@ -1826,6 +1853,8 @@ impl<T: EventListener> Handler for Term<T> {
             ansi::LineClearMode::Left => (Column(0), point.column + 1),
             ansi::LineClearMode::All => (Column(0), Column(self.columns())),
         };
+        // keepsh patch: whole wide characters.
+        let (left, right) = self.whole_characters(point.line, left, right);
 
         self.damage.damage_line(point.line.0 as usize, left.0, right.0 - 1);
 
@@ -1951,6 +1980,8 @@ impl<T: EventListener> Handler for Term<T> {
 
                 // Clear up to the current column in the current line.
                 let end = cmp::min(cursor.column + 1, Column(self.columns()));
+                // keepsh patch: whole wide characters.
+                let (_, end) = self.whole_characters(cursor.line, Column(0), end);
                 for cell in &mut self.grid[cursor.line][..end] {
                     *cell = bg.into();
                 }
@@ -1965,7 +1996,10 @@ impl<T: EventListener> Handler for Term<T> {
                 if cursor.column.0 == 0 {
                     self.unwrap_above(cursor.line);
                 }
-                for cell in &mut self.grid[cursor.line][cursor.column..] {
+                // keepsh patch: whole wide characters.
+                let columns = Column(self.columns());
+                let (start, _) = self.whole_characters(cursor.line, cursor.column, columns);
+                for cell in &mut self.grid[cursor.line][start..] {
                     *cell = bg.into();
                 }
 
