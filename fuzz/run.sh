@@ -7,8 +7,6 @@
 # CI), without a sanitizer: panics, timeouts and memory are still caught.
 #
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]
-# KEEPSH_FUZZ_SEED=N KEEPSH_FUZZ_RUNS=M: a reproducible run instead, M
-# inputs from libFuzzer's seed N (still at most SECONDS).
 set -euo pipefail
 seconds=${1:-60}
 shift || true
@@ -29,13 +27,8 @@ for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     rm -rf "artifacts/$target"
     echo "== fuzz $target: $seconds s ($sanitizer sanitizer)"
-    reproducible=()
-    if [ -n "${KEEPSH_FUZZ_SEED:-}" ]; then
-        reproducible=(-seed="$KEEPSH_FUZZ_SEED" -runs="${KEEPSH_FUZZ_RUNS:-10000}")
-    fi
     cargo "${toolchain[@]}" fuzz run -s "$sanitizer" "$target" "corpus/$target" "seeds/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        "${reproducible[@]}" 2>&1 |
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
         grep -E '^(#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|average_exec_per_sec)|==|thread|panicked|SUMMARY|ERROR)' || true
     # A failure leaves an artifact; cargo fuzz's status is lost in the pipe.
     if compgen -G "artifacts/$target/*" >/dev/null; then

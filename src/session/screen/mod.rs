@@ -1001,4 +1001,28 @@ mod tests {
             assert_eq!(screen.text(), shown, "{clear:?}");
         }
     }
+
+    /// ICH and DCH take or move whole wide characters (cargo fuzz,
+    /// `screen`: ICH pushed one to the last column without its spacer,
+    /// which a redraw wrapped onto the next row) and leave a row's wrap
+    /// on the row.
+    #[test]
+    fn inserting_or_deleting_characters_keeps_wide_characters_whole() {
+        for (output, shown) in [
+            ("0123456789\u{6587}\x1b[1G\x1b[@", " 0123456789"),
+            ("ab\u{4e2d}cd\x1b[4G\x1b[@", "ab   cd"),
+            ("ab\u{4e2d}cd\x1b[3G\x1b[P", "abcd"),
+            ("ab\u{4e2d}cd\x1b[4G\x1b[P", "abcd"),
+            ("0123456789ABcd\x1b[1;3H\x1b[2P", "01456789AB  cd"),
+            ("0123456789ABcd\x1b[1;3H\x1b[2@", "01  23456789cd"),
+        ] {
+            assert_fixed_point(size(12, 5), output.as_bytes());
+            let mut screen = Screen::new(size(12, 5));
+            screen.process(output.as_bytes());
+            assert_eq!(screen.text(), shown, "{output:?}");
+        }
+        let found = b"\x17\x00\x00\xae\xae\xae\xae\xfe\xff\xff\xfc\xae\x14\x01\x00\x00\x00\x00\
+            \x00\x00\xe4\xe6\x96\x87\x1b[\r\x00\x00\x00\x00@22;b\x87";
+        assert_fixed_point(size(12, 5), found);
+    }
 }

@@ -1387,6 +1387,13 @@ impl<T: EventListener> Handler for Term<T> {
         self.damage.damage_line(line.0 as usize, 0, self.columns() - 1);
 
         let row = &mut self.grid[line][..];
+        // keepsh patch: inserting at the second half of a wide character
+        // erases it, as insert mode does (see `input`).
+        if source.0 > 0 && row[source.0].flags.contains(Flags::WIDE_CHAR_SPACER) {
+            row[source.0 - 1].clear_wide();
+            row[source.0].flags.remove(Flags::WIDE_CHAR_SPACER);
+        }
+        let wraps = take_wrap(row);
 
         for offset in (0..num_cells).rev() {
             row.swap(destination + offset, source.0 + offset);
@@ -1397,6 +1404,15 @@ impl<T: EventListener> Handler for Term<T> {
         for cell in &mut row[source.0..destination] {
             *cell = bg.into();
         }
+
+        // keepsh patch: a wide character pushed to the last column has
+        // lost its spacer off the row: erased (cargo fuzz, keepsh's
+        // `screen`). The row's wrap stays the row's.
+        let last = row.len() - 1;
+        if row[last].flags.contains(Flags::WIDE_CHAR) {
+            row[last].clear_wide();
+        }
+        row[last].flags.set(Flags::WRAPLINE, wraps);
     }
 
     #[inline]
@@ -1734,14 +1750,22 @@ impl<T: EventListener> Handler for Term<T> {
         // keepsh patch: at most the cells from the cursor to the row's end
         // are deleted (upstream cleared `count` cells at the row's end even
         // where fewer were left, erasing characters left of the cursor).
+        // keepsh patch: whole wide characters (xterm; cargo fuzz, keepsh's
+        // `screen`: half of one was left behind).
         let start = cursor.point.column.0;
-        let count = cmp::min(count, columns - start);
-        let end = start + count;
+        let line = cursor.point.line;
+        let (start, end) = self.whole_characters(
+            line,
+            Column(start),
+            Column(cmp::min(start + count, columns)),
+        );
+        let (start, end) = (start.0, end.0);
+        let count = end - start;
         let num_cells = columns - end;
 
-        let line = cursor.point.line;
         self.damage.damage_line(line.0 as usize, 0, self.columns() - 1);
         let row = &mut self.grid[line][..];
+        let wraps = take_wrap(row);
 
         for offset in 0..num_cells {
             row.swap(start + offset, end + offset);
@@ -1753,6 +1777,8 @@ impl<T: EventListener> Handler for Term<T> {
         for cell in &mut row[end..] {
             *cell = bg.into();
         }
+        // keepsh patch: the row's wrap stays the row's.
+        row[columns - 1].flags.set(Flags::WRAPLINE, wraps);
     }
 
     #[inline]
@@ -2768,6 +2794,16 @@ pub mod test {
 
         term
     }
+}
+
+/// keepsh patch: whether `row` wraps, the flag taken off its last cell, for
+/// ICH and DCH, which move cells along the row but not its wrap (xterm's
+/// LINEWRAPPED, tmux's GRID_LINE_WRAPPED are the row's).
+fn take_wrap(row: &mut [Cell]) -> bool {
+    let last = row.len() - 1;
+    let wraps = row[last].flags.contains(Flags::WRAPLINE);
+    row[last].flags.remove(Flags::WRAPLINE);
+    wraps
 }
 
 #[cfg(test)]
