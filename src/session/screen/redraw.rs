@@ -229,9 +229,11 @@ pub(super) fn row(
             out.extend(std::iter::repeat_n(' ', blanks));
         }
         blanks = 0;
-        if cell.flags.contains(Flags::LEADING_WIDE_CHAR_SPACER) {
+        if wraps && cell.flags.contains(Flags::LEADING_WIDE_CHAR_SPACER) {
             // The last column, left empty by a wide character that did not
-            // fit: printing the character in the next row wraps the same way.
+            // fit: printing the character in the next row wraps the same
+            // way. (In a row that no longer wraps it is a blank like any
+            // other: cargo fuzz, `screen`.)
             pen.set(Pen::of(cell), out);
         } else {
             print(cell, pen, out);
