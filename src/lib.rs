@@ -22,6 +22,7 @@ pub mod command;
 pub mod config;
 pub mod front;
 pub mod keys;
+pub mod logging;
 pub mod lost;
 pub mod penalty;
 pub mod protocol;

@@ -1,6 +1,6 @@
 //! The `keepsh` binary: CLI, logging, configuration, serve. Nothing else.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -97,69 +97,14 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs to stderr, filtered by KEEPSH_LOG (default `info,russh=warn`).
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEPSH_LOG")
-                .unwrap_or_else(|_| "info,russh=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn session_host(state_dir: &Path, session: &str) -> anyhow::Result<()> {
-    init_session_logging(state_dir, session);
+    keepsh::logging::to_session_file(state_dir, session);
     keepsh::session::host::run(state_dir, session)?;
     Ok(())
 }
 
-/// Bytes a session process's log file grows to before it is rotated (one
-/// older file is kept: at most twice this per session).
-const SESSION_LOG_BYTES: usize = 1024 * 1024;
-
-/// A session process logs to `STATE/logs/ID.log` (0600 in a 0700
-/// directory, rotated at [`SESSION_LOG_BYTES`]), filtered by KEEPSH_LOG as
-/// the server's: it outlives the server whose stderr it inherited. If the
-/// file cannot be opened, to that stderr.
-fn init_session_logging(state_dir: &Path, session: &str) {
-    use file_rotate::{ContentLimit, FileRotate, compression::Compression, suffix::AppendCount};
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let id = serde_json::Value::String(session.to_owned());
-    let Ok(id) = serde_json::from_value::<keepsh::protocol::SessionId>(id) else {
-        return init_logging();
-    };
-    let dir = keepsh::protocol::host::logs_dir(state_dir);
-    let made = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir);
-    let path = keepsh::protocol::host::log_path(state_dir, id);
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).create(true).append(true).mode(0o600);
-    if made.is_err() || options.open(&path).is_err() {
-        return init_logging();
-    }
-    let file = FileRotate::new(
-        &path,
-        AppendCount::new(1),
-        ContentLimit::BytesSurpassed(SESSION_LOG_BYTES),
-        Compression::None,
-        Some(options),
-    );
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEPSH_LOG")
-                .unwrap_or_else(|_| "info,russh=warn".into()),
-        )
-        .with_writer(std::sync::Mutex::new(file))
-        .with_ansi(false)
-        .init();
-}
-
 fn serve(path: &Path) -> anyhow::Result<()> {
-    init_logging();
+    keepsh::logging::to_stderr();
     close_inherited_fds_on_exec();
     let config = Config::load(path)?;
     // sshd_config(5) StrictModes: nothing others could change is trusted.
@@ -177,11 +122,31 @@ async fn serve_async(config: Config) -> anyhow::Result<()> {
     // Before anything opens sockets (discovery holds one per session).
     let program_open_files = raise_open_files_limit();
     let launch = Launch {
-        host_program: PathBuf::from(keepsh::remote::SELF_EXE),
+        host_program: session_executable(),
         program_open_files,
     };
     keepsh::server::startup::serve(config, launch, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The program session processes run: `keepsh-session` beside this binary,
+/// held open for the server's lifetime; else this binary itself.
+fn session_executable() -> PathBuf {
+    let opened = std::env::current_exe()
+        .map_err(|e| e.to_string())
+        .and_then(|exe| keepsh::remote::open_session_executable(&exe).map_err(|e| e.to_string()));
+    match opened {
+        Ok(file) => {
+            let path = keepsh::remote::fd_path(&file);
+            // Open until the process ends: sessions start through its path.
+            std::mem::forget(file);
+            path
+        }
+        Err(why) => {
+            tracing::warn!("sessions run as `keepsh session-host`, larger in memory: {why}");
+            PathBuf::from(keepsh::remote::SELF_EXE)
+        }
+    }
 }
 
 /// Raises the soft open-files limit (RLIMIT_NOFILE) to the hard one: the

@@ -37,6 +37,83 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The program a session process runs by default: this very build, which
 /// `/proc/self/exe` still is after its file was replaced (an upgrade).
 pub const SELF_EXE: &str = "/proc/self/exe";
+/// The name of the session-process executable, installed beside `keepsh`.
+pub const SESSION_EXE: &str = "keepsh-session";
+
+/// Why [`open_session_executable`] found no usable `keepsh-session`.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionExeError {
+    /// It is not there, or cannot be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// Where it was looked for.
+        path: PathBuf,
+        /// open(2)'s error.
+        source: std::io::Error,
+    },
+    /// It does not run, or does not say its session protocol version.
+    #[error("{path} does not say its session protocol version: {detail}")]
+    Unrunnable {
+        /// The executable.
+        path: PathBuf,
+        /// What happened.
+        detail: String,
+    },
+    /// It is another build, speaking another session protocol.
+    #[error("{path} speaks session protocol v{theirs}; this keepsh speaks v{ours}", ours = wire::VERSION)]
+    Incompatible {
+        /// The executable.
+        path: PathBuf,
+        /// Its version.
+        theirs: String,
+    },
+}
+
+/// Opens `keepsh-session` ([`SESSION_EXE`], the session process alone: no
+/// SSH or crypto linked, and built without PIE so that its read-only data
+/// needs no relocation, which made each session process ~400 KiB larger:
+/// BENCHMARKS.md, "Memory") beside `server_exe`, and checks that it speaks
+/// this build's session protocol (`keepsh-session wire-version`). The
+/// server keeps the file open and starts sessions through
+/// `/proc/self/fd/N`: replacing the file later (an upgrade) changes nothing
+/// for this server, as with [`SELF_EXE`].
+///
+/// # Errors
+/// [`SessionExeError`] when it is missing or another build; the server
+/// then runs sessions with its own binary (`keepsh session-host`).
+pub fn open_session_executable(server_exe: &Path) -> Result<std::fs::File, SessionExeError> {
+    let path = server_exe.with_file_name(SESSION_EXE);
+    let file = std::fs::File::open(&path).map_err(|source| SessionExeError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    let unrunnable = |detail: String| SessionExeError::Unrunnable {
+        path: path.clone(),
+        detail,
+    };
+    let out = std::process::Command::new(fd_path(&file))
+        .arg("wire-version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| unrunnable(e.to_string()))?;
+    if !out.status.success() {
+        return Err(unrunnable(out.status.to_string()));
+    }
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if theirs != wire::VERSION.to_string() {
+        return Err(SessionExeError::Incompatible { path, theirs });
+    }
+    Ok(file)
+}
+
+/// `/proc/self/fd/N` for `file`: a path to exactly the file this process
+/// holds open, whatever happened to its name since.
+pub fn fd_path(file: &std::fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 /// Bytes read ahead from an attachment's connection: several output
 /// frames, so that what has arrived goes to the client as one message.
 const EVENTS_READ_AHEAD: usize = 128 * 1024;

@@ -158,15 +158,60 @@ pub fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Pids of the processes running `exe` whose command line mentions `marker`.
-pub fn pids_of(exe: &Path, marker: &Path) -> Vec<u32> {
+/// Where the proportional set size of process `pid` lies: KiB of PSS per
+/// kind of mapping (`/proc/PID/smaps`): a file's name with `r-x` (code),
+/// `r--` (read-only data and relocated read-only data) or `rw-`, `[heap]`,
+/// `[stack]`, or `anon` for other anonymous mappings (thread stacks, the
+/// allocator's mmaps); largest first, those under 1 KiB left out.
+pub fn pss_by_mapping(pid: u32) -> Vec<(String, u64)> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return Vec::new();
+    };
+    let mut kinds: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            let perms = fields.get(1).map_or("", |p| &p[..3]);
+            let name = match fields.get(5) {
+                Some(path) if path.starts_with('[') => (*path).to_owned(),
+                Some(path) => format!(
+                    "{} {perms}",
+                    Path::new(path)
+                        .file_name()
+                        .map_or(*path, |n| n.to_str().unwrap_or(path))
+                ),
+                None => "anon".to_owned(),
+            };
+            current = name;
+        } else if let Some(kib) = line.strip_prefix("Pss:") {
+            let kib: u64 = kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            *kinds.entry(current.clone()).or_default() += kib;
+        }
+    }
+    let mut kinds: Vec<_> = kinds.into_iter().filter(|(_, kib)| *kib > 0).collect();
+    kinds.sort_by_key(|kind| std::cmp::Reverse(kind.1));
+    kinds
+}
+
+/// Pids of the processes running one of `exes` whose command line
+/// mentions `marker`.
+pub fn pids_of(exes: &[&Path], marker: &Path) -> Vec<u32> {
     let marker = marker.to_string_lossy();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| exes.contains(&&*p))
                 && std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*marker))
         })

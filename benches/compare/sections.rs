@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::Bench;
 use crate::harness::{DEADLINE, wait_until};
 use crate::peers::{Tmux, bench_user};
-use crate::probe::{Stats, Stream, parallel, pids_of, pss_kib, type_keys};
+use crate::probe::{Stats, Stream, parallel, pids_of, pss_by_mapping, pss_kib, type_keys};
 use crate::report::{Report, num};
 
 pub const KEEPSH: &str = "keepsh";
@@ -527,10 +527,14 @@ pub fn memory(bench: &Bench, report: &mut Report) {
     // A fresh server: memory freed by earlier sections would otherwise be
     // reused by these sessions and hide their cost.
     let keepsh = crate::start_keepsh();
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_keepsh"));
+    // The server and its session processes (`keepsh-session`).
+    let exes = [
+        std::path::Path::new(env!("CARGO_BIN_EXE_keepsh")),
+        std::path::Path::new(env!("CARGO_BIN_EXE_keepsh-session")),
+    ];
     // This server's processes only: their command lines name its directory.
     let keepsh_pss = || {
-        pids_of(exe, keepsh.dir.path())
+        pids_of(&exes, keepsh.dir.path())
             .into_iter()
             .map(pss_kib)
             .sum::<u64>()
@@ -562,6 +566,20 @@ pub fn memory(bench: &Bench, report: &mut Report) {
         let t = per(pss_kib(tmux_pid), t_base);
         report.add("memory", what.clone(), KEEPSH, "KiB", Stats::of(vec![k]));
         report.add("memory", what, TMUX, "KiB", Stats::of(vec![t]));
+    }
+    // Where one idle session process's PSS lies (BENCHMARKS.md keeps it).
+    let server = keepsh.pid();
+    if let Some(&session) = pids_of(&exes, keepsh.dir.path())
+        .iter()
+        .find(|&&p| p != server)
+    {
+        eprintln!(
+            "PSS of one idle session process ({} KiB), by mapping:",
+            pss_kib(session)
+        );
+        for (kind, kib) in pss_by_mapping(session) {
+            eprintln!("  {kib:>6} KiB  {kind}");
+        }
     }
 }
 

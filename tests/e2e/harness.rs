@@ -74,6 +74,12 @@ pub fn keepsh_binary() -> &'static str {
     env!("CARGO_BIN_EXE_keepsh")
 }
 
+/// The session executable built with it (`keepsh-session`), which the
+/// server finds beside its own binary.
+pub fn session_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_keepsh-session")
+}
+
 /// Runs the keepsh binary with `args` to completion, with a deadline (a
 /// server that starts instead of failing is killed and fails the test).
 pub fn keepsh(args: &[&std::ffi::OsStr]) -> Output {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use keepsh::protocol::wire::{MAGIC, VERSION};
 
 use crate::harness::{
-    DEADLINE, Server, keepsh_binary, numbers, session_processes, stderr, wait_until,
+    DEADLINE, Server, keepsh_binary, numbers, session_binary, session_processes, stderr, wait_until,
 };
 
 /// 3000 numbered lines, paused every 50 so output runs across the outage.
@@ -375,34 +375,97 @@ fn a_second_server_on_the_same_state_dir_is_refused() {
     assert!(server.run("alice", &["version"]).status.success());
 }
 
+/// The executable of session process `pid`, as /proc shows it (a file
+/// replaced since it started ends with " (deleted)").
+fn exe_of(pid: u32) -> String {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    exe.to_string_lossy().into_owned()
+}
+
 #[test]
-fn replacing_the_binary_and_restarting_keeps_sessions_on_their_own_build() {
+fn replacing_the_binaries_and_restarting_keeps_sessions_on_their_own_build() {
     let mut server = Server::start();
-    let installed = server.dir.path().join("keepsh");
+    let dir = server.dir.path().to_owned();
     let install = || {
-        // A new file (new inode) in place, as a package upgrade does.
-        let _ = std::fs::remove_file(&installed);
-        std::fs::copy(keepsh_binary(), &installed).expect("install the binary");
+        // New files (new inodes) in place, as a package upgrade does.
+        for (from, name) in [
+            (keepsh_binary(), "keepsh"),
+            (session_binary(), "keepsh-session"),
+        ] {
+            let _ = std::fs::remove_file(dir.join(name));
+            std::fs::copy(from, dir.join(name)).expect("install the binaries");
+        }
     };
     install();
-    server.restart_from("TERM", &installed);
+    server.restart_from("TERM", &dir.join("keepsh"));
     let mut client = server.tt("alice", &["new", "old"]);
     client.send("echo before=$((2*21))\n");
     client.wait_for("before=42");
+    // Sessions run the small session executable installed beside keepsh.
+    let old = session_processes(&dir);
+    assert_eq!(old.len(), 1);
+    let installed = dir.join("keepsh-session").to_string_lossy().into_owned();
+    assert_eq!(exe_of(old[0]), installed);
 
     install();
-    server.restart_from("TERM", &installed);
+    server.restart_from("TERM", &dir.join("keepsh"));
     client.wait_exit();
 
     // The session process still runs the build it started with.
-    let pids = session_processes(server.dir.path());
-    assert_eq!(pids.len(), 1);
-    let exe = std::fs::read_link(format!("/proc/{}/exe", pids[0])).expect("exe");
-    assert!(exe.to_string_lossy().ends_with("(deleted)"), "{exe:?}");
+    assert_eq!(exe_of(old[0]), format!("{installed} (deleted)"));
     let mut again = server.tt("alice", &["attach", "old"]);
     again.send("echo after=$((2*22))\n");
     let output = again.wait_for("after=44");
     assert!(output.contains("before=42"), "the replay lost output");
-    // New sessions run the new build.
+    // New sessions run the new build, even when the file is replaced again
+    // while this server runs (it holds the one it checked open).
+    install();
     assert!(server.run("alice", &["new", "-d", "new"]).status.success());
+    let new = session_processes(&dir);
+    let new: Vec<_> = new.iter().filter(|pid| !old.contains(pid)).collect();
+    assert_eq!(new.len(), 1);
+    assert_eq!(exe_of(*new[0]), format!("{installed} (deleted)"));
+}
+
+#[test]
+fn without_a_session_executable_of_its_build_keepsh_runs_sessions_itself() {
+    let mut server = Server::start();
+    let dir = server.dir.path().to_owned();
+    std::fs::copy(keepsh_binary(), dir.join("keepsh")).expect("install keepsh");
+    // None beside it.
+    server.restart_from("TERM", &dir.join("keepsh"));
+    assert!(
+        server
+            .run("alice", &["new", "-d", "alone"])
+            .status
+            .success()
+    );
+    let pids = session_processes(&dir);
+    assert_eq!(pids.len(), 1);
+    assert_eq!(exe_of(pids[0]), dir.join("keepsh").to_string_lossy());
+    assert!(
+        server
+            .log()
+            .contains("sessions run as `keepsh session-host`")
+    );
+    // One of another build: not used either, and the server says why.
+    std::fs::write(dir.join("keepsh-session"), "#!/bin/sh\necho 999\n").expect("write");
+    std::fs::set_permissions(
+        dir.join("keepsh-session"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    server.restart_from("TERM", &dir.join("keepsh"));
+    assert!(
+        server
+            .run("alice", &["new", "-d", "other"])
+            .status
+            .success()
+    );
+    let pids = session_processes(&dir);
+    assert_eq!(pids.len(), 2);
+    assert!(
+        pids.iter()
+            .all(|&pid| exe_of(pid) == dir.join("keepsh").to_string_lossy())
+    );
 }
