@@ -151,15 +151,21 @@ pub(super) fn shown(cell: &Cell) -> char {
     if cell.c == '\t' { ' ' } else { cell.c }
 }
 
+/// Whether `cell` holds combining marks (alacritty may keep an empty list
+/// where a cell had some: cargo fuzz, `screen`).
+fn has_marks(cell: &Cell) -> bool {
+    cell.zerowidth().is_some_and(|marks| !marks.is_empty())
+}
+
 /// Whether `cell` looks like a cell that was never written.
 fn is_blank(cell: &Cell) -> bool {
-    shown(cell) == ' ' && cell.zerowidth().is_none() && Pen::of(cell) == Pen::plain()
+    shown(cell) == ' ' && !has_marks(cell) && Pen::of(cell) == Pen::plain()
 }
 
 /// Whether `cell` looks like a cell erased (EL, ED, ECH) with `bg` as the
 /// background: a space with no attribute but that colour.
 fn is_erased(cell: &Cell, bg: Color) -> bool {
-    shown(cell) == ' ' && cell.zerowidth().is_none() && Pen::of(cell) == Pen { bg, ..Pen::plain() }
+    shown(cell) == ' ' && !has_marks(cell) && Pen::of(cell) == Pen { bg, ..Pen::plain() }
 }
 
 /// Fewest blank cells skipped over with CUF rather than printed as spaces.
