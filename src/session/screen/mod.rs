@@ -938,6 +938,8 @@ mod tests {
             b"0123456789A\x1b[41m\xe4\xb8\xad",
             // The wrap ended by IL: the spacer is a blank with a pen.
             b"0123456789A\x1b[4m\xe4\xb8\xad\x1b[m\x1b[L",
+            // The cursor restored (DECRC) to a wrap pending on the spacer.
+            b"0123456789AB\x1b7\x1b[1;12H\xe4\xb8\xad\x1b8",
             b"0123456789A\xe4\xb8\xadb\x1b[1G\x1b[2X\x1b[4Gx",
             // Found inputs, as the fuzzer wrote them.
             b"\x1b\x00\xdc\x1b[ht\x01\x80://19L\x931\xff\x00\x00\x00\x00\x00\x00\xfd\xcc\

@@ -235,15 +235,12 @@ pub(super) fn row(
             out.extend(std::iter::repeat_n(' ', blanks));
         }
         blanks = 0;
-        if wraps && cell.flags.contains(Flags::LEADING_WIDE_CHAR_SPACER) {
-            // The last column, left empty by a wide character that did not
-            // fit: printing the character in the next row wraps the same
-            // way. (In a row that no longer wraps it is a blank like any
-            // other: cargo fuzz, `screen`.)
-            pen.set(Pen::of(cell), out);
-        } else {
-            print(cell, pen, out);
-        }
+        // A wide character that did not fit left the last column empty
+        // (alacritty's leading spacer): drawn as the blank it is, which
+        // wraps the row the same way whatever the row below now holds
+        // (cargo fuzz, `screen`: drawing nothing there put the next row's
+        // first character in it once that was no longer the wide one).
+        print(cell, pen, out);
     }
     if let Some(bg) = erased {
         pen.set(Pen { bg, ..Pen::plain() }, out);
@@ -259,10 +256,9 @@ fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
     pen.set(Pen::plain(), out);
     out.push_str("\x1b(B\x0f\x1b[H\x1b[2J");
     let mut wrapped = false;
-    let mut at_start = false;
     for line in 0..grid.screen_lines() {
         let line = Line(line as i32);
-        if !wrapped && !at_start {
+        if !wrapped {
             let _ = write!(out, "\x1b[{};1H", line.0 + 1);
         }
         // A row the one above wraps onto starts at a pending wrap, which
@@ -277,34 +273,7 @@ fn grid(grid: &Grid<Cell>, pen: &mut Pen, out: &mut String) {
             out.push(' ');
         }
         wrapped = row(grid, line, !wrapped, pen, out);
-        at_start = wrapped && stand_in(grid, line, pen, out);
-        wrapped &= !at_start;
     }
-}
-
-/// A wide character printed in the last column wraps, leaving that cell
-/// empty (alacritty's leading spacer). When the row below no longer
-/// starts with such a character in the spacer's pen (the row was erased,
-/// overwritten or moved by IL, DL or a scroll: cargo fuzz, `screen`), the
-/// redraw prints a stand-in one (U+3000, two cells wide everywhere) and
-/// erases it again (CR, ECH 2), so that the row wraps the same way.
-/// Returns whether it did, leaving the cursor at the start of the row
-/// below.
-fn stand_in(grid: &Grid<Cell>, line: Line, pen: &mut Pen, out: &mut String) -> bool {
-    let columns = grid.columns();
-    let spacer = &grid[line][Column(columns - 1)];
-    let next = &grid[Line(line.0 + 1)][Column(0)];
-    if columns < 2
-        || !spacer.flags.contains(Flags::LEADING_WIDE_CHAR_SPACER)
-        || (next.flags.contains(Flags::WIDE_CHAR) && Pen::of(next) == Pen::of(spacer))
-    {
-        return false;
-    }
-    pen.set(Pen::of(spacer), out);
-    out.push('\u{3000}');
-    pen.set(Pen::plain(), out);
-    out.push_str("\r\x1b[2X");
-    true
 }
 
 /// G0..G3 designations of `cursor_charsets` (SCS, `ESC ( B`, `ESC ( 0`…).
