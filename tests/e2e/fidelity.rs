@@ -229,10 +229,10 @@ fn autowrap_off_and_a_pending_wrap_are_restored() {
 
 /// A wide character printed at the last column wraps and leaves that cell
 /// empty; the row below is then overwritten (row 3), erased (row 7),
-/// pushed down by IL (row 12) or erased at its start (ECH, row 16). The reattached client shows each row where
-/// it was, nothing of the row below in the empty cell, and the same rows
-/// wrap (tmux ends a row's wrap when the row below is cleared whole or
-/// moved, as the model does).
+/// pushed down by IL (row 12) or erased at its start (ECH, row 16). The
+/// reattached client shows each row where it was, nothing of the row
+/// below in the empty cell, and the same rows wrap (tmux ends a row's wrap
+/// when the row below is cleared whole or moved, as the model does).
 #[test]
 fn rows_a_wide_character_wrapped_from_are_restored_whatever_came_below() {
     let judged = Judged::start(Server::start(), &["bash", "-c", PRINTER], "ready");
@@ -252,9 +252,10 @@ fn rows_a_wide_character_wrapped_from_are_restored_whatever_came_below() {
     wait_text(&judged.tmux, &returned, "step-2");
     wait_same(&judged.tmux, &judged.stayed, &returned);
     // The same rows wrap: rows 3 and 15 (tmux keeps a row's wrap when the
-    // row below is overwritten or partly erased), not rows 7 and 11 (erasing the row below or
-    // IL there ends it). Spaces are left out: a blank the redraw printed
-    // and a cell never written look alike, but `-J` keeps the first.
+    // row below is overwritten or partly erased), not rows 7 and 11
+    // (erasing the row below or IL there ends it). Spaces are left out: a
+    // blank the redraw printed and a cell never written look alike, but
+    // `-J` keeps the first.
     let joined = |pane| judged.tmux.joined(pane).replace(' ', "");
     assert_eq!(joined(&returned), joined(&judged.stayed));
     assert!(joined(&returned).starts_with("ready\noverwritten\nxybz\n\nerased\n\nw\n"));
