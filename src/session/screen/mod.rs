@@ -1042,4 +1042,26 @@ mod tests {
         screen.process(output.as_bytes());
         assert_round_trip(&screen, size(12, 5));
     }
+
+    /// DECRC can leave the cursor above the scroll region in origin mode
+    /// (tmux and the model restore it where it was); no CUP can put it
+    /// there, so the redraw puts it on the region's top row, where xterm's
+    /// DECRC would (cargo fuzz, `screen`: the redraw wrote `CSI -1;8 H`).
+    #[test]
+    fn a_cursor_outside_the_region_in_origin_mode_is_drawn_inside_it() {
+        let output = b"\x1b[?6hab\x1b7\x1b[3;9r\x1b8";
+        assert_fixed_point(size(80, 24), output);
+        let mut screen = Screen::new(size(80, 24));
+        screen.process(output);
+        assert_eq!(
+            screen.term.grid().cursor.point,
+            Point::new(Line(0), Column(2))
+        );
+        let mut fresh = Screen::new(size(80, 24));
+        fresh.process(&screen.restore("").0);
+        assert_eq!(
+            fresh.term.grid().cursor.point,
+            Point::new(Line(2), Column(2))
+        );
+    }
 }

@@ -376,13 +376,18 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
     if (region.start.0, region.end.0) != (0, screen.screen_lines() as i32) {
         let _ = write!(out, "\x1b[{};{}r", region.start.0 + 1, region.end.0);
     }
+    let mut point = cursor.point;
     if mode.contains(TermMode::ORIGIN) {
         out.push_str("\x1b[?6h");
         top = region.start.0;
+        // CUP cannot leave the region in origin mode: a cursor DECRC put
+        // outside it (as tmux and the model do; xterm puts it inside) is
+        // drawn on the region's nearest row (cargo fuzz, `screen`).
+        point.line = point.line.clamp(region.start, region.end - 1);
     }
     // The model may keep a pending wrap with autowrap off; no terminal does.
     let wrap = cursor.input_needs_wrap && mode.contains(TermMode::LINE_WRAP);
-    place(screen, cursor.point, top, wrap, &mut pen, out);
+    place(screen, point, top, wrap, &mut pen, out);
     pen.switch(&Pen::of(&cursor.template), out);
     charsets(screen, false, out);
     out.push_str(shift(term.active_charset()));
