@@ -369,7 +369,14 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
         saved_cursor(term, screen, &mut pen, out);
     }
     terminal_state(term, out);
-    // The cursor, last: its place and pending wrap, pen and charsets.
+    cursor(term, &mut pen, out);
+    modes(mode, out);
+}
+
+/// The scroll region, origin mode and the cursor: its place and pending
+/// wrap, pen and charsets.
+fn cursor<T>(term: &Term<T>, pen: &mut Pen, out: &mut String) {
+    let (screen, mode) = (term.grid(), *term.mode());
     let cursor = &screen.cursor;
     let mut top = 0;
     let region = term.scroll_region();
@@ -387,11 +394,10 @@ pub(super) fn state<T>(term: &Term<T>, out: &mut String) {
     }
     // The model may keep a pending wrap with autowrap off; no terminal does.
     let wrap = cursor.input_needs_wrap && mode.contains(TermMode::LINE_WRAP);
-    place(screen, point, top, wrap, &mut pen, out);
+    place(screen, point, top, wrap, pen, out);
     pen.switch(&Pen::of(&cursor.template), out);
     charsets(screen, false, out);
     out.push_str(shift(term.active_charset()));
-    modes(mode, out);
 }
 
 /// The saved cursor of `screen` (DECSC): its place, pen, character sets,
