@@ -1006,10 +1006,10 @@ mod tests {
         }
     }
 
-    /// ICH and DCH take or move whole wide characters (cargo fuzz,
-    /// `screen`: ICH pushed one to the last column without its spacer,
-    /// which a redraw wrapped onto the next row) and leave a row's wrap
-    /// on the row.
+    /// ICH, DCH and insert mode take or move whole wide characters (cargo
+    /// fuzz, `screen`: ICH pushed one to the last column without its
+    /// spacer, which a redraw wrapped onto the next row; insert mode left
+    /// a spacer without its character) and leave a row's wrap on the row.
     #[test]
     fn inserting_or_deleting_characters_keeps_wide_characters_whole() {
         for (output, shown) in [
@@ -1019,6 +1019,11 @@ mod tests {
             ("ab\u{4e2d}cd\x1b[4G\x1b[P", "abcd"),
             ("0123456789ABcd\x1b[1;3H\x1b[2P", "01456789AB  cd"),
             ("0123456789ABcd\x1b[1;3H\x1b[2@", "01  23456789cd"),
+            // Insert mode pushing one off the row to print another.
+            (
+                "012345678\u{4e2d}x\x1b[4h\x1b[10G\u{6587}",
+                "012345678\u{6587}",
+            ),
         ] {
             assert_fixed_point(size(12, 5), output.as_bytes());
             let mut screen = Screen::new(size(12, 5));

@@ -1285,6 +1285,14 @@ impl<T: EventListener> Handler for Term<T> {
             if row[columns - 1].flags.contains(Flags::WIDE_CHAR) {
                 row[columns - 1].clear_wide();
             }
+            // keepsh patch: the cells the new character goes into hold
+            // what the shift left there (a spacer whose character moved
+            // on): cleared, or writing the new spacer there would erase
+            // the new character's first half (cargo fuzz, keepsh's
+            // `screen`).
+            for cell in &mut row[col.0..col.0 + width] {
+                *cell = Cell::default();
+            }
         }
 
         if width == 1 {
