@@ -101,10 +101,11 @@ pub fn open_session_executable(server_exe: &Path) -> Result<std::fs::File, Sessi
         return Err(unrunnable(out.status.to_string()));
     }
     let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if theirs != wire::VERSION.to_string() {
-        return Err(SessionExeError::Incompatible { path, theirs });
+    match theirs.parse::<u16>() {
+        Ok(version) if version == wire::VERSION => Ok(file),
+        Ok(_) => Err(SessionExeError::Incompatible { path, theirs }),
+        Err(_) => Err(unrunnable(format!("it answered {theirs:?}"))),
     }
-    Ok(file)
 }
 
 /// `/proc/self/fd/N` for `file`: a path to exactly the file this process
@@ -567,5 +568,32 @@ impl AttachmentControl {
     /// The client's window changed.
     pub async fn resize(&mut self, size: PtySize) {
         let _ = write_frame(&mut self.writer, &AttachInput::Resize(size)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `keepsh-session` that is missing, or does not answer with this
+    /// build's version, is refused with a message naming it.
+    #[test]
+    fn a_session_executable_of_another_build_is_not_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = dir.path().join("keepsh");
+        let missing = open_session_executable(&server).expect_err("missing");
+        assert!(matches!(missing, SessionExeError::Open { .. }), "{missing}");
+        // echo(1) answers `wire-version` with those words, not a version.
+        std::os::unix::fs::symlink("/bin/echo", dir.path().join(SESSION_EXE)).expect("symlink");
+        let other = open_session_executable(&server).expect_err("another program");
+        let message = other.to_string();
+        assert!(
+            matches!(other, SessionExeError::Unrunnable { .. }),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("keepsh-session does not say its session protocol version: it answered \"wire-version\""),
+            "{message}"
+        );
     }
 }
