@@ -367,29 +367,16 @@ impl Drop for Verifiers {
     }
 }
 
-/// Has glibc return the pages of freed memory to the system
-/// (`malloc_trim(3)`). glibc raises its mmap threshold after a large block
-/// is freed, so the next 19 MiB buffer comes from the thread's arena, and
-/// an arena gives memory back on its own only above its trim threshold
-/// (mallopt(3) M_TRIM_THRESHOLD): without this, RSS stays at the burst's
-/// peak. Measured with `cargo bench --bench compare` (auth): see
-/// BENCHMARKS.md.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[expect(unsafe_code, reason = "malloc_trim, a glibc call with no safe binding")]
+/// Gives the argon2 buffer's pages back ([`crate::memory`]): without
+/// this, the server's RSS stays at the peak of the last burst of logins.
 fn give_back_freed_memory(freed: u64) {
-    // SAFETY: malloc_trim takes no pointer and glibc serialises it with
-    // every other allocator call; it only releases pages no block uses.
-    let released = unsafe { nix::libc::malloc_trim(0) } == 1;
+    let released = crate::memory::give_back_freed_memory();
     tracing::debug!(
         released,
         freed,
         "argon2 worker idle: its buffer freed and memory given back"
     );
 }
-
-/// Elsewhere (musl, other systems) the allocator has no such call.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn give_back_freed_memory(_freed: u64) {}
 
 /// The hash an unknown user's password is checked against: argon2id with
 /// the costliest parameters among `configured` (memory × passes), so that

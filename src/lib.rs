@@ -24,6 +24,7 @@ pub mod front;
 pub mod keys;
 pub mod logging;
 pub mod lost;
+pub mod memory;
 pub mod penalty;
 pub mod protocol;
 pub mod registry;

@@ -119,6 +119,11 @@ pub(super) struct Input {
 /// How soon after output, input or an attach `list`'s view of what the
 /// session is doing is brought up to date.
 const REFRESH: Duration = Duration::from_millis(300);
+/// How long after its last wake (output, input, a message, a client's
+/// room) a session process gives the heap its burst freed back to the
+/// system ([`crate::memory`]): an attach's redraw, a `history` or a flood
+/// of output leave free pages inside the heap that glibc keeps otherwise.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
 /// Most characters of the screen's last line in `list`.
 const LAST_LINE: usize = 80;
 
@@ -159,6 +164,9 @@ pub(super) struct Actor {
     /// When `info.doing` is next brought up to date (after output, input
     /// or an attach; `None`: nothing new).
     refresh_at: Option<Instant>,
+    /// When the freed heap is next given back ([`TRIM_AFTER`] after the
+    /// last wake but a timer; `None`: done since).
+    trim_at: Option<Instant>,
     /// The PTY's output has ended (or is no longer read, after an exit).
     output_eof: bool,
     /// Output and snapshot on disk (`None`: `history_file_bytes = 0`, or
@@ -203,6 +211,8 @@ impl Actor {
             notifier,
             away: Some(Away::since(SystemTime::now())),
             refresh_at: None,
+            // The start's own temporaries (spec, options, runtime set-up).
+            trim_at: Some(Instant::now() + TRIM_AFTER),
             output_eof: false,
             history,
             keep_history: false,
@@ -228,7 +238,7 @@ impl Actor {
     }
 
     pub(super) async fn run(
-        mut self,
+        mut self: Box<Self>,
         streams: PtyStreams,
         mut messages: mpsc::Receiver<Message>,
         mut inputs: mpsc::Receiver<Input>,
@@ -246,7 +256,7 @@ impl Actor {
             // Select only picks what happened; the handling below may then
             // borrow `self` freely.
             let wake = tokio::select! {
-                chunk = output.recv(), if !self.output_eof && !held => Wake::Output(chunk),
+                chunk = output.next(), if !self.output_eof && !held => Wake::Output(chunk),
                 message = messages.recv(), if messages_open => Wake::Message(message),
                 Some(input) = inputs.recv(), if self.pending_input.is_none() => Wake::Input(input),
                 permit = input_tx.reserve(), if self.pending_input.is_some() => {
@@ -264,26 +274,38 @@ impl Actor {
                 () = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
             };
             match wake {
-                Wake::Output(Some(chunk)) => self.on_output(chunk),
-                Wake::Output(None) => {
-                    self.output_eof = true;
-                    let effect = self.lifecycle.eof(Instant::now(), &self.timers);
-                    self.apply(effect);
-                }
-                Wake::Message(Some(message)) => self.on_message(message),
                 Wake::Message(None) => messages_open = false,
-                Wake::Input(input) => self.on_input(input),
-                Wake::Room(id, permit) => self.on_room(id, permit),
-                Wake::Exit(status) => {
-                    tracing::info!(code = status.code, signal = ?status.signal, "program exited");
-                    let (now, eof) = (Instant::now(), self.output_eof);
-                    let effect = self.lifecycle.reaped(status, eof, now, &self.timers);
-                    self.apply(effect);
-                }
                 Wake::Deadline => self.on_deadline(),
+                wake => {
+                    self.on_wake(wake);
+                    self.trim_at = Some(Instant::now() + TRIM_AFTER);
+                }
             }
         }
         self.finish();
+    }
+
+    /// Handles what woke the task (a closed message queue and a deadline
+    /// are the loop's own business).
+    fn on_wake(&mut self, wake: Wake) {
+        match wake {
+            Wake::Output(Some(chunk)) => self.on_output(chunk),
+            Wake::Output(None) => {
+                self.output_eof = true;
+                let effect = self.lifecycle.eof(Instant::now(), &self.timers);
+                self.apply(effect);
+            }
+            Wake::Message(Some(message)) => self.on_message(message),
+            Wake::Input(input) => self.on_input(input),
+            Wake::Room(id, permit) => self.on_room(id, permit),
+            Wake::Exit(status) => {
+                tracing::info!(code = status.code, signal = ?status.signal, "program exited");
+                let (now, eof) = (Instant::now(), self.output_eof);
+                let effect = self.lifecycle.reaped(status, eof, now, &self.timers);
+                self.apply(effect);
+            }
+            Wake::Message(None) | Wake::Deadline => {}
+        }
     }
 
     /// The session ended cleanly: nothing on disk to keep for it, unless
@@ -302,6 +324,7 @@ impl Actor {
             self.lifecycle.deadline(),
             self.pacing.deadline(),
             self.refresh_at,
+            self.trim_at,
         ]
         .into_iter()
         .flatten()
@@ -353,6 +376,11 @@ impl Actor {
         let now = Instant::now();
         if self.refresh_at.is_some_and(|at| at <= now) {
             self.refresh();
+        }
+        if self.trim_at.is_some_and(|at| at <= now) {
+            self.trim_at = None;
+            let released = crate::memory::give_back_freed_memory();
+            tracing::trace!(released, "quiet: freed memory given back");
         }
         if self.pacing.expired(now) {
             for att in self

@@ -42,7 +42,7 @@ pub enum HostError {
     /// The command line names another session than the spec.
     #[error("--session {0} does not match the spec on stdin")]
     WrongSession(String),
-    /// The runtime or the socket could not be set up.
+    /// stdin could not be read, or the runtime not set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -54,7 +54,7 @@ pub enum HostError {
 /// [`HostError`] when the spec is unreadable or the runtime cannot start;
 /// a program that cannot start is reported on stdout as [`Ready::Failed`].
 pub fn run(state_dir: &Path, session: &str) -> Result<(), HostError> {
-    let spec: HostSpec = serde_json::from_reader(std::io::stdin().lock())?;
+    let spec: HostSpec = serde_json::from_slice(&read_stdin()?)?;
     if spec.id.to_string() != session {
         return Err(HostError::WrongSession(session.to_owned()));
     }
@@ -78,9 +78,23 @@ pub fn run(state_dir: &Path, session: &str) -> Result<(), HostError> {
     let span = tracing::info_span!("session", id = %spec.id, owner = %spec.owner);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // A session process waits on a handful of descriptors (its socket,
+        // its PTY, a few connections): 64 events a wake-up, not 1,024
+        // (12 KiB of buffer).
+        .max_io_events_per_tick(64)
         .build()?
         .block_on(serve(state_dir, spec).instrument(span));
     Ok(())
+}
+
+/// All of stdin, read through a duplicate of fd 0: `std::io::stdin()`
+/// would keep its 8 KiB buffer for the life of the process.
+fn read_stdin() -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut spec = Vec::new();
+    let stdin = rustix::stdio::stdin().try_clone_to_owned()?;
+    std::fs::File::from(stdin).read_to_end(&mut spec)?;
+    Ok(spec)
 }
 
 fn answer(ready: &Ready) {

@@ -93,14 +93,24 @@ fn start(spec: HostSpec, state_dir: &std::path::Path) -> Result<Mailbox, SpawnEr
     let history = history.and_then(|(limit, term, cwd)| {
         history_file(state_dir, limit, info_rx.clone(), (term, cwd), spec.resume)
     });
-    let mut actor = actor::Actor::new(info, publish, pty, spec.settings, history);
+    // Boxed, and its task's future too: a session process's main stack is
+    // as deep as it ever went, and the ~10 KiB future moved through a few
+    // frames on its way into the task would stay resident there.
+    let mut actor = Box::new(actor::Actor::new(
+        info,
+        publish,
+        pty,
+        spec.settings,
+        history,
+    ));
     if !old.is_empty() {
         actor.replay(&old);
     }
     if !spec.spawn.preface.is_empty() {
         actor.preface(spec.spawn.preface.into_bytes());
     }
-    tokio::spawn(actor.run(streams, messages_rx, input_rx).instrument(span));
+    let run = Box::pin(actor.run(streams, messages_rx, input_rx));
+    tokio::spawn(run.instrument(span));
     Ok(Mailbox {
         messages,
         input,

@@ -1,14 +1,13 @@
 //! The PTY and child process of one session, bridged to tokio.
 //!
-//! The *reader* is one small thread that reads the master continuously
-//! (whether or not anyone is attached) into a bounded queue: on its own
-//! thread it drains the PTY the moment output arrives even while the
-//! runtime's workers are busy encrypting, which measured 75 MB/s of bulk
-//! output against 48 MB/s for a reader task. The *writer* is a task on the
-//! master, registered with tokio by pty-process (input on its own path:
-//! some programs deadlock when written to while their output is not read;
-//! and no thread wake-up on a keystroke's way in), and the *waiter* is a
-//! task that reaps the child and reports its exit status.
+//! The output is read by the session task itself ([`PtyOutput`], the
+//! master registered with the session process's runtime): no thread and no
+//! queue between the PTY and the ring buffer, so an echoed keystroke wakes
+//! the process once, and an idle session holds no read buffer. The
+//! *writer* is a task on the master, registered with tokio by pty-process
+//! (input on its own path: some programs deadlock when written to while
+//! their output is not read), and the *waiter* is a task that reaps the
+//! child and reports its exit status.
 //!
 //! Traps handled here (see shared/notes/tech-brief.md §2): the parent's copy
 //! of the slave is closed right after spawning, or EOF never arrives;
@@ -21,19 +20,18 @@ use std::os::unix::process::ExitStatusExt;
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
-use tokio::io::AsyncWriteExt;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::protocol::host::{SpawnError, SpawnSpec};
 use crate::protocol::{ExitStatus, PtySize};
 
-/// Bytes read from the PTY per read call. Also the largest output chunk.
+/// The largest output chunk, in bytes: what one wake-up of the session
+/// task takes from the PTY at most.
 const READ_CHUNK: usize = 32 * 1024;
-/// Output chunks queued between the reader thread and the session task.
-const OUTPUT_QUEUE: usize = 16;
 /// Input chunks queued for the writer task.
 pub const INPUT_QUEUE: usize = 64;
 
@@ -49,17 +47,22 @@ pub struct Pty {
     pub input: mpsc::Sender<Bytes>,
 }
 
+/// The master's reading end, read by the session task.
+pub struct PtyOutput {
+    master: AsyncFd<OwnedFd>,
+}
+
 /// The streams a [`Pty`] produces.
 pub struct PtyStreams {
-    /// Output chunks in order; closes at EOF (all slave fds closed).
-    pub output: mpsc::Receiver<Bytes>,
+    /// Output chunks in order, until EOF (all slave fds closed).
+    pub output: PtyOutput,
     /// The child's exit status, once reaped.
     pub exit: oneshot::Receiver<ExitStatus>,
 }
 
-/// Opens a PTY of `spec.size`, starts the program on it, the reader thread
-/// and the writer and waiter tasks (on the current tokio runtime, in the
-/// current span).
+/// Opens a PTY of `spec.size`, starts the program on it and the writer and
+/// waiter tasks (on the current tokio runtime, in the current span), and
+/// registers the output's end with that runtime.
 ///
 /// # Errors
 /// [`SpawnError`] when no PTY can be opened or the program cannot be executed.
@@ -86,17 +89,9 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
         .and_then(|p| i32::try_from(p).ok())
         .map(Pid::from_raw);
 
-    let (output_tx, output) = mpsc::channel(OUTPUT_QUEUE);
+    let output = PtyOutput::register(reader).map_err(|e| SpawnError::OpenPty(e.to_string()))?;
     let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
     let (exit_tx, exit) = oneshot::channel();
-    let reading = std::thread::Builder::new()
-        .name("keepsh-pty-read".to_owned())
-        .stack_size(64 * 1024)
-        .spawn(move || read_loop(&reader, &output_tx));
-    if let Err(error) = reading {
-        // The session then ends as if the PTY had closed.
-        tracing::error!(%error, "cannot start the PTY reader thread");
-    }
     tokio::spawn(write_loop(pty, input_rx).in_current_span());
     tokio::spawn(wait(child, exit_tx).in_current_span());
     Ok((
@@ -189,43 +184,81 @@ fn winsize(size: PtySize) -> pty_process::Size {
     pty_process::Size::new(size.rows(), size.cols())
 }
 
-/// Reads `master` (non-blocking, shared with the writer) until EOF, waiting
-/// in poll(2) when it is empty.
-fn read_loop(master: &OwnedFd, output: &mpsc::Sender<Bytes>) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        match rustix::io::read(master, &mut buf[..]) {
-            Ok(0) => return,
-            Ok(mut n) => {
-                // A read returns at most ~4 KiB; take what else is already
-                // there, so that bulk output wakes the session task (ring,
-                // screen model, fan-out) once per up to 32 KiB. EAGAIN, EOF
-                // or an error ends this; the next read sees them again.
-                while n < buf.len() {
-                    match rustix::io::read(master, &mut buf[n..]) {
-                        Ok(m) if m > 0 => n += m,
-                        _ => break,
+impl PtyOutput {
+    /// Registers `master` (a non-blocking duplicate of the master) with the
+    /// current runtime for reading.
+    #[expect(
+        unsafe_code,
+        reason = "AsyncFd::register_with_interest: `master` is an OwnedFd moved in, open and the same descriptor for the AsyncFd's whole life, as it requires"
+    )]
+    fn register(master: OwnedFd) -> std::io::Result<PtyOutput> {
+        // SAFETY: the AsyncFd owns `master` and drops it last.
+        let master = unsafe { AsyncFd::register_with_interest(master, Interest::READABLE) };
+        Ok(PtyOutput { master: master? })
+    }
+
+    /// The next chunk of output: all that the PTY holds, up to
+    /// [`READ_CHUNK`] bytes (a read returns at most ~4 KiB; taking the
+    /// rest at once makes bulk output wake the session task once per
+    /// 32 KiB); `None` at EOF (EIO once every slave fd is closed, on
+    /// Linux) or on a read error. Cancel-safe: the reads happen within one
+    /// poll, so a `select!` that drops this future loses no byte.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            let mut ready = self.master.readable().await.ok()?;
+            match read_available(ready.get_inner()) {
+                Available::Some(chunk, drained) => {
+                    if drained {
+                        ready.clear_ready();
                     }
+                    return Some(chunk);
                 }
-                if output
-                    .blocking_send(Bytes::copy_from_slice(&buf[..n]))
-                    .is_err()
-                {
-                    return;
-                }
+                Available::None => ready.clear_ready(),
+                Available::End => return None,
             }
-            Err(Errno::AGAIN) => {
-                let mut fds = [PollFd::new(master, PollFlags::IN)];
-                match rustix::event::poll(&mut fds, None) {
-                    Ok(_) | Err(Errno::INTR) => {}
-                    Err(_) => return,
-                }
-            }
-            Err(Errno::INTR) => {}
-            // EIO once every slave fd is closed (Linux) is the PTY's EOF.
-            Err(_) => return,
         }
     }
+}
+
+/// What one look at the (non-blocking) master found.
+enum Available {
+    /// Bytes, and whether the PTY was left empty (EAGAIN).
+    Some(Bytes, bool),
+    /// Nothing yet (EAGAIN).
+    None,
+    /// EOF or an error.
+    End,
+}
+
+/// Reads what `master` holds, up to [`READ_CHUNK`] bytes, into a buffer
+/// of its size (only the pages written are touched) that is then shrunk
+/// to the bytes read: the chunk is handed on without a copy.
+fn read_available(master: &OwnedFd) -> Available {
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut drained = false;
+    while buf.len() < READ_CHUNK {
+        match rustix::io::read(master, rustix::buffer::spare_capacity(&mut buf)) {
+            Ok(n) if n > 0 => {}
+            Ok(_) => break,
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
+                drained = true;
+                break;
+            }
+            Err(_) if !buf.is_empty() => break,
+            Err(_) => return Available::End,
+        }
+    }
+    if buf.is_empty() {
+        // EOF reads 0; EAGAIN with nothing read is "not yet".
+        return if drained {
+            Available::None
+        } else {
+            Available::End
+        };
+    }
+    buf.shrink_to_fit();
+    Available::Some(Bytes::from(buf), drained)
 }
 
 async fn write_loop(mut writer: pty_process::Pty, mut input: mpsc::Receiver<Bytes>) {
