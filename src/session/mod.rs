@@ -62,30 +62,7 @@ fn start(spec: HostSpec, state_dir: &std::path::Path) -> Result<Mailbox, SpawnEr
     } else {
         Vec::new()
     };
-    let now = std::time::SystemTime::now();
-    let command = if spec.spawn.command.is_empty() {
-        vec![spec.spawn.shell.display().to_string()]
-    } else {
-        spec.spawn.command.clone()
-    };
-    let info = SessionInfo {
-        id: spec.id,
-        name: spec.name,
-        owner: spec.owner,
-        state: SessionState::Orphaned,
-        clients: 0,
-        created: now,
-        last_activity: now,
-        detached_at: None,
-        size: spec.spawn.size,
-        command,
-        exit: None,
-        output_offset: 0,
-        watchers: 0,
-        doing: Default::default(),
-        buffer_start: 0,
-        history_on_disk: false,
-    };
+    let info = first_info(&spec);
     let (messages, messages_rx) = mpsc::channel(MESSAGE_QUEUE);
     let (input, input_rx) = mpsc::channel(pty::INPUT_QUEUE);
     let (publish, info_rx) = watch::channel(info.clone());
@@ -93,9 +70,8 @@ fn start(spec: HostSpec, state_dir: &std::path::Path) -> Result<Mailbox, SpawnEr
     let history = history.and_then(|(limit, term, cwd)| {
         history_file(state_dir, limit, info_rx.clone(), (term, cwd), spec.resume)
     });
-    // Boxed, and its task's future too: a session process's main stack is
-    // as deep as it ever went, and the ~10 KiB future moved through a few
-    // frames on its way into the task would stay resident there.
+    // Boxed, as its task's future: moved by value (~10 KiB) through a few
+    // frames, they left the main stack 50 KiB deeper for good.
     let mut actor = Box::new(actor::Actor::new(
         info,
         publish,
@@ -116,6 +92,34 @@ fn start(spec: HostSpec, state_dir: &std::path::Path) -> Result<Mailbox, SpawnEr
         input,
         info: info_rx,
     })
+}
+
+/// The session's snapshot as it starts: orphaned, created now.
+fn first_info(spec: &HostSpec) -> SessionInfo {
+    let now = std::time::SystemTime::now();
+    let command = if spec.spawn.command.is_empty() {
+        vec![spec.spawn.shell.display().to_string()]
+    } else {
+        spec.spawn.command.clone()
+    };
+    SessionInfo {
+        id: spec.id,
+        name: spec.name.clone(),
+        owner: spec.owner.clone(),
+        state: SessionState::Orphaned,
+        clients: 0,
+        created: now,
+        last_activity: now,
+        detached_at: None,
+        size: spec.spawn.size,
+        command,
+        exit: None,
+        output_offset: 0,
+        watchers: 0,
+        doing: Default::default(),
+        buffer_start: 0,
+        history_on_disk: false,
+    }
 }
 
 /// What the history file needs from `spec`: the limit (bytes), `TERM`

@@ -1,9 +1,13 @@
 //! The PTY and child process of one session, bridged to tokio.
 //!
-//! The output is read by the session task itself ([`PtyOutput`], the
-//! master registered with the session process's runtime): no thread and no
-//! queue between the PTY and the ring buffer, so an echoed keystroke wakes
-//! the process once, and an idle session holds no read buffer. The
+//! The output ([`PtyOutput`]) is read by the session task itself while it
+//! comes in drips (a prompt, an echo: one wake-up of the process, no
+//! thread, no buffer held), and by a thread of its own during a flood: a
+//! read that fills [`READ_CHUNK`] starts a reader thread, which drains
+//! the PTY into a bounded queue while the session task parses what came
+//! before (the program runs on meanwhile: twice the bulk output of the
+//! task alone, 50 against 25 MB/s, BENCHMARKS.md "Memory"), and ends
+//! after [`READER_IDLE`] without output, handing the reading back. The
 //! *writer* is a task on the master, registered with tokio by pty-process
 //! (input on its own path: some programs deadlock when written to while
 //! their output is not read), and the *waiter* is a task that reaps the
@@ -20,6 +24,9 @@ use std::os::unix::process::ExitStatusExt;
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWriteExt, Interest};
@@ -29,9 +36,15 @@ use tracing::Instrument;
 use crate::protocol::host::{SpawnError, SpawnSpec};
 use crate::protocol::{ExitStatus, PtySize};
 
-/// The largest output chunk, in bytes: what one wake-up of the session
-/// task takes from the PTY at most.
+/// The largest output chunk, in bytes: what is taken from the PTY at most
+/// before it is handed on. A read by the session task that fills it starts
+/// the reader thread.
 const READ_CHUNK: usize = 32 * 1024;
+/// Output chunks queued between the reader thread and the session task.
+const OUTPUT_QUEUE: usize = 16;
+/// How long the reader thread waits for more output before it ends and
+/// the session task reads again.
+const READER_IDLE: Duration = Duration::from_secs(2);
 /// Input chunks queued for the writer task.
 pub const INPUT_QUEUE: usize = 64;
 
@@ -47,9 +60,21 @@ pub struct Pty {
     pub input: mpsc::Sender<Bytes>,
 }
 
-/// The master's reading end, read by the session task.
+/// The output's end of the master, read in order by whoever reads now.
 pub struct PtyOutput {
-    master: AsyncFd<OwnedFd>,
+    reading: Reading,
+    /// A reader thread could not be started once: the task reads alone.
+    no_thread: bool,
+}
+
+enum Reading {
+    /// The session task reads: the master registered with its runtime.
+    Task(AsyncFd<OwnedFd>),
+    /// A thread reads (a duplicate) and queues; the master waits here,
+    /// unregistered, until the thread ends and the queue is empty.
+    Thread(mpsc::Receiver<Bytes>, OwnedFd),
+    /// EOF or a read error, seen.
+    Ended,
 }
 
 /// The streams a [`Pty`] produces.
@@ -89,7 +114,10 @@ pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
         .and_then(|p| i32::try_from(p).ok())
         .map(Pid::from_raw);
 
-    let output = PtyOutput::register(reader).map_err(|e| SpawnError::OpenPty(e.to_string()))?;
+    let output = PtyOutput {
+        reading: Reading::Task(register(reader).map_err(|e| SpawnError::OpenPty(e.to_string()))?),
+        no_thread: false,
+    };
     let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
     let (exit_tx, exit) = oneshot::channel();
     tokio::spawn(write_loop(pty, input_rx).in_current_span());
@@ -185,80 +213,149 @@ fn winsize(size: PtySize) -> pty_process::Size {
 }
 
 impl PtyOutput {
-    /// Registers `master` (a non-blocking duplicate of the master) with the
-    /// current runtime for reading.
-    #[expect(
-        unsafe_code,
-        reason = "AsyncFd::register_with_interest: `master` is an OwnedFd moved in, open and the same descriptor for the AsyncFd's whole life, as it requires"
-    )]
-    fn register(master: OwnedFd) -> std::io::Result<PtyOutput> {
-        // SAFETY: the AsyncFd owns `master` and drops it last.
-        let master = unsafe { AsyncFd::register_with_interest(master, Interest::READABLE) };
-        Ok(PtyOutput { master: master? })
-    }
-
-    /// The next chunk of output: all that the PTY holds, up to
-    /// [`READ_CHUNK`] bytes (a read returns at most ~4 KiB; taking the
-    /// rest at once makes bulk output wake the session task once per
-    /// 32 KiB); `None` at EOF (EIO once every slave fd is closed, on
-    /// Linux) or on a read error. Cancel-safe: the reads happen within one
-    /// poll, so a `select!` that drops this future loses no byte.
+    /// The next chunk of output, at most [`READ_CHUNK`] bytes; `None` at
+    /// EOF (EIO once every slave fd is closed, on Linux) or after a read
+    /// error. Cancel-safe: the reads happen within one poll and a queued
+    /// chunk stays queued, so a `select!` that drops this future loses no
+    /// byte.
     pub async fn next(&mut self) -> Option<Bytes> {
         loop {
-            let mut ready = self.master.readable().await.ok()?;
-            match read_available(ready.get_inner()) {
-                Available::Some(chunk, drained) => {
-                    if drained {
-                        ready.clear_ready();
+            match &mut self.reading {
+                Reading::Ended => return None,
+                Reading::Thread(chunks, _) => match chunks.recv().await {
+                    Some(chunk) => return Some(chunk),
+                    // The thread ended (idle, EOF or an error) and all it
+                    // read is taken: the task reads again, and finds the
+                    // EOF or error itself.
+                    None => self.read_in_task(),
+                },
+                Reading::Task(master) => {
+                    let Ok(mut ready) = master.readable().await else {
+                        self.reading = Reading::Ended;
+                        return None;
+                    };
+                    match read_available(ready.get_inner()) {
+                        (Some(chunk), true) => {
+                            ready.clear_ready();
+                            return Some(chunk);
+                        }
+                        (Some(chunk), false) => {
+                            if chunk.len() == READ_CHUNK && !self.no_thread {
+                                self.read_in_thread();
+                            }
+                            return Some(chunk);
+                        }
+                        (None, true) => ready.clear_ready(),
+                        (None, false) => self.reading = Reading::Ended,
                     }
-                    return Some(chunk);
                 }
-                Available::None => ready.clear_ready(),
-                Available::End => return None,
             }
+        }
+    }
+
+    /// A flood: hands the reading to a thread (the task's registration
+    /// ends, so the runtime is not woken for output it does not read).
+    fn read_in_thread(&mut self) {
+        let Reading::Task(master) = std::mem::replace(&mut self.reading, Reading::Ended) else {
+            return;
+        };
+        let master = master.into_inner();
+        let (tx, chunks) = mpsc::channel(OUTPUT_QUEUE);
+        let spawned = rustix::io::fcntl_dupfd_cloexec(&master, 0)
+            .map_err(std::io::Error::from)
+            .and_then(|reader| {
+                std::thread::Builder::new()
+                    .name("keepsh-pty-read".to_owned())
+                    .stack_size(64 * 1024)
+                    .spawn(move || read_loop(&reader, &tx))
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start a PTY reader thread; the session task reads alone");
+            self.no_thread = true;
+        }
+        // Without a thread, the queue's sender is gone already: the next
+        // call registers the master again.
+        self.reading = Reading::Thread(chunks, master);
+    }
+
+    /// The reader thread has ended and its queue is empty: the session task
+    /// reads again.
+    fn read_in_task(&mut self) {
+        let Reading::Thread(_, master) = std::mem::replace(&mut self.reading, Reading::Ended) else {
+            return;
+        };
+        match register(master) {
+            Ok(master) => self.reading = Reading::Task(master),
+            Err(error) => tracing::error!(%error, "cannot register the PTY; its output ends"),
         }
     }
 }
 
-/// What one look at the (non-blocking) master found.
-enum Available {
-    /// Bytes, and whether the PTY was left empty (EAGAIN).
-    Some(Bytes, bool),
-    /// Nothing yet (EAGAIN).
-    None,
-    /// EOF or an error.
-    End,
+/// Registers `master` (a non-blocking duplicate of the master) with the
+/// current runtime for reading.
+#[expect(
+    unsafe_code,
+    reason = "AsyncFd::register_with_interest: `master` is an OwnedFd moved in, so it stays open and the same descriptor for the AsyncFd's whole life, as required"
+)]
+fn register(master: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns `master` and drops it last.
+    Ok(unsafe { AsyncFd::register_with_interest(master, Interest::READABLE) }?)
 }
 
-/// Reads what `master` holds, up to [`READ_CHUNK`] bytes, into a buffer
-/// of its size (only the pages written are touched) that is then shrunk
-/// to the bytes read: the chunk is handed on without a copy.
-fn read_available(master: &OwnedFd) -> Available {
+/// The reader thread: reads `master` (non-blocking, a duplicate of the
+/// session's) until EOF, an error, or [`READER_IDLE`] without output,
+/// waiting in poll(2) when it is empty.
+fn read_loop(master: &OwnedFd, output: &mpsc::Sender<Bytes>) {
+    let idle = rustix::event::Timespec::try_from(READER_IDLE).unwrap_or_default();
+    loop {
+        match read_available(master) {
+            (Some(chunk), _) => {
+                if output.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+            (None, true) => {
+                let mut fds = [PollFd::new(master, PollFlags::IN)];
+                match rustix::event::poll(&mut fds, Some(&idle)) {
+                    Ok(0) => return,
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(_) => return,
+                }
+            }
+            (None, false) => return,
+        }
+    }
+}
+
+/// Reads what `master` holds, up to [`READ_CHUNK`] bytes: a read returns
+/// at most ~4 KiB, and taking the rest at once makes bulk output wake the
+/// session task (ring, screen model, fan-out) once per 32 KiB. The buffer
+/// is allocated for the read (only the pages written are touched) and
+/// shrunk to the bytes read: the chunk is handed on without a copy, and
+/// an idle reader holds no buffer. Returns the bytes (`None`: none) and
+/// whether the PTY was left empty (EAGAIN); no bytes and not empty is EOF
+/// or an error.
+fn read_available(master: &OwnedFd) -> (Option<Bytes>, bool) {
     let mut buf = Vec::with_capacity(READ_CHUNK);
-    let mut drained = false;
+    let mut would_block = false;
     while buf.len() < READ_CHUNK {
         match rustix::io::read(master, rustix::buffer::spare_capacity(&mut buf)) {
             Ok(n) if n > 0 => {}
             Ok(_) => break,
             Err(Errno::INTR) => {}
             Err(Errno::AGAIN) => {
-                drained = true;
+                would_block = true;
                 break;
             }
             Err(_) if !buf.is_empty() => break,
-            Err(_) => return Available::End,
+            Err(_) => break,
         }
     }
     if buf.is_empty() {
-        // EOF reads 0; EAGAIN with nothing read is "not yet".
-        return if drained {
-            Available::None
-        } else {
-            Available::End
-        };
+        return (None, would_block);
     }
     buf.shrink_to_fit();
-    Available::Some(Bytes::from(buf), drained)
+    (Some(Bytes::from(buf)), would_block)
 }
 
 async fn write_loop(mut writer: pty_process::Pty, mut input: mpsc::Receiver<Bytes>) {
