@@ -250,9 +250,10 @@ impl Actor {
         } = streams;
         let input_tx = self.pty.input.clone();
         let mut messages_open = true;
+        let mut timer = Timer::default();
         while !self.lifecycle.ended() {
             let held = self.hold_output();
-            let deadline = self.next_deadline();
+            let deadline = timer.set(self.next_deadline());
             // Select only picks what happened; the handling below may then
             // borrow `self` freely.
             let wake = tokio::select! {
@@ -271,7 +272,7 @@ impl Actor {
                 status = &mut exit, if self.lifecycle.running() => {
                     Wake::Exit(status.unwrap_or(ExitStatus { code: 1, signal: None }))
                 }
-                () = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
+                () = &mut timer.sleep, if deadline.is_some() => Wake::Deadline,
             };
             match wake {
                 Wake::Message(None) => messages_open = false,
@@ -901,10 +902,35 @@ impl Source for Feed<'_> {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// The session task's one timer, moved only when its deadline changes: a
+/// new `Sleep` for each turn of the loop, earlier than the one before,
+/// made tokio wake its own driver (an eventfd write and one more
+/// `epoll_wait` on each keystroke's way in and out).
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    at: Option<Instant>,
+}
+
+impl Default for Timer {
+    fn default() -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            at: None,
+        }
+    }
+}
+
+impl Timer {
+    /// Arms the timer for `deadline` (`None`: the caller does not poll
+    /// it); returns `deadline`.
+    fn set(&mut self, deadline: Option<Instant>) -> Option<Instant> {
+        if let Some(at) = deadline
+            && self.at != deadline
+        {
+            self.sleep.as_mut().reset(at);
+        }
+        self.at = deadline;
+        deadline
     }
 }
 

@@ -19,6 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use tokio::io::BufReader;
 use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -133,7 +134,6 @@ async fn serve(state_dir: &Path, spec: HostSpec) {
     };
     answer(&Ready::Started);
     tracing::info!(socket = %path.display(), "session process started");
-    let mut ended = session.info.clone();
     let mut next_id: AttachmentId = 0;
     loop {
         tokio::select! {
@@ -141,6 +141,7 @@ async fn serve(state_dir: &Path, spec: HostSpec) {
                 Ok((stream, _)) => {
                     next_id += 1;
                     let (reader, writer) = stream.into_split();
+                    let reader = BufReader::with_capacity(READ_AHEAD, reader);
                     let task = connection(reader, writer, session.clone(), next_id);
                     tokio::spawn(task.in_current_span());
                 }
@@ -149,20 +150,31 @@ async fn serve(state_dir: &Path, spec: HostSpec) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            // Err once the session task has ended and dropped its sender.
-            changed = ended.changed() => if changed.is_err() { break },
+            // Once the session task has ended and dropped its queue. (Not
+            // its snapshot's `changed()`: this future is the runtime's
+            // root, and each wake of it costs the process an eventfd write
+            // and one more epoll_wait, on every output and keystroke.)
+            () = session.messages.closed() => break,
         }
     }
     let _ = std::fs::remove_file(&path);
     tracing::info!("session ended; session process exits");
 }
 
+/// Bytes read ahead on a connection: frames (a keystroke's is 7 bytes)
+/// then cost one recv(2) each, or one for several, instead of three; a
+/// larger frame (a paste) is read around the buffer.
+const READ_AHEAD: usize = 512;
+
+/// A connection's reading half, buffered.
+type Reader = BufReader<OwnedReadHalf>;
+
 /// One connection: preambles, then the role its first frame opens (`id`
 /// names it if it becomes an attachment). A peer that misbehaves (garbage,
 /// another version, a bad frame) gets its connection closed and a line in
 /// the log; the session carries on.
 async fn connection(
-    mut reader: OwnedReadHalf,
+    mut reader: Reader,
     mut writer: OwnedWriteHalf,
     session: Mailbox,
     id: AttachmentId,
@@ -220,7 +232,7 @@ fn only_output_differs(a: &SessionInfo, b: &SessionInfo) -> bool {
 
 /// Pushes new snapshots (output alone at most every
 /// [`OUTPUT_INFO_INTERVAL`]); forwards requests.
-async fn control(reader: OwnedReadHalf, mut writer: OwnedWriteHalf, session: &Mailbox) {
+async fn control(reader: Reader, mut writer: OwnedWriteHalf, session: &Mailbox) {
     let mut info = session.info.clone();
     let push = async {
         loop {
@@ -259,7 +271,7 @@ async fn control(reader: OwnedReadHalf, mut writer: OwnedWriteHalf, session: &Ma
 }
 
 /// Forwards requests from a control connection until it closes.
-async fn requests(mut reader: OwnedReadHalf, session: &Mailbox) {
+async fn requests(mut reader: Reader, session: &Mailbox) {
     loop {
         match read_frame::<_, ControlRequest>(&mut reader).await {
             Ok(Some(request)) => {
@@ -324,7 +336,7 @@ const HISTORY_CHUNK: usize = 64 * 1024;
 /// Binds attachment `id`: its events go out as frames; typed bytes and
 /// resizes come in. Closing either way detaches.
 async fn attachment(
-    reader: OwnedReadHalf,
+    reader: Reader,
     mut writer: OwnedWriteHalf,
     session: &Mailbox,
     id: AttachmentId,
@@ -368,7 +380,7 @@ async fn attachment(
 
 /// Passes attachment `id`'s typed bytes and resizes to the session until
 /// its connection closes.
-async fn feed(mut reader: OwnedReadHalf, session: &Mailbox, id: AttachmentId) {
+async fn feed(mut reader: Reader, session: &Mailbox, id: AttachmentId) {
     let mut gate = InputGate::default();
     loop {
         match read_frame::<_, AttachInput>(&mut reader).await {

@@ -281,7 +281,8 @@ impl PtyOutput {
     /// The reader thread has ended and its queue is empty: the session task
     /// reads again.
     fn read_in_task(&mut self) {
-        let Reading::Thread(_, master) = std::mem::replace(&mut self.reading, Reading::Ended) else {
+        let Reading::Thread(_, master) = std::mem::replace(&mut self.reading, Reading::Ended)
+        else {
             return;
         };
         match register(master) {
