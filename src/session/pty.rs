@@ -253,6 +253,12 @@ impl PtyOutput {
         }
     }
 
+    /// Whether a reader thread reads now.
+    #[cfg(test)]
+    fn in_thread(&self) -> bool {
+        matches!(self.reading, Reading::Thread(..))
+    }
+
     /// A flood: hands the reading to a thread (the task's registration
     /// ends, so the runtime is not woken for output it does not read).
     fn read_in_thread(&mut self) {
@@ -416,5 +422,65 @@ impl Pty {
             // ESRCH (already gone) is the expected outcome of a race with exit.
             let _ = killpg(group, signal);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reader across its hand-overs: real `/bin/sh`, real PTY.
+
+    use std::path::PathBuf;
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    #[tokio::test]
+    async fn a_flood_is_read_by_a_thread_then_the_task_reads_again_losing_nothing() {
+        let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; read line; echo \"got $line\"";
+        let spec = SpawnSpec {
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            shell: PathBuf::from("/bin/sh"),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: PathBuf::from("/"),
+            size: PtySize::DEFAULT,
+            preface: String::new(),
+        };
+        let (pty, mut streams) = spawn(&spec).expect("spawn /bin/sh");
+        let (mut xs, mut threaded) = (0, false);
+        while xs < 1024 * 1024 {
+            let chunk = tokio::time::timeout(DEADLINE, streams.output.next()).await;
+            let chunk = chunk.expect("the flood in time").expect("no EOF yet");
+            assert!(chunk.len() <= READ_CHUNK);
+            xs += chunk.iter().filter(|&&b| b == b'x').count();
+            threaded |= streams.output.in_thread();
+        }
+        assert_eq!(xs, 1024 * 1024, "every byte of the flood, none twice");
+        assert!(threaded, "a reader thread took the flood");
+        // The program now waits for a line: the thread ends after
+        // READER_IDLE without output, and the task reads again.
+        let quiet = tokio::time::timeout(READER_IDLE * 2, streams.output.next()).await;
+        assert!(matches!(quiet, Err(_) | Ok(Some(_))), "no EOF: {quiet:?}");
+        let back = async {
+            while streams.output.in_thread() {
+                let _ = tokio::time::timeout(READER_IDLE, streams.output.next()).await;
+            }
+        };
+        tokio::time::timeout(DEADLINE, back)
+            .await
+            .expect("the task reads again");
+        pty.input
+            .send(Bytes::from_static(b"hello\n"))
+            .await
+            .expect("writer");
+        let mut text = Vec::new();
+        while !String::from_utf8_lossy(&text).contains("got hello") {
+            let chunk = tokio::time::timeout(DEADLINE, streams.output.next()).await;
+            text.extend_from_slice(&chunk.expect("the echo in time").expect("no EOF yet"));
+        }
+        assert!(
+            !streams.output.in_thread(),
+            "a few bytes are read by the task"
+        );
     }
 }
