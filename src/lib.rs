@@ -13,7 +13,9 @@
 //! that dies or restarts loses no session. [`config`] reads `server.toml`, [`auth`] checks passwords and
 //! keys, [`keys`] manages key files, [`state_dir`] the private directory
 //! where the session processes' sockets live, [`lost`] the sessions whose
-//! process ended without a clean end, found from their history files.
+//! process ended without a clean end, found from their history files;
+//! [`logging`] and [`memory`] (freed heap given back to the system) serve
+//! both executables.
 
 pub mod admission;
 pub mod algorithms;

@@ -19,7 +19,7 @@
 //!
 //! Run as root (network namespaces, TUN devices): `cargo bench --bench
 //! flaky`. Not part of `.ci/run`. Writes `target/bench-flaky/results.md`
-//! and `.json`. `KEEPSH_FLAKY_ONLY=reattach,echo` runs some sections.
+//! and `.json`. `KEEPSH_FLAKY_ONLY=reattach,echo` runs some sections, `KEEPSH_FLAKY_RUNS=40` more handshakes and reattaches (15).
 
 #[allow(dead_code, reason = "the bench uses part of the shared test harness")]
 #[path = "../../tests/e2e/harness.rs"]

@@ -23,8 +23,17 @@ const TAKEOVER_BOUND: Duration = Duration::from_secs(30);
 /// The last line of the reattach's screen; `@` is not in base64.
 const LAST: &[u8] = b"@@LAST@@";
 /// Handshake and reattach runs, and echo keys, per peer (a lost packet
-/// costs a retransmission timeout: the spread is wide).
+/// costs a retransmission timeout: the spread is wide);
+/// `KEEPSH_FLAKY_RUNS` sets the runs.
 const RUNS: usize = 15;
+
+/// [`RUNS`], or `KEEPSH_FLAKY_RUNS`.
+fn runs() -> usize {
+    std::env::var("KEEPSH_FLAKY_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(RUNS)
+}
 const KEYS: usize = 40;
 
 /// A fresh session name for this link and section.
@@ -232,7 +241,7 @@ pub fn reattach(bench: &Bench, link: &'static str, report: &mut Report) {
     });
     let (mut screen, mut history, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
     let (mut t_screen, mut t_bytes) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         let start = Instant::now();
         let mut client = Stream::spawn(bench.keepsh_client(CLIENT, &["-tt", "attach", &keepsh]));
         let seen = client
@@ -272,7 +281,7 @@ pub fn reattach(bench: &Bench, link: &'static str, report: &mut Report) {
 ///    (keepsh: `version`; sshd: `echo`), the handshake over the link.
 pub fn handshake(bench: &Bench, link: &'static str, report: &mut Report) {
     let (mut k, mut s) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         let start = Instant::now();
         let mut client = Stream::spawn(bench.keepsh_client(CLIENT, &["-tt", "version"]));
         let at = client

@@ -354,7 +354,8 @@ fn read_available(master: &OwnedFd) -> (Option<Bytes>, bool) {
                 would_block = true;
                 break;
             }
-            Err(_) if !buf.is_empty() => break,
+            // EOF (EIO once every slave fd is closed) or an error: what was
+            // read before it goes on; the next call meets it again.
             Err(_) => break,
         }
     }
