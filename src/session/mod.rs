@@ -180,7 +180,6 @@ mod tests {
     //! Sessions at the session task's boundary: real `/bin/sh`, real PTY,
     //! no socket, no SSH.
 
-    use std::path::PathBuf;
     use std::time::Duration;
 
     use bytes::Bytes;
@@ -188,7 +187,7 @@ mod tests {
 
     use super::actor::{AttachmentId, Input, Message};
     use super::*;
-    use crate::protocol::host::{SessionSettings, SpawnSpec};
+    use crate::protocol::host::SessionSettings;
     use crate::protocol::{
         AttachReply, AttachRequest, ControlRequest, Event, ExitStatus, PtySize, SessionId,
     };
@@ -210,14 +209,7 @@ mod tests {
     }
 
     fn start_sh(script: &str, scrollback_bytes: usize) -> Mailbox {
-        let spawn = SpawnSpec {
-            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            shell: PathBuf::from("/bin/sh"),
-            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            cwd: PathBuf::from("/"),
-            size: PtySize::DEFAULT,
-            preface: String::new(),
-        };
+        let spawn = pty::tests::sh(script);
         start(
             HostSpec {
                 id: SessionId::random(),

@@ -427,7 +427,7 @@ impl Pty {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The reader across its hand-overs: real `/bin/sh`, real PTY.
 
     use std::path::PathBuf;
@@ -436,18 +436,22 @@ mod tests {
 
     const DEADLINE: Duration = Duration::from_secs(20);
 
-    #[tokio::test]
-    async fn a_flood_is_read_by_a_thread_then_the_task_reads_again_losing_nothing() {
-        let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; read line; echo \"got $line\"";
-        let spec = SpawnSpec {
+    /// `/bin/sh -c script` in `/`, 80×24, with a `PATH` and nothing else.
+    pub(in crate::session) fn sh(script: &str) -> SpawnSpec {
+        SpawnSpec {
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
             shell: PathBuf::from("/bin/sh"),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             cwd: PathBuf::from("/"),
             size: PtySize::DEFAULT,
             preface: String::new(),
-        };
-        let (pty, mut streams) = spawn(&spec).expect("spawn /bin/sh");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_is_read_by_a_thread_then_the_task_reads_again_losing_nothing() {
+        let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; read line; echo \"got $line\"";
+        let (pty, mut streams) = spawn(&sh(script)).expect("spawn /bin/sh");
         let (mut xs, mut threaded) = (0, false);
         while xs < 1024 * 1024 {
             let chunk = tokio::time::timeout(DEADLINE, streams.output.next()).await;
