@@ -286,22 +286,29 @@ pub fn parallel<T: Sync, R: Send>(
         .collect()
 }
 
-/// Types `keys` lowercase letters one at a time into the client started
-/// by `cmd` (after two keys that show it is ready: for tmux, the screen is
-/// drawn); each key's round trip until its echo, each within `timeout`.
-pub fn type_keys(cmd: Command, keys: usize, timeout: Duration) -> Vec<Duration> {
-    let mut client = Stream::spawn(cmd);
-    for key in [b"X", b"Y"] {
-        client.write(key);
-        client.wait_for(key, timeout).expect("echo of a first key");
+/// Types `keys` lowercase letters one at a time into each client started
+/// by `cmds` (after two keys that show it is ready: for tmux, the screen
+/// is drawn), one key to each client in turn, so that every peer meets the
+/// machine in the same state (on a VM a wake-up of an idle vCPU costs tens
+/// of µs, and whether one is idle drifts over a minute); each key's round
+/// trip until its echo, each within `timeout`, per client.
+pub fn type_keys(cmds: Vec<Command>, keys: usize, timeout: Duration) -> Vec<Vec<Duration>> {
+    let mut clients: Vec<Stream> = cmds.into_iter().map(Stream::spawn).collect();
+    for client in &mut clients {
+        for key in [b"X", b"Y"] {
+            client.write(key);
+            client.wait_for(key, timeout).expect("echo of a first key");
+        }
     }
-    (0..keys)
-        .map(|i| {
-            let key = [b'a' + (i % 26) as u8];
+    let mut times = vec![Vec::with_capacity(keys); clients.len()];
+    for i in 0..keys {
+        let key = [b'a' + (i % 26) as u8];
+        for (client, times) in clients.iter_mut().zip(&mut times) {
             let start = Instant::now();
             client.write(&key);
             let at = client.wait_for(&key, timeout).expect("echo");
-            at - start
-        })
-        .collect()
+            times.push(at - start);
+        }
+    }
+    times
 }

@@ -427,24 +427,23 @@ fn shifted(s: Stats, by: f64) -> Stats {
 }
 
 /// 4. Keystroke echo: one key at a time into `cat` in an attached session,
-///    timed until its echo (by the PTY's line discipline) is back.
+///    timed until its echo (by the PTY's line discipline) is back; the
+///    three peers take turns, one key each.
 pub fn echo(bench: &Bench, report: &mut Report) {
     let keys = bench.runs(400, 100);
-    let mut cmd = bench.keepsh_ssh();
-    cmd.args(["-tt", "new", "echo", "--", "cat"]);
-    let k = type_keys(cmd, keys, DEADLINE);
-    kill_session(bench, "echo");
-    let mut cmd = bench.sshd.ssh();
-    cmd.args(["-tt", "cat"]);
-    let s = type_keys(cmd, keys, DEADLINE);
+    let mut keepsh = bench.keepsh_ssh();
+    keepsh.args(["-tt", "new", "echo", "--", "cat"]);
+    let mut sshd = bench.sshd.ssh();
+    sshd.args(["-tt", "cat"]);
     let tmux = Tmux::new(bench.dir.path(), "echo");
-    let mut cmd = bench.sshd.ssh();
-    cmd.arg("-tt").args(tmux.line(&["new-session", "cat"]));
-    let t = type_keys(cmd, keys, DEADLINE);
+    let mut in_tmux = bench.sshd.ssh();
+    in_tmux.arg("-tt").args(tmux.line(&["new-session", "cat"]));
+    let times = type_keys(vec![keepsh, sshd, in_tmux], keys, DEADLINE);
+    kill_session(bench, "echo");
     let what = "key to echo round trip";
-    report.add("echo", what, KEEPSH, "ms", Stats::of_ms(&k));
-    report.add("echo", what, SSHD, "ms", Stats::of_ms(&s));
-    report.add("echo", what, TMUX, "ms", Stats::of_ms(&t));
+    for (peer, samples) in [KEEPSH, SSHD, TMUX].into_iter().zip(&times) {
+        report.add("echo", what, peer, "ms", Stats::of_ms(samples));
+    }
 }
 
 /// 6. Reconnect storm: clients attach to as many sessions all at once;

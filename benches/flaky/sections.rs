@@ -304,20 +304,20 @@ pub fn handshake(bench: &Bench, link: &'static str, report: &mut Report) {
 /// 4. Keystroke echo into `cat`: median and 90th percentile.
 pub fn echo(bench: &Bench, link: &'static str, report: &mut Report) {
     let keepsh = name(link, "ec");
-    let k = type_keys(
-        bench.keepsh_client(CLIENT, &["-tt", "new", &keepsh, "--", "cat"]),
-        KEYS,
-        SLOW,
-    );
-    keepsh_kill(bench, &keepsh);
-    let s = type_keys(
-        bench.sshd_client(CLIENT, &["-tt".into(), "cat".into()]),
-        KEYS,
-        SLOW,
-    );
     let mut args = vec!["-tt".to_owned()];
     args.extend(bench.tmux.line(&["new-session", "cat"]));
-    let t = type_keys(bench.sshd_client(CLIENT, &args), KEYS, SLOW);
+    let clients = vec![
+        bench.keepsh_client(CLIENT, &["-tt", "new", &keepsh, "--", "cat"]),
+        bench.sshd_client(CLIENT, &["-tt".into(), "cat".into()]),
+        bench.sshd_client(CLIENT, &args),
+    ];
+    let mut times = type_keys(clients, KEYS, SLOW).into_iter();
+    let (k, s, t) = (
+        times.next().unwrap_or_default(),
+        times.next().unwrap_or_default(),
+        times.next().unwrap_or_default(),
+    );
+    keepsh_kill(bench, &keepsh);
     bench.tmux.kill_server();
     for (peer, samples) in [(KEEPSH, k), (SSHD, s), (TMUX, t)] {
         let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
