@@ -1,7 +1,14 @@
 //! Where keepsh's two executables log: the server to stderr, a session
 //! process to a file of its own that outlives the server. Both are filtered
-//! by `KEEPSH_LOG` (tracing-subscriber's `EnvFilter` syntax; default
-//! `info,russh=warn`).
+//! by `KEEPSH_LOG` (default `info,russh=warn`): the server takes
+//! tracing-subscriber's `EnvFilter` syntax, a session process its
+//! `target=level` directives (env_logger's syntax, which is that subset).
+//!
+//! A session process sets no tracing subscriber: its `tracing` events
+//! reach `log` (tracing's `log` feature) and env_logger writes them, which
+//! spares it tracing-subscriber's span registry (33 KiB per process, a
+//! thousand processes on a busy host). Its session span is logged once,
+//! with its fields, when it is created.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -10,9 +17,17 @@ use std::path::Path;
 /// older file is kept: at most twice this per session).
 const SESSION_LOG_BYTES: usize = 1024 * 1024;
 
+/// The filter's environment variable, and what it is when unset.
+const FILTER_VAR: &str = "KEEPSH_LOG";
+const DEFAULT_FILTER: &str = "info,russh=warn";
+
+/// tracing's `log` feature logs every entry to and exit from a span under
+/// this target: each poll of a session's task. Always off.
+const SPAN_ACTIVITY: &str = "tracing::span::active=off";
+
 fn filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_env("KEEPSH_LOG")
-        .unwrap_or_else(|_| "info,russh=warn".into())
+    tracing_subscriber::EnvFilter::try_from_env(FILTER_VAR)
+        .unwrap_or_else(|_| DEFAULT_FILTER.into())
 }
 
 /// Logs to stderr, with colours when it is a terminal.
@@ -26,8 +41,9 @@ pub fn to_stderr() {
 
 /// A session process logs to `STATE/logs/ID.log` (0600 in a 0700
 /// directory, rotated at [`SESSION_LOG_BYTES`]): it outlives the server
-/// whose stderr it inherited. If `session` is not a session id or the file
-/// cannot be opened, to that stderr.
+/// whose stderr it inherited. Lines are `TIME LEVEL TARGET: MESSAGE`, TIME
+/// in RFC 3339 (UTC, microseconds). If `session` is not a session id or
+/// the file cannot be opened, to that stderr.
 pub fn to_session_file(state_dir: &Path, session: &str) {
     use file_rotate::{ContentLimit, FileRotate, compression::Compression, suffix::AppendCount};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -53,9 +69,18 @@ pub fn to_session_file(state_dir: &Path, session: &str) {
         Compression::None,
         Some(options),
     );
-    tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_writer(std::sync::Mutex::new(file))
-        .with_ansi(false)
-        .init();
+    let filter = std::env::var(FILTER_VAR).unwrap_or_else(|_| DEFAULT_FILTER.to_owned());
+    let logged = env_logger::Builder::new()
+        .parse_filters(&format!("{filter},{SPAN_ACTIVITY}"))
+        .target(env_logger::Target::Pipe(Box::new(file)))
+        .format(|out, record| {
+            use std::io::Write;
+            let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+            let (level, target) = (record.level(), record.target());
+            writeln!(out, "{now} {level:>5} {target}: {}", record.args())
+        })
+        .try_init();
+    if logged.is_err() {
+        to_stderr();
+    }
 }

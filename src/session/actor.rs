@@ -381,7 +381,8 @@ impl Actor {
         if self.trim_at.is_some_and(|at| at <= now) {
             self.trim_at = None;
             let released = crate::memory::give_back_freed_memory();
-            tracing::trace!(released, "quiet: freed memory given back");
+            let stack = crate::memory::give_back_unused_stack();
+            tracing::trace!(released, stack, "quiet: freed memory given back");
         }
         if self.pacing.expired(now) {
             for att in self
