@@ -215,6 +215,11 @@ pub async fn start(
         // process's heap after the attach (the soak bench saw 3 MB per
         // session held). The program's environment is its own (cleared).
         .env("MALLOC_MMAP_THRESHOLD_", "65536")
+        // glibc keeps an ended thread's stack for the next thread, its
+        // top pages resident; a session process's threads (the PTY reader
+        // of a flood, the history writer) end when idle, and their stacks
+        // should go with them (ld.so(8) tunables, glibc ≥ 2.34).
+        .env("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

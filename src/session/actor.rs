@@ -380,6 +380,9 @@ impl Actor {
         }
         if self.trim_at.is_some_and(|at| at <= now) {
             self.trim_at = None;
+            if let Some(history) = &mut self.history {
+                history.reap();
+            }
             let released = crate::memory::give_back_freed_memory();
             let stack = crate::memory::give_back_unused_stack();
             tracing::trace!(released, stack, "quiet: freed memory given back");
@@ -417,7 +420,6 @@ impl Actor {
     fn on_output(&mut self, chunk: Bytes) {
         let offset = self.ring.end();
         self.ring.push(&chunk);
-        self.record(&chunk);
         self.screen.process(&chunk);
         let bells = self.screen.take_bells();
         if let Some(away) = &mut self.away {
@@ -441,6 +443,8 @@ impl Actor {
         for id in closed {
             self.detach(id);
         }
+        // After the clients: it may start the history's writing thread.
+        self.record(&chunk);
         // Output is the hot path: update the published snapshot in place
         // rather than cloning the whole of it per chunk.
         let (start, end, now) = (self.ring.start(), self.ring.end(), SystemTime::now());
@@ -853,14 +857,14 @@ impl Actor {
 
     fn publish(&mut self) {
         self.publish.send_replace(self.info.clone());
-        if let Some(history) = &self.history {
+        if let Some(history) = &mut self.history {
             history.info_changed();
         }
     }
 
     /// Appends `chunk` to the history file; says so once writing it failed.
     fn record(&mut self, chunk: &Bytes) {
-        let Some(history) = &self.history else {
+        let Some(history) = &mut self.history else {
             return;
         };
         history.append(chunk);

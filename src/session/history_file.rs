@@ -9,7 +9,12 @@
 //! The session task never waits on the disk: [`HistoryFile::append`]
 //! queues a chunk (a reference to it, not a copy), and a thread of its
 //! own writes what is queued every [`BATCH_INTERVAL`] or [`BATCH_BYTES`],
-//! whichever comes first, in one write. No
+//! whichever comes first, in one write. The thread ends after
+//! [`WRITER_IDLE`] with nothing to write, leaving its files in the shared
+//! state, and the next output or snapshot change starts another: an idle
+//! session keeps no thread (once [`HistoryFile::reap`] joined it, and with
+//! glibc's stack cache off, as the server starts session processes, its
+//! stack is unmapped). No
 //! fsync: a crash of the process loses at most the last batch; a power
 //! failure what the kernel had not written back. A failed write (disk
 //! full, I/O error, the file size limit), or a disk so slow that
@@ -45,17 +50,23 @@ pub const MAX_PENDING: usize = 8 * 1024 * 1024;
 /// The metadata is rewritten for new activity alone at most this often
 /// (a rename, a resize or an exit at once).
 const META_INTERVAL: Duration = Duration::from_secs(5);
+/// The writing thread ends after this long with nothing to write (less
+/// than the session task's quiet time before it gives memory back, when
+/// it reaps the thread).
+pub const WRITER_IDLE: Duration = Duration::from_secs(1);
 
 /// The writer's half of a session's history on disk; dropping it writes
 /// what is pending and stops the thread (the files stay).
 pub(super) struct HistoryFile {
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    /// The last writing thread started, until joined.
+    thread: Option<JoinHandle<()>>,
 }
 
 /// What the session task and the writing thread share.
 struct Shared {
     pending: Mutex<Pending>,
+    /// The writing thread waits here for work.
     wake: Condvar,
     /// Still writing: false once a write failed.
     on_disk: AtomicBool,
@@ -72,6 +83,19 @@ struct Pending {
     meta_changed: bool,
     /// Stop after this batch (`Some(true)`: and remove the files).
     stop: Option<bool>,
+    /// A writing thread runs and will see what is queued here.
+    running: bool,
+    /// The files while no thread runs (the last one ended idle).
+    idle: Option<Writer>,
+}
+
+/// What the writing thread is to do next.
+enum Batch<'a> {
+    /// Write these chunks (and the metadata, if due); stop after them if
+    /// `Some` (`Some(true)`: and remove the files).
+    Write(Vec<Bytes>, Option<bool>),
+    /// Nothing came for [`WRITER_IDLE`]: leave the files here and end.
+    Idle(MutexGuard<'a, Pending>),
 }
 
 /// What the writing thread needs beside the pending output.
@@ -121,7 +145,10 @@ impl HistoryFile {
         info: watch::Receiver<SessionInfo>,
     ) -> std::io::Result<HistoryFile> {
         let shared = Arc::new(Shared {
-            pending: Mutex::default(),
+            pending: Mutex::new(Pending {
+                running: true,
+                ..Pending::default()
+            }),
             wake: Condvar::new(),
             on_disk: AtomicBool::new(true),
         });
@@ -132,18 +159,13 @@ impl HistoryFile {
             shared: Arc::clone(&shared),
         };
         writer.write_meta(true)?;
-        let thread = std::thread::Builder::new()
-            .name("keepsh-history".into())
-            .stack_size(64 * 1024)
-            .spawn(move || writer.run())?;
-        Ok(HistoryFile {
-            shared,
-            writer: Some(thread),
-        })
+        let thread = Some(start_thread(writer)?);
+        Ok(HistoryFile { shared, thread })
     }
 
-    /// Queues `chunk` for the disk; never waits on it.
-    pub(super) fn append(&self, chunk: &Bytes) {
+    /// Queues `chunk` for the disk; never waits on it (it may start the
+    /// writing thread).
+    pub(super) fn append(&mut self, chunk: &Bytes) {
         if !self.on_disk() {
             return;
         }
@@ -162,13 +184,50 @@ impl HistoryFile {
         if pending.size >= BATCH_BYTES {
             self.shared.wake.notify_one();
         }
+        drop(pending);
+        self.run_writer();
     }
 
     /// The session's snapshot changed (name, size, exit...): the metadata
     /// file is rewritten with the next batch, or at once without output.
-    pub(super) fn info_changed(&self) {
+    pub(super) fn info_changed(&mut self) {
         self.shared.lock().meta_changed = true;
         self.shared.wake.notify_one();
+        self.run_writer();
+    }
+
+    /// Joins the writing thread if it ended (idle), so that its stack goes
+    /// now rather than with the next thread.
+    pub(super) fn reap(&mut self) {
+        if self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+            && let Some(thread) = self.thread.take()
+        {
+            let _ = thread.join();
+        }
+    }
+
+    /// Starts a writing thread with the files the last one left, unless
+    /// one runs (it will see what is pending) or none holds them (stopped,
+    /// or a thread could not start).
+    fn run_writer(&mut self) {
+        let mut pending = self.shared.lock();
+        if pending.running {
+            return;
+        }
+        let Some(writer) = pending.idle.take() else {
+            return;
+        };
+        pending.running = true;
+        drop(pending);
+        if let Some(ended) = self.thread.take() {
+            let _ = ended.join(); // it said it ended: a moment at most
+        }
+        match start_thread(writer) {
+            Ok(thread) => self.thread = Some(thread),
+            Err(error) => self
+                .shared
+                .gave_up(&format!("starting its writing thread: {error}")),
+        }
     }
 
     /// Whether output still reaches the disk.
@@ -181,13 +240,24 @@ impl HistoryFile {
         self.stop(true);
     }
 
+    /// Has the writing thread write what is pending and end (started
+    /// for it if none runs), and waits for it.
     fn stop(&mut self, remove: bool) {
         self.shared.lock().stop = Some(remove);
         self.shared.wake.notify_one();
-        if let Some(thread) = self.writer.take() {
+        self.run_writer();
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
+}
+
+/// Starts the writing thread: a small stack, as it only copies and writes.
+fn start_thread(writer: Writer) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("keepsh-history".into())
+        .stack_size(64 * 1024)
+        .spawn(move || writer.run())
 }
 
 impl Drop for HistoryFile {
@@ -212,16 +282,26 @@ impl Shared {
 }
 
 impl Writer {
+    /// Writes batches until stopped, or idle (then the files are left in
+    /// the shared state for the next thread).
     fn run(mut self) {
         // The batch, joined: one write each (its room kept between batches).
         let mut batch: Vec<u8> = Vec::new();
+        let shared = Arc::clone(&self.shared);
         // A write past RLIMIT_FSIZE then fails with EFBIG, as a full disk
         // does with ENOSPC, instead of SIGXFSZ ending the session process
         // (setrlimit(2); the signal is sent to the writing thread).
         let xfsz = nix::sys::signal::SigSet::from(nix::sys::signal::Signal::SIGXFSZ);
         let _ = xfsz.thread_block();
         loop {
-            let (chunks, stop) = self.next_batch();
+            let (chunks, stop) = match next_batch(&shared) {
+                Batch::Write(chunks, stop) => (chunks, stop),
+                Batch::Idle(mut pending) => {
+                    pending.running = false;
+                    pending.idle = Some(self);
+                    return;
+                }
+            };
             batch.clear();
             chunks
                 .iter()
@@ -244,33 +324,6 @@ impl Writer {
                 return;
             }
         }
-    }
-
-    /// Waits for a batch: [`BATCH_BYTES`] pending, [`BATCH_INTERVAL`] since
-    /// its first byte, a changed snapshot, or the end.
-    fn next_batch(&self) -> (Vec<Bytes>, Option<bool>) {
-        let mut pending = self.shared.lock();
-        loop {
-            let due = pending.since.map(|since| since + BATCH_INTERVAL);
-            let full = pending.size >= BATCH_BYTES;
-            let late = due.is_some_and(|due| Instant::now() >= due);
-            if full || late || pending.meta_changed || pending.stop.is_some() {
-                break;
-            }
-            let wake = &self.shared.wake;
-            pending = match due {
-                Some(due) => {
-                    let wait = due.saturating_duration_since(Instant::now());
-                    let woken = wake.wait_timeout(pending, wait);
-                    woken.map_or_else(|e| e.into_inner().0, |(guard, _)| guard)
-                }
-                None => wake.wait(pending).unwrap_or_else(|e| e.into_inner()),
-            };
-        }
-        pending.since = None;
-        pending.meta_changed = false;
-        pending.size = 0;
-        (std::mem::take(&mut pending.chunks), pending.stop)
     }
 
     /// Writes the metadata if it changed: at once if more than its
@@ -297,6 +350,42 @@ impl Writer {
         let path = self.segments.path.display();
         self.shared.gave_up(&format!("{path}: {error}"));
     }
+}
+
+/// Waits for a batch: [`BATCH_BYTES`] pending, [`BATCH_INTERVAL`] since
+/// its first byte, a changed snapshot, or the end; or [`WRITER_IDLE`]
+/// without any of them.
+fn next_batch(shared: &Shared) -> Batch<'_> {
+    let mut pending = shared.lock();
+    loop {
+        let due = pending.since.map(|since| since + BATCH_INTERVAL);
+        let full = pending.size >= BATCH_BYTES;
+        let late = due.is_some_and(|due| Instant::now() >= due);
+        if full || late || pending.meta_changed || pending.stop.is_some() {
+            break;
+        }
+        let wake = &shared.wake;
+        pending = match due {
+            Some(due) => {
+                let wait = due.saturating_duration_since(Instant::now());
+                let woken = wake.wait_timeout(pending, wait);
+                woken.map_or_else(|e| e.into_inner().0, |(guard, _)| guard)
+            }
+            None => {
+                let woken = wake.wait_timeout(pending, WRITER_IDLE);
+                let (guard, idle) = woken.unwrap_or_else(|e| e.into_inner());
+                let quiet = guard.since.is_none() && !guard.meta_changed;
+                if idle.timed_out() && quiet && guard.stop.is_none() {
+                    return Batch::Idle(guard);
+                }
+                guard
+            }
+        };
+    }
+    pending.since = None;
+    pending.meta_changed = false;
+    pending.size = 0;
+    Batch::Write(std::mem::take(&mut pending.chunks), pending.stop)
 }
 
 /// The metadata file and what was last written to it.
@@ -475,7 +564,7 @@ mod tests {
     fn the_files_hold_the_latest_output_within_the_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut all = Vec::new();
-        let (file, publish) = start(dir.path(), 1000);
+        let (mut file, publish) = start(dir.path(), 1000);
         let id = publish.borrow().id;
         for i in 0..300u32 {
             let chunk = format!("{i}:{}\n", "x".repeat((i % 17) as usize));
@@ -496,7 +585,7 @@ mod tests {
     #[test]
     fn output_and_a_rename_reach_the_disk_without_an_end() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (file, publish) = start(dir.path(), 1 << 20);
+        let (mut file, publish) = start(dir.path(), 1 << 20);
         let id = publish.borrow().id;
         assert_eq!(meta(dir.path(), id).term.as_deref(), Some("xterm-256color"));
         assert_eq!(meta(dir.path(), id).cwd, PathBuf::from("/srv"));
@@ -538,7 +627,7 @@ mod tests {
             cwd: "/".into(),
             written: None,
         };
-        let file = HistoryFile::spawn(segments, meta, info).expect("spawn");
+        let mut file = HistoryFile::spawn(segments, meta, info).expect("spawn");
         file.append(&Bytes::from(vec![b'x'; BATCH_BYTES]));
         let deadline = Instant::now() + Duration::from_secs(10);
         while file.on_disk() && Instant::now() < deadline {
@@ -552,13 +641,17 @@ mod tests {
     /// at most MAX_PENDING bytes of memory; then the history is given up.
     #[test]
     fn pending_output_is_bounded() {
-        let file = HistoryFile {
+        let mut file = HistoryFile {
             shared: Arc::new(Shared {
-                pending: Mutex::default(),
+                // A thread "runs" and never writes.
+                pending: Mutex::new(Pending {
+                    running: true,
+                    ..Pending::default()
+                }),
                 wake: Condvar::new(),
                 on_disk: AtomicBool::new(true),
             }),
-            writer: None,
+            thread: None,
         };
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
         for _ in 0..MAX_PENDING / chunk.len() {
@@ -568,5 +661,41 @@ mod tests {
         file.append(&Bytes::from_static(b"one byte too many"));
         assert!(!file.on_disk());
         assert!(file.shared.lock().chunks.capacity() == 0);
+    }
+
+    /// The writing thread ends once nothing came for WRITER_IDLE, leaving
+    /// the files; the next output starts another, which writes it after
+    /// what came before.
+    #[test]
+    fn the_writing_thread_ends_when_idle_and_output_starts_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut file, publish) = start(dir.path(), 1 << 20);
+        let id = publish.borrow().id;
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + WRITER_IDLE + Duration::from_secs(10);
+            while !done() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(done(), "{what}");
+        };
+        let shared = Arc::clone(&file.shared);
+        let idle = || {
+            let pending = shared.lock();
+            !pending.running && pending.idle.is_some()
+        };
+        file.append(&Bytes::from_static(b"one\n"));
+        wait("the first line on disk", &|| {
+            read(dir.path(), id).expect("read") == b"one\n"
+        });
+        wait("the thread ended idle", &idle);
+        file.append(&Bytes::from_static(b"two\n"));
+        assert!(file.shared.lock().running, "output starts a thread");
+        let both = || read(dir.path(), id).expect("read") == b"one\ntwo\n";
+        wait("the second line after the first", &both);
+        wait("the thread ended idle again", &idle);
+        file.reap();
+        assert!(file.thread.is_none(), "joined");
+        file.remove();
+        assert!(!meta_path(dir.path(), id).exists(), "removed by a thread");
     }
 }
