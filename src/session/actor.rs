@@ -737,7 +737,7 @@ impl Actor {
         let Some(index) = self.attachments.iter().position(|a| a.id == id) else {
             return;
         };
-        self.attachments[index].waiting = false;
+        self.attachments[index].has_room();
         let Ok(permit) = permit else {
             self.detach(id);
             return;

@@ -138,10 +138,18 @@ impl Attachment {
         self.paces
     }
 
-    /// It held the output back too long: it no longer paces until it has
-    /// caught up.
+    /// It held the output back too long: it no longer paces until it
+    /// takes output again (or has caught up).
     pub fn stop_pacing(&mut self) {
         self.paces = false;
+    }
+
+    /// Its queue has room again: it drains, so a writable terminal that
+    /// stopped pacing (a stall past the bound: a frozen phone resumed, a
+    /// busy machine) paces again rather than fall behind the program.
+    pub fn has_room(&mut self) {
+        self.waiting = false;
+        self.caught_up();
     }
 
     /// It has everything up to the ring's end: a writable terminal paces
@@ -485,7 +493,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_writable_terminal_paces_and_a_stopped_one_again_once_caught_up() {
+    fn only_a_writable_terminal_paces_and_a_stopped_one_again_once_it_drains() {
         let chunk = Bytes::from_static(b"abc");
         // (terminal, read-only): whether it paces.
         for (terminal, read_only, paces) in [
@@ -516,9 +524,12 @@ mod tests {
         };
         assert_eq!(att.pump(&mut source), Pumped::Full);
         assert!(!att.paces());
-        // Room again, and everything up to the ring's end sent: it paces.
+        // It took something: room again, and it paces though still behind.
         assert!(rx.try_recv().is_ok());
-        att.waiting = false;
+        att.has_room();
+        assert!(att.paces());
+        // Stopped again, then everything up to the ring's end sent: it paces.
+        att.stop_pacing();
         assert_eq!(att.pump(&mut source), Pumped::CaughtUp);
         assert!(att.paces());
     }
