@@ -20,6 +20,7 @@
 pub mod admission;
 pub mod algorithms;
 pub mod auth;
+pub mod child;
 pub mod command;
 pub mod config;
 pub mod front;
@@ -29,6 +30,7 @@ pub mod lost;
 pub mod memory;
 pub mod penalty;
 pub mod protocol;
+pub mod reactor;
 pub mod registry;
 pub mod remote;
 pub mod server;

@@ -201,13 +201,23 @@ fn close_inherited_fds_on_exec() {
     }
 }
 
+/// SIGTERM or SIGINT (Ctrl-C), caught by signal-hook and waited for on a
+/// thread of its own (tokio's signal handling is not compiled in: it would
+/// cost every session process its signal registry; see `keepsh::child`).
 async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) else {
+        return std::future::pending().await;
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let (caught, signal) = tokio::sync::oneshot::channel();
+    let waiter = std::thread::Builder::new()
+        .name("keepsh-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = caught.send(());
+            }
+        });
+    if waiter.is_err() || signal.await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

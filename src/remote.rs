@@ -202,7 +202,9 @@ pub async fn start(
     state_dir: &Path,
     spec: &HostSpec,
 ) -> Result<SessionHandle, StartError> {
-    let mut child = tokio::process::Command::new(program)
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(program);
+    command
         .arg0("keepsh")
         .arg("session-host")
         .arg("--state-dir")
@@ -222,11 +224,11 @@ pub async fn start(
         .env("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(StartError::Launch)?;
+        .stderr(Stdio::inherit());
+    let mut child = crate::child::Child::spawn(&mut command).map_err(StartError::Launch)?;
     let json = serde_json::to_vec(spec).map_err(StartError::BadAnswer)?;
-    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+    let pipes = child.stdin().and_then(|i| Ok((i, child.stdout()?)));
+    let (Some(mut stdin), Some(stdout)) = pipes.map_err(StartError::Launch)? else {
         return Err(StartError::NoAnswer("no stdin or stdout"));
     };
     stdin.write_all(&json).await.map_err(StartError::Launch)?;

@@ -11,9 +11,11 @@ use std::process::Stdio;
 use russh::ChannelWriteHalf;
 use russh::server::Msg;
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::channel::ToChannel;
+use crate::child::Child;
 
 /// SSH_EXTENDED_DATA_STDERR (RFC 4254 §5.2).
 const STDERR: u32 = 1;
@@ -51,9 +53,7 @@ pub async fn run(mut subsystem: Subsystem) {
         }
     };
     tracing::info!(program = %subsystem.program.display(), "sftp subsystem started");
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
+    let Ok((Some(stdin), Some(stdout), Some(stderr))) = pipes(&mut child) else {
         return; // all three were asked for as pipes
     };
     let output = async {
@@ -83,21 +83,32 @@ pub async fn run(mut subsystem: Subsystem) {
 
 /// Starts the program in the home directory with the sessions' base
 /// environment, stdio piped; killed if the channel's task is dropped.
-fn spawn(subsystem: &Subsystem) -> std::io::Result<tokio::process::Child> {
-    tokio::process::Command::new(&subsystem.program)
+fn spawn(subsystem: &Subsystem) -> std::io::Result<Child> {
+    let mut command = std::process::Command::new(&subsystem.program);
+    command
         .current_dir(&subsystem.home)
         .env_clear()
         .envs(subsystem.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .stderr(Stdio::piped());
+    Ok(Child::spawn(&mut command)?.kill_on_drop())
+}
+
+/// The program's stdin, stdout and stderr.
+type Pipes = (
+    Option<pipe::Sender>,
+    Option<pipe::Receiver>,
+    Option<pipe::Receiver>,
+);
+
+fn pipes(child: &mut Child) -> std::io::Result<Pipes> {
+    Ok((child.stdin()?, child.stdout()?, child.stderr()?))
 }
 
 /// Writes the client's data to the program's stdin until the client's EOF
 /// (or the program's end), then closes it; never returns.
-async fn feed(inbox: &mut mpsc::Receiver<ToChannel>, mut stdin: tokio::process::ChildStdin) {
+async fn feed(inbox: &mut mpsc::Receiver<ToChannel>, mut stdin: pipe::Sender) {
     while let Some(message) = inbox.recv().await {
         match message {
             ToChannel::Input(data) => {

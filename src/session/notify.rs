@@ -10,13 +10,17 @@
 //!   with `KEEPSH_USER`, `KEEPSH_SESSION` (name), `KEEPSH_SESSION_ID`,
 //!   `KEEPSH_EVENT` (`bell`, `notification`, `exit`) and `KEEPSH_MESSAGE`
 //!   added to the session process's environment; it is killed after
-//!   [`RUN_TIMEOUT`]; its exit status and the start of its output are
-//!   logged. The session never waits for it.
+//!   [`RUN_TIMEOUT`]; its exit status and the start of its output (stdout
+//!   and stderr on one pipe, in the order written) are logged. The session
+//!   never waits for it.
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
+use crate::child::Child;
 use crate::protocol::SessionInfo;
 use crate::protocol::host::NotifySpec;
 
@@ -84,7 +88,7 @@ impl Notifier {
         let Some((program, args)) = self.spec.command.split_first() else {
             return;
         };
-        let mut command = tokio::process::Command::new(program);
+        let mut command = Command::new(program);
         command
             .args(args)
             .env("KEEPSH_USER", &session.owner)
@@ -92,28 +96,61 @@ impl Notifier {
             .env("KEEPSH_SESSION_ID", session.id.to_string())
             .env("KEEPSH_EVENT", kind.name())
             .env("KEEPSH_MESSAGE", message)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+            .stdin(Stdio::null());
         tokio::spawn(run(command, kind));
     }
 }
 
 /// Runs `command`, killed after [`RUN_TIMEOUT`]; logs how it ended.
-async fn run(mut command: tokio::process::Command, kind: Kind) {
+async fn run(command: Command, kind: Kind) {
     let event = kind.name();
-    match tokio::time::timeout(RUN_TIMEOUT, command.output()).await {
-        Ok(Ok(out)) => {
-            let output = [out.stdout, out.stderr].concat();
-            let shown = String::from_utf8_lossy(&output[..output.len().min(MAX_LOGGED)])
-                .escape_debug()
-                .to_string();
-            tracing::info!(event, status = %out.status, output = %shown, "notify command ran");
-        }
-        Ok(Err(error)) => {
+    let (mut child, mut output) = match start(command) {
+        Ok(started) => started,
+        Err(error) => {
             tracing::warn!(event, %error, "notify command could not start (check [notify] command)");
+            return;
         }
+    };
+    let ran = async {
+        let shown = read_start(&mut output).await;
+        (child.wait().await, shown)
+    };
+    match tokio::time::timeout(RUN_TIMEOUT, ran).await {
+        Ok((Ok(status), shown)) => {
+            let shown = String::from_utf8_lossy(&shown).escape_debug().to_string();
+            tracing::info!(event, %status, output = %shown, "notify command ran");
+        }
+        Ok((Err(error), _)) => {
+            tracing::warn!(event, %error, "waiting for the notify command failed")
+        }
+        // Dropping `child` kills it.
         Err(_) => tracing::warn!(event, "notify command ran past 10 s; killed"),
     }
+}
+
+/// Starts `command` with its stdout and stderr on one pipe; returns the
+/// child (killed if dropped) and the pipe's reading end. `command`, which
+/// holds the writing ends, is dropped here, so that the pipe ends with the
+/// program's output.
+fn start(mut command: Command) -> std::io::Result<(Child, tokio::net::unix::pipe::Receiver)> {
+    let (read, write) = std::io::pipe()?;
+    command.stdout(write.try_clone()?).stderr(write);
+    let child = Child::spawn(&mut command)?.kill_on_drop();
+    drop(command);
+    let read = tokio::net::unix::pipe::Receiver::from_owned_fd(read.into())?;
+    Ok((child, read))
+}
+
+/// The first [`MAX_LOGGED`] bytes of `output`; the rest is read and
+/// dropped, so that the program never waits on a full pipe.
+async fn read_start(output: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+    let mut shown = Vec::new();
+    let _ = (&mut *output)
+        .take(MAX_LOGGED as u64)
+        .read_to_end(&mut shown)
+        .await;
+    let _ = tokio::io::copy(output, &mut tokio::io::sink()).await;
+    shown
 }
 
 /// The desktop notifications in `output`: the text of each OSC 9 (iTerm2;

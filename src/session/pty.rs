@@ -8,10 +8,10 @@
 //! before (the program runs on meanwhile: twice the bulk output of the
 //! task alone, 50 against 25 MB/s, BENCHMARKS.md "Memory"), and ends
 //! after [`READER_IDLE`] without output, handing the reading back. The
-//! *writer* is a task on the master, registered with tokio by pty-process
+//! *writer* is a task on a duplicate of the master, registered with tokio
 //! (input on its own path: some programs deadlock when written to while
 //! their output is not read), and the *waiter* is a task that reaps the
-//! child and reports its exit status.
+//! child through its pidfd ([`crate::child`]) and reports its exit status.
 //!
 //! Traps handled here (see shared/notes/tech-brief.md §2): the parent's copy
 //! of the slave is closed right after spawning, or EOF never arrives;
@@ -28,13 +28,15 @@ use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncWriteExt, Interest};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::child::Child;
 use crate::protocol::host::{SpawnError, SpawnSpec};
 use crate::protocol::{ExitStatus, PtySize};
+use crate::reactor::register;
 
 /// The largest output chunk, in bytes: what is taken from the PTY at most
 /// before it is handed on. A read by the session task that fills it starts
@@ -94,33 +96,37 @@ pub struct PtyStreams {
 pub fn spawn(spec: &SpawnSpec) -> Result<(Pty, PtyStreams), SpawnError> {
     let (program, args) = program(spec)?;
     let open_error = |e: pty_process::Error| SpawnError::OpenPty(e.to_string());
-    let (pty, pts) = pty_process::open().map_err(open_error)?;
+    let (pty, pts) = pty_process::blocking::open().map_err(open_error)?;
     pty.resize(winsize(spec.size)).map_err(open_error)?;
+    let io_error = |e: std::io::Error| SpawnError::OpenPty(e.to_string());
     // Close-on-exec, like the master itself: a plain dup(2) would leak this
     // session's master into every later session's program, which then keeps
     // the PTY (and its shell) alive after the session ends.
-    let dup =
-        || rustix::io::fcntl_dupfd_cloexec(&pty, 0).map_err(|e| SpawnError::OpenPty(e.to_string()));
-    let (control, reader) = (dup()?, dup()?);
+    let dup = || rustix::io::fcntl_dupfd_cloexec(&pty, 0).map_err(|e| io_error(e.into()));
+    let (control, reader, writer) = (dup()?, dup()?, dup()?);
+    // One open file description for all: the task and the reader thread
+    // wait in epoll or poll(2), never in a read or write.
+    let flags = rustix::fs::fcntl_getfl(&pty).map_err(|e| io_error(e.into()))?;
+    rustix::fs::fcntl_setfl(&pty, flags | rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| io_error(e.into()))?;
     // Consuming `pts` closes the parent's copy of the slave once spawned.
-    let child = command(spec, &program, args)
-        .spawn(pts)
-        .map_err(|e| SpawnError::Exec {
-            program,
-            reason: e.to_string(),
-        })?;
-    let pid = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .map(Pid::from_raw);
-
+    let exec_error = |reason: String| SpawnError::Exec {
+        program: program.clone(),
+        reason,
+    };
+    let started = command(spec, &program, args).spawn(pts);
+    let child = started.map_err(|e| exec_error(e.to_string()))?;
+    let pid = i32::try_from(child.id()).ok().map(Pid::from_raw);
+    let child = Child::from_std(child).map_err(|e| exec_error(e.to_string()))?;
     let output = PtyOutput {
-        reading: Reading::Task(register(reader).map_err(|e| SpawnError::OpenPty(e.to_string()))?),
+        reading: Reading::Task(register(reader, Interest::READABLE).map_err(io_error)?),
         no_thread: false,
     };
+    let writer = register(writer, Interest::WRITABLE).map_err(io_error)?;
+    drop(pty);
     let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
     let (exit_tx, exit) = oneshot::channel();
-    tokio::spawn(write_loop(pty, input_rx).in_current_span());
+    tokio::spawn(write_loop(writer, input_rx).in_current_span());
     tokio::spawn(wait(child, exit_tx).in_current_span());
     Ok((
         Pty {
@@ -154,8 +160,8 @@ fn program(spec: &SpawnSpec) -> Result<(String, &[String]), SpawnError> {
 /// The program's command: a cleared environment but `spec.env` and
 /// `SHELL`, in `spec.cwd`; a login shell gets argv[0] `-NAME`, as sshd and
 /// login(1) start it.
-fn command(spec: &SpawnSpec, program: &str, args: &[String]) -> pty_process::Command {
-    let cmd = pty_process::Command::new(program)
+fn command(spec: &SpawnSpec, program: &str, args: &[String]) -> pty_process::blocking::Command {
+    let cmd = pty_process::blocking::Command::new(program)
         .args(args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -172,7 +178,7 @@ fn command(spec: &SpawnSpec, program: &str, args: &[String]) -> pty_process::Com
 }
 
 /// Reaps the program; sends its exit status.
-async fn wait(mut child: tokio::process::Child, exit: oneshot::Sender<ExitStatus>) {
+async fn wait(mut child: Child, exit: oneshot::Sender<ExitStatus>) {
     let status = match child.wait().await {
         Ok(status) => exit_status(status),
         Err(error) => {
@@ -291,22 +297,11 @@ impl PtyOutput {
         else {
             return;
         };
-        match register(master) {
+        match register(master, Interest::READABLE) {
             Ok(master) => self.reading = Reading::Task(master),
             Err(error) => tracing::error!(%error, "cannot register the PTY; its output ends"),
         }
     }
-}
-
-/// Registers `master` (a non-blocking duplicate of the master) with the
-/// current runtime for reading.
-#[expect(
-    unsafe_code,
-    reason = "AsyncFd::register_with_interest: `master` is an OwnedFd moved in, so it stays open and the same descriptor for the AsyncFd's whole life, as required"
-)]
-fn register(master: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the AsyncFd owns `master` and drops it last.
-    Ok(unsafe { AsyncFd::register_with_interest(master, Interest::READABLE) }?)
 }
 
 /// The reader thread: reads `master` (non-blocking, a duplicate of the
@@ -366,14 +361,29 @@ fn read_available(master: &OwnedFd) -> (Option<Bytes>, bool) {
     (Some(Bytes::from(buf)), would_block)
 }
 
-async fn write_loop(mut writer: pty_process::Pty, mut input: mpsc::Receiver<Bytes>) {
+/// Writes the input to the master (non-blocking, registered for writing),
+/// waiting for room when the PTY's input buffer is full.
+async fn write_loop(writer: AsyncFd<OwnedFd>, mut input: mpsc::Receiver<Bytes>) {
     while let Some(data) = input.recv().await {
-        if writer.write_all(&data).await.is_err() {
+        if write_all(&writer, &data).await.is_err() {
             break;
         }
     }
     // Drain so senders never wait on a dead PTY.
     while input.recv().await.is_some() {}
+}
+
+async fn write_all(writer: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let mut ready = writer.writable().await?;
+        match ready.try_io(|fd| Ok(rustix::io::write(fd, data)?)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_would_block) => {}
+        }
+    }
+    Ok(())
 }
 
 impl Pty {
