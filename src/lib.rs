@@ -14,8 +14,10 @@
 //! keys, [`keys`] manages key files, [`state_dir`] the private directory
 //! where the session processes' sockets live, [`lost`] the sessions whose
 //! process ended without a clean end, found from their history files;
-//! [`logging`] and [`memory`] (freed heap given back to the system) serve
-//! both executables.
+//! [`logging`], [`memory`] (freed heap given back to the system),
+//! [`child`] (child processes reaped through pidfds, without tokio's
+//! signal handling) and [`reactor`] (a descriptor registered with tokio)
+//! serve both executables.
 
 pub mod admission;
 pub mod algorithms;
