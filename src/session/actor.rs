@@ -737,7 +737,9 @@ impl Actor {
         let Some(index) = self.attachments.iter().position(|a| a.id == id) else {
             return;
         };
-        self.attachments[index].has_room();
+        // Half the ring behind, a client that drains sets the pace again.
+        let (end, danger) = (self.ring.end(), self.ring.capacity() as u64 / 2);
+        self.attachments[index].has_room(end, danger);
         let Ok(permit) = permit else {
             self.detach(id);
             return;

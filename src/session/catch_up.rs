@@ -138,18 +138,23 @@ impl Attachment {
         self.paces
     }
 
-    /// It held the output back too long: it no longer paces until it
-    /// takes output again (or has caught up).
+    /// It held the output back too long: it no longer paces until it has
+    /// caught up, or drains while far behind ([`Attachment::has_room`]).
     pub fn stop_pacing(&mut self) {
         self.paces = false;
     }
 
-    /// Its queue has room again: it drains, so a writable terminal that
-    /// stopped pacing (a stall past the bound: a frozen phone resumed, a
-    /// busy machine) paces again rather than fall behind the program.
-    pub fn has_room(&mut self) {
+    /// Its queue has room again (the ring's end is at `end`). A writable
+    /// terminal that stopped pacing (a stall past the bound: a phone that
+    /// slept a moment, a busy machine) and now drains while `danger` bytes
+    /// or more behind paces again: the program waits for it rather than
+    /// wrap the ring past it. Less behind, the program runs ahead into the
+    /// ring and it catches up, as before.
+    pub fn has_room(&mut self, end: u64, danger: u64) {
         self.waiting = false;
-        self.caught_up();
+        if end.saturating_sub(self.sent_upto) >= danger {
+            self.caught_up();
+        }
     }
 
     /// It has everything up to the ring's end: a writable terminal paces
@@ -524,9 +529,12 @@ mod tests {
         };
         assert_eq!(att.pump(&mut source), Pumped::Full);
         assert!(!att.paces());
-        // It took something: room again, and it paces though still behind.
+        // It took something: room again, but only a little behind (6 of
+        // the 9 bytes): it does not pace yet; far behind, it does.
         assert!(rx.try_recv().is_ok());
-        att.has_room();
+        att.has_room(9, 7);
+        assert!(!att.paces());
+        att.has_room(9, 6);
         assert!(att.paces());
         // Stopped again, then everything up to the ring's end sent: it paces.
         att.stop_pacing();

@@ -12,9 +12,9 @@
 //! - Held for [`PACE_BOUND`], every pacer whose queue is still full loses
 //!   the right to pace (a frozen phone, a closed window), and reading
 //!   resumes; such a client is caught up or redrawn as before, and paces
-//!   again as soon as it takes output again (its queue has room): a stall
-//!   past the bound costs a client that then drains no byte, while one
-//!   that stays frozen holds the program once.
+//!   again once it has caught up, or as soon as it takes output again while
+//!   half the ring buffer or more behind: a stall past the bound lets the
+//!   program run ahead into the ring, but not past a client that drains.
 //! - Once the program has been reaped its last output is read at full
 //!   speed (the lifecycle's EOF grace must not expire behind a client).
 

@@ -29,6 +29,11 @@ impl RingBuffer {
         }
     }
 
+    /// The most bytes it keeps (`scrollback_bytes`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Absolute offset of the oldest byte held.
     pub fn start(&self) -> u64 {
         self.start
