@@ -238,7 +238,8 @@ pub async fn start(
     let mut line = String::new();
     let answered =
         tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
-    // Reap it whenever it ends; it is not killed with this handle.
+    // Reap it whenever it ends (through its pidfd: one descriptor in the
+    // server per live session process); it is not killed with this handle.
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
