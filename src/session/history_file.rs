@@ -184,16 +184,25 @@ impl HistoryFile {
         if pending.size >= BATCH_BYTES {
             self.shared.wake.notify_one();
         }
+        // The output's path: the lock again only when no thread runs.
+        let idle = !pending.running;
         drop(pending);
-        self.run_writer();
+        if idle {
+            self.run_writer();
+        }
     }
 
     /// The session's snapshot changed (name, size, exit...): the metadata
     /// file is rewritten with the next batch, or at once without output.
     pub(super) fn info_changed(&mut self) {
-        self.shared.lock().meta_changed = true;
+        let mut pending = self.shared.lock();
+        pending.meta_changed = true;
+        let idle = !pending.running;
+        drop(pending);
         self.shared.wake.notify_one();
-        self.run_writer();
+        if idle {
+            self.run_writer();
+        }
     }
 
     /// Joins the writing thread if it ended (idle), so that its stack goes
