@@ -39,6 +39,21 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SELF_EXE: &str = "/proc/self/exe";
 /// The name of the session-process executable, installed beside `keepsh`.
 pub const SESSION_EXE: &str = "keepsh-session";
+/// glibc's tunables for a session process (ld.so(8) "Tunables", glibc ≥
+/// 2.34), so that an idle session holds only what it uses (BENCHMARKS.md,
+/// "Memory"):
+/// - `glibc.pthread.stack_cache_size=0`: glibc keeps an ended thread's
+///   stack for the next thread, its top pages resident; a session
+///   process's threads (the PTY reader of a flood, the history writer) end
+///   when idle, and their stacks go with them.
+/// - `glibc.malloc.tcache_count=0`: no per-thread cache of freed blocks
+///   (up to 7 of each size to 1 KiB); `malloc_trim`, run when the session
+///   is quiet, cannot give back what a cache holds (8 KiB measured).
+/// - `glibc.malloc.arena_max=1`: the history writer allocates from the
+///   main heap, which is trimmed, instead of an arena of its own whose
+///   first page stays (4 KiB).
+const SESSION_TUNABLES: &str =
+    "glibc.pthread.stack_cache_size=0:glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1";
 
 /// Why [`open_session_executable`] found no usable `keepsh-session`.
 #[derive(Debug, thiserror::Error)]
@@ -217,11 +232,7 @@ pub async fn start(
         // process's heap after the attach (the soak bench saw 3 MB per
         // session held). The program's environment is its own (cleared).
         .env("MALLOC_MMAP_THRESHOLD_", "65536")
-        // glibc keeps an ended thread's stack for the next thread, its
-        // top pages resident; a session process's threads (the PTY reader
-        // of a flood, the history writer) end when idle, and their stacks
-        // should go with them (ld.so(8) tunables, glibc ≥ 2.34).
-        .env("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0")
+        .env("GLIBC_TUNABLES", SESSION_TUNABLES)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

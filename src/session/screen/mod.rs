@@ -448,6 +448,19 @@ mod tests {
     }
 
     #[test]
+    fn a_synchronized_update_is_applied_as_it_comes() {
+        // Held back by a terminal until its end (DECRST 2026); the model
+        // applies it at once, so a redraw is never older than the output.
+        let mut model = Screen::new(size(20, 3));
+        model.process(b"\x1b[?2026h\x1b[Hframe one");
+        assert!(model.text().contains("frame one"), "{:?}", model.text());
+        // Longer than vte's 2 MiB limit for an update it holds back.
+        model.process("x".repeat(3 << 20).as_bytes());
+        model.process(b"\x1b[2J\x1b[Hframe two\x1b[?2026l");
+        assert!(model.text().starts_with("frame two"), "{:?}", model.text());
+    }
+
+    #[test]
     fn title_and_focus_reporting_are_restored() {
         let mut model = Screen::new(size(20, 5));
         model.process(b"\x1b]2;my title\x07\x1b[?1004h");

@@ -260,7 +260,10 @@ struct SyncState<T: Timeout> {
 
 impl<T: Timeout> Default for SyncState<T> {
     fn default() -> Self {
-        Self { buffer: Vec::with_capacity(SYNC_BUFFER_SIZE), timeout: Default::default() }
+        // keepsh patch: the buffer grows as a synchronized update needs it,
+        // instead of 2 MiB reserved for every processor (a page of each of
+        // a thousand idle sessions, and 2 MiB mapped for each redraw).
+        Self { buffer: Vec::new(), timeout: Default::default() }
     }
 }
 
