@@ -38,7 +38,7 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
-    match Cli::parse().command {
+    match parse().command {
         Cmd::WireVersion => {
             println!("{}", keepsh::protocol::wire::VERSION);
             std::process::ExitCode::SUCCESS
@@ -54,4 +54,11 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+/// The command line, parsed in a frame of its own (not inlined into
+/// `main`, whose frame stays under the session for its whole life).
+#[inline(never)]
+fn parse() -> Cli {
+    Cli::parse()
 }

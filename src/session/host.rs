@@ -55,6 +55,23 @@ pub enum HostError {
 /// [`HostError`] when the spec is unreadable or the runtime cannot start;
 /// a program that cannot start is reported on stdout as [`Ready::Failed`].
 pub fn run(state_dir: &Path, session: &str) -> Result<(), HostError> {
+    let spec = prepare(session)?;
+    let span = tracing::info_span!("session", id = %spec.id, owner = %spec.owner);
+    // The session's future on the heap, made in a frame of its own: the
+    // main stack stays as shallow as `block_on` and the runtime's park
+    // need, since every page of it that the idle process once used stays
+    // resident (BENCHMARKS.md "Memory").
+    let session = Box::pin(serve(state_dir, spec).instrument(span));
+    runtime()?.block_on(session);
+    Ok(())
+}
+
+/// The spec read from stdin and checked against `session`, and the
+/// process set up for it (its own session id, its name, the program's
+/// open-files limit). Not inlined into [`run`]: its temporaries (the
+/// JSON parser's) would deepen the frame that runs the session.
+#[inline(never)]
+fn prepare(session: &str) -> Result<HostSpec, HostError> {
     let spec: HostSpec = serde_json::from_slice(&read_stdin()?)?;
     if spec.id.to_string() != session {
         return Err(HostError::WrongSession(session.to_owned()));
@@ -76,16 +93,19 @@ pub fn run(state_dir: &Path, session: &str) -> Result<(), HostError> {
             },
         );
     }
-    let span = tracing::info_span!("session", id = %spec.id, owner = %spec.owner);
+    Ok(spec)
+}
+
+/// The session process's runtime: one thread, I/O and timers.
+#[inline(never)]
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         // A session process waits on a handful of descriptors (its socket,
         // its PTY, a few connections): 64 events a wake-up, not 1,024
         // (12 KiB of buffer).
         .max_io_events_per_tick(64)
-        .build()?
-        .block_on(serve(state_dir, spec).instrument(span));
-    Ok(())
+        .build()
 }
 
 /// All of stdin, read through a duplicate of fd 0: `std::io::stdin()`
