@@ -57,10 +57,10 @@ pub enum HostError {
 pub fn run(state_dir: &Path, session: &str) -> Result<(), HostError> {
     let spec = prepare(session)?;
     let span = tracing::info_span!("session", id = %spec.id, owner = %spec.owner);
-    // The session's future on the heap, made in a frame of its own: the
-    // main stack stays as shallow as `block_on` and the runtime's park
-    // need, since every page of it that the idle process once used stays
-    // resident (BENCHMARKS.md "Memory").
+    // The session's future on the heap, the spec's parsing and the
+    // runtime's making in functions of their own: the frames under the
+    // idle session stay small, since every page of the main stack that
+    // the process once used stays resident (BENCHMARKS.md "Memory").
     let session = Box::pin(serve(state_dir, spec).instrument(span));
     runtime()?.block_on(session);
     Ok(())
